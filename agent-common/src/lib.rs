@@ -1,0 +1,256 @@
+//! Data shared by the kernel programs (`agent-ebpf`) and the agent.
+//!
+//! Everything here is `#[repr(C)]`, `Copy` and free of `bool`s and enums inside map
+//! values, so that both sides agree on the layout byte for byte. Each type's size is
+//! checked at compile time.
+#![no_std]
+
+use core::mem::size_of;
+
+/// The agent's outbound capture port (loopback, inside each enrolled namespace).
+pub const OUTBOUND_PORT: u16 = 15001;
+/// The agent's inbound plaintext capture port.
+pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
+/// HBONE (HTTP/2 CONNECT over mutual TLS).
+pub const HBONE_PORT: u16 = 15008;
+/// Prometheus metrics.
+pub const METRICS_PORT: u16 = 15020;
+/// Readiness.
+pub const READINESS_PORT: u16 = 15021;
+/// DNS proxy.
+pub const DNS_PORT: u16 = 15053;
+
+/// Ports the agent itself serves. Connections to them are never redirected, so nothing
+/// can loop back into the agent.
+pub const AGENT_PORTS: [u16; 6] = [
+    OUTBOUND_PORT,
+    INBOUND_PLAINTEXT_PORT,
+    HBONE_PORT,
+    METRICS_PORT,
+    READINESS_PORT,
+    DNS_PORT,
+];
+
+/// `SO_MARK` the agent sets on every socket it opens inside a pod's namespace. The
+/// capture programs leave such sockets alone, so the agent's own upstream connections
+/// are not captured again.
+pub const AGENT_SOCKET_MARK: u32 = 0x5746_0001;
+
+/// Map names, shared so that the agent opens exactly what the programs define.
+pub mod maps {
+    /// Netns cookie → [`super::EnrolledNetns`].
+    pub const ENROLLED_NETNS: &str = "ENROLLED_NETNS";
+    /// Port (host order) → `u8` (1 = excluded).
+    pub const EXCLUDED_PORTS: &str = "EXCLUDED_PORTS";
+    /// Socket cookie → [`super::OriginalDst`]; written by `connect4`/`connect6`,
+    /// consumed by `sockops` once the local port is known.
+    pub const ORIGINAL_DST_BY_COOKIE: &str = "ORIGINAL_DST_BY_COOKIE";
+    /// [`super::SocketKey`] → [`super::OriginalDst`]; read (and removed) by the agent
+    /// for each accepted connection.
+    pub const ORIGINAL_DST_BY_SOCKET: &str = "ORIGINAL_DST_BY_SOCKET";
+    /// Per-CPU array of `u64` counters indexed by [`super::Decision`].
+    pub const DECISIONS: &str = "DECISIONS";
+}
+
+/// Program names, as the agent finds them in the object and pins them.
+pub mod programs {
+    pub const CONNECT4: &str = "weft_connect4";
+    pub const CONNECT6: &str = "weft_connect6";
+    pub const SOCKOPS: &str = "weft_sockops";
+}
+
+/// Capacity of the original-destination maps (LRU: stale entries age out).
+pub const ORIGINAL_DST_CAPACITY: u32 = 65_536;
+/// Capacity of the enrolled namespace map (one entry per pod on a node).
+pub const ENROLLED_NETNS_CAPACITY: u32 = 4_096;
+/// Capacity of the excluded port map.
+pub const EXCLUDED_PORTS_CAPACITY: u32 = 256;
+
+/// Why a capture program did what it did. Indexes the `DECISIONS` counters.
+///
+/// The values are part of the agent's metrics and of the pinned map layout: they are
+/// stable and never renumbered; new reasons get new numbers.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The connection was redirected to the agent's outbound listener.
+    Redirected = 0,
+    /// The socket's network namespace is not enrolled.
+    NotEnrolled = 1,
+    /// The destination is a loopback address.
+    Loopback = 2,
+    /// The destination is one of the agent's own ports.
+    AgentPort = 3,
+    /// The destination port is excluded by configuration.
+    ExcludedPort = 4,
+    /// The socket belongs to the agent (it carries [`AGENT_SOCKET_MARK`]).
+    AgentSocket = 5,
+    /// Not a TCP socket (UDP `connect()` also runs the hook).
+    NotTcp = 6,
+    /// The original destination could not be recorded (map full); the connection was
+    /// left alone rather than redirected without a destination.
+    RecordFailed = 7,
+    /// `sockops` moved an original destination from the cookie map to the socket map.
+    OriginalDstRecorded = 8,
+    /// `sockops` found no original destination for a connection it was told about.
+    OriginalDstMissing = 9,
+    /// `sockops` could not write the socket map.
+    SocketRecordFailed = 10,
+}
+
+impl Decision {
+    /// Number of slots in the counter array; one past the highest value.
+    pub const COUNT: u32 = 11;
+
+    pub const ALL: [Decision; Self::COUNT as usize] = [
+        Decision::Redirected,
+        Decision::NotEnrolled,
+        Decision::Loopback,
+        Decision::AgentPort,
+        Decision::ExcludedPort,
+        Decision::AgentSocket,
+        Decision::NotTcp,
+        Decision::RecordFailed,
+        Decision::OriginalDstRecorded,
+        Decision::OriginalDstMissing,
+        Decision::SocketRecordFailed,
+    ];
+
+    /// A stable label value for metrics.
+    pub const fn reason(self) -> &'static str {
+        match self {
+            Decision::Redirected => "redirected",
+            Decision::NotEnrolled => "not_enrolled",
+            Decision::Loopback => "loopback",
+            Decision::AgentPort => "agent_port",
+            Decision::ExcludedPort => "excluded_port",
+            Decision::AgentSocket => "agent_socket",
+            Decision::NotTcp => "not_tcp",
+            Decision::RecordFailed => "record_failed",
+            Decision::OriginalDstRecorded => "original_dst_recorded",
+            Decision::OriginalDstMissing => "original_dst_missing",
+            Decision::SocketRecordFailed => "socket_record_failed",
+        }
+    }
+}
+
+/// Address family values as the kernel spells them.
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+/// Value of `ENROLLED_NETNS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EnrolledNetns {
+    /// Reserved for per-namespace switches; zero today.
+    pub flags: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<EnrolledNetns>() == 8);
+
+/// An IP address and port as the kernel gave them.
+///
+/// `addr` holds the 16 bytes of an IPv6 address in network byte order; IPv4 addresses
+/// are stored IPv4-mapped (`::ffff:a.b.c.d`), so one key type serves both families
+/// and an IPv4 connection made from an IPv6 socket finds the same entry.
+/// `port` is in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SockAddr {
+    pub addr: [u8; 16],
+    pub port: u16,
+    /// [`AF_INET`] or [`AF_INET6`]: the family the application used.
+    pub family: u16,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<SockAddr>() == 24);
+
+impl SockAddr {
+    /// Maps an IPv4 address, given as the kernel's network-order `u32`, into the
+    /// 16-byte form.
+    #[inline(always)]
+    pub const fn v4_mapped(ip_be: u32) -> [u8; 16] {
+        let b = ip_be.to_ne_bytes();
+        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, b[0], b[1], b[2], b[3]]
+    }
+
+    /// Converts the kernel's four network-order words of an IPv6 address.
+    #[inline(always)]
+    pub const fn v6(words: [u32; 4]) -> [u8; 16] {
+        let a = words[0].to_ne_bytes();
+        let b = words[1].to_ne_bytes();
+        let c = words[2].to_ne_bytes();
+        let d = words[3].to_ne_bytes();
+        [
+            a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3], c[0], c[1], c[2], c[3], d[0], d[1],
+            d[2], d[3],
+        ]
+    }
+}
+
+/// Value of the original-destination maps: where the application wanted to go.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OriginalDst {
+    pub dst: SockAddr,
+}
+const _: () = assert!(size_of::<OriginalDst>() == 24);
+
+/// Key of `ORIGINAL_DST_BY_SOCKET`: the redirected client socket as the agent sees
+/// it when it accepts — its namespace and its local address, which is the peer address
+/// of the accepted socket. The namespace matters: every pod has its own `127.0.0.1`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SocketKey {
+    pub netns_cookie: u64,
+    pub src: SockAddr,
+}
+const _: () = assert!(size_of::<SocketKey>() == 32);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: these types are `#[repr(C)]`, `Copy`, contain only integers and arrays of
+    // integers, and have explicit padding fields, so every bit pattern is valid and no
+    // byte is uninitialised.
+    unsafe impl aya::Pod for super::EnrolledNetns {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SockAddr {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::OriginalDst {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::SocketKey {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_are_dense_and_stable() {
+        for (i, d) in Decision::ALL.iter().enumerate() {
+            assert_eq!(*d as u32, i as u32, "{d:?} out of place");
+        }
+        assert_eq!(Decision::Redirected as u32, 0);
+        assert_eq!(Decision::SocketRecordFailed as u32, 10);
+    }
+
+    #[test]
+    fn v4_mapping_matches_std() {
+        let ip = core::net::Ipv4Addr::new(10, 1, 2, 3);
+        let be = u32::from_ne_bytes(ip.octets());
+        assert_eq!(SockAddr::v4_mapped(be), ip.to_ipv6_mapped().octets());
+    }
+
+    #[test]
+    fn v6_words_match_std() {
+        let ip: core::net::Ipv6Addr = "fd00:1:2:3:4:5:6:7".parse().unwrap();
+        let o = ip.octets();
+        let words = [
+            u32::from_ne_bytes([o[0], o[1], o[2], o[3]]),
+            u32::from_ne_bytes([o[4], o[5], o[6], o[7]]),
+            u32::from_ne_bytes([o[8], o[9], o[10], o[11]]),
+            u32::from_ne_bytes([o[12], o[13], o[14], o[15]]),
+        ];
+        assert_eq!(SockAddr::v6(words), o);
+    }
+}

@@ -1,0 +1,27 @@
+//! Weft's kernel programs.
+//!
+//! * `weft_connect4` / `weft_connect6` (`cgroup/connect4`, `cgroup/connect6`): a TCP
+//!   connection opened from an enrolled network namespace is redirected to the agent's
+//!   outbound listener on loopback; its original destination is recorded under the
+//!   socket's cookie.
+//! * `weft_sockops` (`sockops`): when the redirected connection sends its SYN, its local
+//!   address is known; the original destination moves to a map keyed by namespace and
+//!   local address, which is what the agent sees as the peer of the accepted socket.
+//!
+//! Every decision is counted per reason (`agent_common::Decision`).
+#![no_std]
+#![no_main]
+
+mod capture;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach this; it exists to satisfy the
+    // compiler.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,286 @@
+//! The local admin API: HTTP/1.1 with JSON bodies on a Unix socket (mode 0600).
+//!
+//! | method | path             | body                  | answer                      |
+//! |--------|------------------|-----------------------|-----------------------------|
+//! | POST   | `/v1/enroll`     | `{"netns": "<path>"}` | the enrollment              |
+//! | POST   | `/v1/unenroll`   | `{"netns": "<path>"}` | the removed enrollment      |
+//! | GET    | `/v1/enrollments`|                       | every enrollment            |
+//! | GET    | `/v1/stats`      |                       | counters, as JSON           |
+//! | GET    | `/metrics`       |                       | Prometheus text             |
+//!
+//! Errors answer with a status that fits and `{"error": "...", "reason": "..."}`.
+//! Every request is answered; none changes anything unless it succeeds.
+
+use std::{
+    convert::Infallible,
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    header,
+};
+use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
+use tokio::net::UnixListener;
+
+use crate::{
+    ebpf::{Attachment, Capture},
+    enroll::{self, Enrollments},
+    metrics::Metrics,
+};
+
+/// Largest request body accepted.
+const MAX_BODY: usize = 16 * 1024;
+
+pub struct Admin {
+    pub enrollments: Arc<Enrollments>,
+    pub capture: Arc<Capture>,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetnsRequest {
+    netns: PathBuf,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Stats {
+    cgroup: PathBuf,
+    attachments: Vec<(&'static str, Attachment)>,
+    enrolled_namespaces: usize,
+    outbound: OutboundStats,
+    decisions: std::collections::BTreeMap<&'static str, u64>,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct OutboundStats {
+    accepted: u64,
+    active: i64,
+    closed: u64,
+}
+
+/// Binds the admin socket, replacing a stale one left by an agent that died.
+pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+impl Admin {
+    pub async fn serve(self: Arc<Self>, listener: UnixListener) {
+        loop {
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let this = Arc::clone(&self);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let this = Arc::clone(&this);
+                    async move { Ok::<_, Infallible>(this.handle(req).await) }
+                });
+                if let Err(e) = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    tracing::debug!(error = %e, "admin connection ended with an error");
+                }
+            });
+        }
+    }
+
+    async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let route = (req.method().clone(), req.uri().path().to_owned());
+        match (&route.0, route.1.as_str()) {
+            (&Method::POST, "/v1/enroll") => match read_netns(req).await {
+                Ok(path) => match self.enrollments.enroll(&path).await {
+                    Ok(e) => json(StatusCode::OK, &e),
+                    Err(e) => enroll_error(&e),
+                },
+                Err(resp) => resp,
+            },
+            (&Method::POST, "/v1/unenroll") => match read_netns(req).await {
+                Ok(path) => match self.enrollments.unenroll(&path).await {
+                    Ok(e) => json(StatusCode::OK, &e),
+                    Err(e) => enroll_error(&e),
+                },
+                Err(resp) => resp,
+            },
+            (&Method::GET, "/v1/enrollments") => {
+                json(StatusCode::OK, &self.enrollments.list().await)
+            }
+            (&Method::GET, "/v1/stats") => json(StatusCode::OK, &self.stats().await),
+            (&Method::GET, "/metrics") => metrics_response(&self.registry),
+            (_, "/v1/enroll" | "/v1/unenroll" | "/v1/enrollments" | "/v1/stats" | "/metrics") => {
+                error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &format!("{} is not allowed on {}", route.0, route.1),
+                    "method_not_allowed",
+                )
+            }
+            _ => error(
+                StatusCode::NOT_FOUND,
+                &format!("no such endpoint: {}", route.1),
+                "not_found",
+            ),
+        }
+    }
+
+    async fn stats(&self) -> Stats {
+        let o = &self.metrics.outbound;
+        Stats {
+            cgroup: self.capture.cgroup().to_owned(),
+            attachments: self.capture.attachments().to_vec(),
+            enrolled_namespaces: self.enrollments.list().await.len(),
+            outbound: OutboundStats {
+                accepted: o.accepted.get(),
+                active: o.active.get(),
+                closed: o.closed.get(),
+            },
+            decisions: self
+                .capture
+                .decisions()
+                .into_iter()
+                .map(|(d, v)| (d.reason(), v))
+                .collect(),
+        }
+    }
+}
+
+/// Serves `GET /metrics` (and nothing else) on a TCP listener, for Prometheus.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let registry = Arc::clone(&registry);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let registry = Arc::clone(&registry);
+                async move {
+                    Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
+                        (&Method::GET, "/metrics") => metrics_response(&registry),
+                        _ => error(StatusCode::NOT_FOUND, "only GET /metrics is served here", "not_found"),
+                    })
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn metrics_response(registry: &Registry) -> Response<Full<Bytes>> {
+    let mut text = String::new();
+    match prometheus_client::encoding::text::encode(&mut text, registry) {
+        Ok(()) => Response::builder()
+            .status(StatusCode::OK)
+            .header(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )
+            .body(Full::new(Bytes::from(text)))
+            .expect("static response parts are valid"),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed",
+            "metrics",
+        ),
+    }
+}
+
+/// Reads and checks a `{"netns": "<absolute path>"}` body.
+async fn read_netns(req: Request<Incoming>) -> Result<PathBuf, Response<Full<Bytes>>> {
+    let is_json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON (Content-Type: application/json)",
+            "content_type",
+        ));
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return Err(error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("the body is larger than {MAX_BODY} bytes or could not be read"),
+                "body",
+            ));
+        }
+    };
+    let request: NetnsRequest = serde_json::from_slice(&body).map_err(|e| {
+        error(
+            StatusCode::BAD_REQUEST,
+            &format!("malformed request: {e}"),
+            "malformed",
+        )
+    })?;
+    if !request.netns.is_absolute() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("netns: {:?} is not an absolute path", request.netns),
+            "malformed",
+        ));
+    }
+    Ok(request.netns)
+}
+
+fn enroll_error(e: &enroll::Error) -> Response<Full<Bytes>> {
+    use crate::netns::Error as N;
+    let status = match e {
+        enroll::Error::AlreadyEnrolled { .. } => StatusCode::CONFLICT,
+        enroll::Error::NotEnrolled { .. } => StatusCode::NOT_FOUND,
+        enroll::Error::Netns(N::Open { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            StatusCode::NOT_FOUND
+        }
+        enroll::Error::Netns(N::NotNetns { .. } | N::Open { .. }) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &e.to_string(), e.reason())
+}
+
+fn error(status: StatusCode, message: &str, reason: &str) -> Response<Full<Bytes>> {
+    json(
+        status,
+        &serde_json::json!({ "error": message, "reason": reason }),
+    )
+}
+
+fn json(status: StatusCode, value: &impl serde::Serialize) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("static response parts are valid")
+}

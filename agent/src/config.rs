@@ -1,0 +1,301 @@
+//! The agent's configuration: one typed [`Config`], read once at start from a
+//! [`Source`] (the process environment in production, a map in tests) and validated
+//! up front, with errors that name the variable and the value.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    net::SocketAddr,
+    path::PathBuf,
+    time::Duration,
+};
+
+use agent_common::AGENT_PORTS;
+
+/// Where configuration values come from.
+pub trait Source {
+    fn get(&self, key: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Env;
+
+impl Source for Env {
+    fn get(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok()
+    }
+}
+
+impl Source for HashMap<&str, &str> {
+    fn get(&self, key: &str) -> Option<String> {
+        HashMap::get(self, key).map(|v| (*v).to_owned())
+    }
+}
+
+pub const NODE_NAME: &str = "WEFT_NODE_NAME";
+pub const CGROUP: &str = "WEFT_CGROUP";
+pub const BPFFS: &str = "WEFT_BPFFS";
+pub const STATE_DIR: &str = "WEFT_STATE_DIR";
+pub const ADMIN_SOCKET: &str = "WEFT_ADMIN_SOCKET";
+pub const EXCLUDED_PORTS: &str = "WEFT_EXCLUDED_PORTS";
+pub const METRICS_ADDR: &str = "WEFT_METRICS_ADDR";
+pub const CONNECT_TIMEOUT: &str = "WEFT_CONNECT_TIMEOUT";
+pub const DRAIN_TIMEOUT: &str = "WEFT_DRAIN_TIMEOUT";
+pub const LOG_FORMAT: &str = "WEFT_LOG_FORMAT";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{key}={value:?}: {reason}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{key} is not set and {reason}")]
+    Missing {
+        key: &'static str,
+        reason: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The node this agent serves; names its bpffs and state folders.
+    pub node_name: String,
+    /// The cgroup v2 directory the capture programs attach to. `None`: the root of the
+    /// cgroup v2 hierarchy, found at start.
+    pub cgroup: Option<PathBuf>,
+    /// The bpffs mount point; the agent pins under `<bpffs>/weft/<node>`.
+    pub bpffs: PathBuf,
+    /// Where the agent keeps its enrollments across restarts.
+    pub state_dir: PathBuf,
+    pub admin_socket: PathBuf,
+    /// Destination ports that are never captured.
+    pub excluded_ports: BTreeSet<u16>,
+    /// Prometheus metrics listener (in the agent's own namespace); `None` turns it off.
+    pub metrics_addr: Option<SocketAddr>,
+    /// Deadline for the agent's upstream `connect()`.
+    pub connect_timeout: Duration,
+    /// How long open connections may run on after SIGTERM.
+    pub drain_timeout: Duration,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn from_source(source: &impl Source) -> Result<Self, Error> {
+        let node_name = match source.get(NODE_NAME) {
+            Some(name) => name,
+            None => hostname().ok_or(Error::Missing {
+                key: NODE_NAME,
+                reason: "the host name cannot be read",
+            })?,
+        };
+        validate_node_name(&node_name)?;
+
+        let state_dir = source
+            .get(STATE_DIR)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/run/weft").join(&node_name));
+        let admin_socket = source
+            .get(ADMIN_SOCKET)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| state_dir.join("admin.sock"));
+
+        let metrics_addr = match source.get(METRICS_ADDR).as_deref() {
+            None => Some(SocketAddr::from(([0, 0, 0, 0], agent_common::METRICS_PORT))),
+            Some("off") => None,
+            Some(v) => Some(v.parse().map_err(|e| Error::Invalid {
+                key: METRICS_ADDR,
+                value: v.to_owned(),
+                reason: format!("not an address and port, nor \"off\": {e}"),
+            })?),
+        };
+
+        let log_format = match source.get(LOG_FORMAT).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(v) => {
+                return Err(Error::Invalid {
+                    key: LOG_FORMAT,
+                    value: v.to_owned(),
+                    reason: "expected \"text\" or \"json\"".to_owned(),
+                });
+            }
+        };
+
+        Ok(Config {
+            cgroup: source.get(CGROUP).map(PathBuf::from),
+            bpffs: source
+                .get(BPFFS)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf")),
+            excluded_ports: parse_ports(source.get(EXCLUDED_PORTS).as_deref().unwrap_or(""))?,
+            connect_timeout: parse_duration(
+                CONNECT_TIMEOUT,
+                source.get(CONNECT_TIMEOUT),
+                Duration::from_secs(10),
+            )?,
+            drain_timeout: parse_duration(
+                DRAIN_TIMEOUT,
+                source.get(DRAIN_TIMEOUT),
+                Duration::from_secs(30),
+            )?,
+            node_name,
+            state_dir,
+            admin_socket,
+            metrics_addr,
+            log_format,
+        })
+    }
+
+    /// The folder under bpffs that holds this node's pinned programs, links and maps.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.bpffs.join("weft").join(&self.node_name)
+    }
+}
+
+fn validate_node_name(name: &str) -> Result<(), Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !name.starts_with(['-', '.']);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid {
+            key: NODE_NAME,
+            value: name.to_owned(),
+            reason: "expected 1 to 63 lowercase letters, digits, '-' or '.'".to_owned(),
+        })
+    }
+}
+
+fn parse_ports(value: &str) -> Result<BTreeSet<u16>, Error> {
+    let mut ports = BTreeSet::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let invalid = |reason: String| Error::Invalid {
+            key: EXCLUDED_PORTS,
+            value: value.to_owned(),
+            reason,
+        };
+        let port: u16 = item
+            .parse()
+            .map_err(|e| invalid(format!("{item:?} is not a port: {e}")))?;
+        if port == 0 {
+            return Err(invalid("port 0 cannot be excluded".to_owned()));
+        }
+        if AGENT_PORTS.contains(&port) {
+            return Err(invalid(format!(
+                "{port} is one of the agent's own ports, which are never captured"
+            )));
+        }
+        ports.insert(port);
+    }
+    Ok(ports)
+}
+
+/// Durations are written with a unit: `500ms`, `10s`, `2m`.
+fn parse_duration(
+    key: &'static str,
+    value: Option<String>,
+    default: Duration,
+) -> Result<Duration, Error> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    let invalid = |reason: &str| Error::Invalid {
+        key,
+        value: value.clone(),
+        reason: reason.to_owned(),
+    };
+    let (number, unit) = value
+        .find(|c: char| !c.is_ascii_digit())
+        .map(|i| value.split_at(i))
+        .ok_or_else(|| invalid("missing unit (ms, s or m)"))?;
+    let n: u64 = number
+        .parse()
+        .map_err(|_| invalid("expected a whole number followed by ms, s or m"))?;
+    let d = match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        _ => return Err(invalid("unknown unit; expected ms, s or m")),
+    };
+    if d.is_zero() {
+        return Err(invalid("must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim().to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(pairs: &[(&'static str, &'static str)]) -> Result<Config, Error> {
+        let mut map: HashMap<&str, &str> = pairs.iter().copied().collect();
+        map.entry(NODE_NAME).or_insert("node-a");
+        Config::from_source(&map)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.node_name, "node-a");
+        assert_eq!(c.pin_dir(), PathBuf::from("/sys/fs/bpf/weft/node-a"));
+        assert_eq!(c.admin_socket, PathBuf::from("/run/weft/node-a/admin.sock"));
+        assert_eq!(c.metrics_addr, Some("0.0.0.0:15020".parse().unwrap()));
+        assert!(c.excluded_ports.is_empty());
+        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.cgroup, None);
+    }
+
+    #[test]
+    fn excluded_ports_are_parsed_and_checked() {
+        let c = config(&[(EXCLUDED_PORTS, "22, 8443,22")]).unwrap();
+        assert_eq!(c.excluded_ports, BTreeSet::from([22, 8443]));
+        let e = config(&[(EXCLUDED_PORTS, "22,http")]).unwrap_err();
+        assert!(e.to_string().contains("\"http\" is not a port"), "{e}");
+        let e = config(&[(EXCLUDED_PORTS, "15008")]).unwrap_err();
+        assert!(e.to_string().contains("agent's own ports"), "{e}");
+    }
+
+    #[test]
+    fn durations_need_units() {
+        let c = config(&[(CONNECT_TIMEOUT, "250ms"), (DRAIN_TIMEOUT, "2m")]).unwrap();
+        assert_eq!(c.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.drain_timeout, Duration::from_secs(120));
+        for bad in ["10", "10h", "s", "0s"] {
+            let e = Config::from_source(&HashMap::from([
+                (NODE_NAME, "n"),
+                (CONNECT_TIMEOUT, bad),
+            ]))
+            .unwrap_err();
+            assert!(e.to_string().starts_with("WEFT_CONNECT_TIMEOUT="), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = config(&[(METRICS_ADDR, "localhost")]).unwrap_err();
+        assert!(e.to_string().starts_with("WEFT_METRICS_ADDR=\"localhost\""), "{e}");
+        assert_eq!(config(&[(METRICS_ADDR, "off")]).unwrap().metrics_addr, None);
+        let e = Config::from_source(&HashMap::from([(NODE_NAME, "Node_A")])).unwrap_err();
+        assert!(e.to_string().contains("WEFT_NODE_NAME"), "{e}");
+        let e = config(&[(LOG_FORMAT, "xml")]).unwrap_err();
+        assert!(e.to_string().contains("\"text\" or \"json\""), "{e}");
+    }
+}

@@ -1,0 +1,600 @@
+//! Loading, attaching and pinning the kernel programs, and the maps the agent shares
+//! with them.
+//!
+//! Everything is pinned under `<bpffs>/weft/<node>/`:
+//!
+//! ```text
+//! maps/<MAP_NAME>    every map; a restarted agent reuses them (and their contents)
+//! progs/<program>    the attached programs, for inspection
+//! links/<program>    the cgroup links; a link stays attached while pinned
+//! ```
+//!
+//! On start the agent loads the object it embeds and, for each program, looks for a
+//! pinned link. A link whose program has the same tag as the freshly loaded one is
+//! adopted as it is, so a restart never attaches a second copy; a link running other
+//! code (an upgrade) is replaced.
+
+use std::{
+    collections::BTreeSet,
+    fs::File,
+    io,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Mutex,
+};
+
+use agent_common::{
+    Decision, EnrolledNetns, OriginalDst, SockAddr, SocketKey, maps as map_names,
+    programs as prog_names,
+};
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, MapError, PerCpuArray},
+    programs::{
+        CgroupAttachMode, Program, ProgramError,
+        links::{FdLink, LinkError, PinnedLink},
+        loaded_programs,
+    },
+};
+
+/// The compiled `agent-ebpf` object, built by `build.rs`.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+const MAPS: [&str; 5] = [
+    map_names::ENROLLED_NETNS,
+    map_names::EXCLUDED_PORTS,
+    map_names::ORIGINAL_DST_BY_COOKIE,
+    map_names::ORIGINAL_DST_BY_SOCKET,
+    map_names::DECISIONS,
+];
+
+const PROGRAMS: [&str; 3] = [
+    prog_names::CONNECT4,
+    prog_names::CONNECT6,
+    prog_names::SOCKOPS,
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("mounting bpffs at {path} failed: {source}")]
+    MountBpffs {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("creating {path} failed: {source}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no cgroup v2 hierarchy is mounted; set WEFT_CGROUP to a cgroup v2 directory")]
+    NoCgroup2,
+    #[error("opening cgroup {path} failed: {source}")]
+    Cgroup {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "loading the eBPF object failed (if the pinned maps under {pin_dir} come from an \
+         incompatible version, remove them with `weft-agent uninstall`): {source}"
+    )]
+    Load {
+        pin_dir: PathBuf,
+        #[source]
+        source: Box<aya::EbpfError>,
+    },
+    #[error("the eBPF object has no program {name}")]
+    MissingProgram { name: &'static str },
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error("link of {name}: {source}")]
+    Link {
+        name: &'static str,
+        #[source]
+        source: Box<LinkError>,
+    },
+    #[error("pinning {name} at {path} failed: {source}")]
+    Pin {
+        name: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("the eBPF object has no map {name}")]
+    MissingMap { name: &'static str },
+    #[error("map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: Box<MapError>,
+    },
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::MountBpffs { .. } => "bpffs_mount",
+            Error::PinDir { .. } => "pin_dir",
+            Error::NoCgroup2 => "no_cgroup2",
+            Error::Cgroup { .. } => "cgroup",
+            Error::Load { .. } => "ebpf_load",
+            Error::MissingProgram { .. } => "missing_program",
+            Error::Program { .. } => "program",
+            Error::Link { .. } => "link",
+            Error::Pin { .. } => "pin",
+            Error::MissingMap { .. } => "missing_map",
+            Error::Map { .. } => "map",
+        }
+    }
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(MapError) -> Error {
+    move |source| Error::Map {
+        name,
+        source: Box::new(source),
+    }
+}
+
+fn prog_err(name: &'static str) -> impl FnOnce(ProgramError) -> Error {
+    move |source| Error::Program {
+        name,
+        source: Box::new(source),
+    }
+}
+
+/// Loads a program, then adopts its pinned link or attaches it to the cgroup and pins
+/// link and program. `CgroupSockAddr` and `SockOps` share no trait for `attach` and
+/// `take_link` in aya, hence a macro rather than a generic function.
+macro_rules! load_and_attach {
+    ($name:expr, $program:expr, $cgroup:expr, $link_path:expr, $prog_path:expr) => {{
+        let name: &'static str = $name;
+        let program = $program;
+        program.load().map_err(prog_err(name))?;
+        let tag = program.info().map_err(prog_err(name))?.tag();
+        let (link, attachment) = adopt_or_attach(name, tag, $link_path, || {
+            let id = program
+                .attach($cgroup, CgroupAttachMode::Single)
+                .map_err(prog_err(name))?;
+            let link = program.take_link(id).map_err(prog_err(name))?;
+            FdLink::try_from(link).map_err(|source| Error::Link {
+                name,
+                source: Box::new(source),
+            })
+        })?;
+        if attachment != Attachment::Adopted {
+            pin_program(name, |p| program.pin(p), $prog_path)?;
+        }
+        (link, attachment)
+    }};
+}
+
+/// What the agent did with a program's attachment at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attachment {
+    /// No pinned link existed; the program was attached and pinned.
+    Attached,
+    /// A pinned link with the same program was found and kept.
+    Adopted,
+    /// A pinned link with other code was found; it was replaced.
+    Replaced,
+}
+
+/// The loaded capture programs and the maps the agent uses.
+pub struct Capture {
+    pin_dir: PathBuf,
+    cgroup: PathBuf,
+    attachments: Vec<(&'static str, Attachment)>,
+    enrolled: Mutex<HashMap<MapData, u64, EnrolledNetns>>,
+    excluded_ports: Mutex<HashMap<MapData, u16, u8>>,
+    original_dst: Mutex<HashMap<MapData, SocketKey, OriginalDst>>,
+    decisions: PerCpuArray<MapData, u64>,
+    // Keeps the program fds of this load; the pinned links keep the attached ones.
+    _ebpf: Ebpf,
+    _links: Vec<FdLink>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("pin_dir", &self.pin_dir)
+            .field("cgroup", &self.cgroup)
+            .field("attachments", &self.attachments)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Capture {
+    /// Loads the programs, attaches them to `cgroup` (or adopts earlier attachments)
+    /// and opens the shared maps.
+    pub fn load(bpffs: &Path, pin_dir: &Path, cgroup: Option<&Path>) -> Result<Self, Error> {
+        ensure_bpffs(bpffs)?;
+        for sub in ["maps", "progs", "links"] {
+            let dir = pin_dir.join(sub);
+            std::fs::create_dir_all(&dir).map_err(|source| Error::PinDir { path: dir, source })?;
+        }
+        let cgroup = match cgroup {
+            Some(path) => path.to_owned(),
+            None => cgroup2_mount().ok_or(Error::NoCgroup2)?,
+        };
+        let cgroup_dir = File::open(&cgroup).map_err(|source| Error::Cgroup {
+            path: cgroup.clone(),
+            source,
+        })?;
+
+        let mut loader = EbpfLoader::new();
+        for name in MAPS {
+            loader.map_pin_path(name, pin_dir.join("maps").join(name));
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|source| Error::Load {
+            pin_dir: pin_dir.to_owned(),
+            source: Box::new(source),
+        })?;
+
+        let mut links = Vec::new();
+        let mut attachments = Vec::new();
+        for name in PROGRAMS {
+            let program = ebpf
+                .program_mut(name)
+                .ok_or(Error::MissingProgram { name })?;
+            let link_path = pin_dir.join("links").join(name);
+            let prog_path = pin_dir.join("progs").join(name);
+            let (link, attachment) = match program {
+                Program::CgroupSockAddr(p) => {
+                    load_and_attach!(name, p, &cgroup_dir, &link_path, &prog_path)
+                }
+                Program::SockOps(p) => {
+                    load_and_attach!(name, p, &cgroup_dir, &link_path, &prog_path)
+                }
+                _ => return Err(Error::MissingProgram { name }),
+            };
+            tracing::info!(program = name, ?attachment, cgroup = %cgroup.display(), "capture program ready");
+            links.push(link);
+            attachments.push((name, attachment));
+        }
+
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or(Error::MissingMap { name })
+        };
+        let enrolled = HashMap::try_from(take(&mut ebpf, map_names::ENROLLED_NETNS)?)
+            .map_err(map_err(map_names::ENROLLED_NETNS))?;
+        let excluded_ports = HashMap::try_from(take(&mut ebpf, map_names::EXCLUDED_PORTS)?)
+            .map_err(map_err(map_names::EXCLUDED_PORTS))?;
+        let original_dst = HashMap::try_from(take(&mut ebpf, map_names::ORIGINAL_DST_BY_SOCKET)?)
+            .map_err(map_err(map_names::ORIGINAL_DST_BY_SOCKET))?;
+        let decisions = PerCpuArray::try_from(take(&mut ebpf, map_names::DECISIONS)?)
+            .map_err(map_err(map_names::DECISIONS))?;
+
+        Ok(Capture {
+            pin_dir: pin_dir.to_owned(),
+            cgroup,
+            attachments,
+            enrolled: Mutex::new(enrolled),
+            excluded_ports: Mutex::new(excluded_ports),
+            original_dst: Mutex::new(original_dst),
+            decisions,
+            _ebpf: ebpf,
+            _links: links,
+        })
+    }
+
+    pub fn cgroup(&self) -> &Path {
+        &self.cgroup
+    }
+
+    pub fn attachments(&self) -> &[(&'static str, Attachment)] {
+        &self.attachments
+    }
+
+    /// Starts capturing connections from the namespace with this cookie.
+    pub fn enroll(&self, netns_cookie: u64) -> Result<(), Error> {
+        let value = EnrolledNetns { flags: 0, _pad: 0 };
+        lock(&self.enrolled)
+            .insert(netns_cookie, value, 0)
+            .map_err(map_err(map_names::ENROLLED_NETNS))
+    }
+
+    /// Stops capturing new connections from the namespace with this cookie.
+    pub fn unenroll(&self, netns_cookie: u64) -> Result<(), Error> {
+        match lock(&self.enrolled).remove(&netns_cookie) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(map_names::ENROLLED_NETNS)(e)),
+        }
+    }
+
+    /// The cookies in the enrolled map (which survives restarts).
+    pub fn enrolled_cookies(&self) -> Vec<u64> {
+        lock(&self.enrolled).keys().filter_map(Result::ok).collect()
+    }
+
+    /// Makes the excluded port map hold exactly `ports`.
+    pub fn set_excluded_ports(&self, ports: &BTreeSet<u16>) -> Result<(), Error> {
+        let mut map = lock(&self.excluded_ports);
+        let stale: Vec<u16> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|p| !ports.contains(p))
+            .collect();
+        for port in stale {
+            match map.remove(&port) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(map_names::EXCLUDED_PORTS)(e)),
+            }
+        }
+        for port in ports {
+            map.insert(*port, 1, 0)
+                .map_err(map_err(map_names::EXCLUDED_PORTS))?;
+        }
+        Ok(())
+    }
+
+    /// Takes the original destination recorded for a redirected connection whose client
+    /// socket (the accepted socket's peer) is `peer` in the namespace `netns_cookie`.
+    pub fn take_original_dst(&self, netns_cookie: u64, peer: SocketAddr) -> Option<SocketAddr> {
+        let key = socket_key(netns_cookie, peer);
+        let mut map = lock(&self.original_dst);
+        let value = map.get(&key, 0).ok()?;
+        let _ = map.remove(&key);
+        Some(original_dst_addr(&value))
+    }
+
+    /// The decision counters, summed over CPUs, indexed by [`Decision`].
+    pub fn decisions(&self) -> Vec<(Decision, u64)> {
+        Decision::ALL
+            .iter()
+            .map(|d| {
+                let total = self
+                    .decisions
+                    .get(&(*d as u32), 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (*d, total)
+            })
+            .collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves the map itself intact (the kernel
+    // owns it), so a poisoned lock is safe to use.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The map key for a client socket at `peer` in namespace `netns_cookie`.
+pub fn socket_key(netns_cookie: u64, peer: SocketAddr) -> SocketKey {
+    let addr = match peer {
+        SocketAddr::V4(a) => a.ip().to_ipv6_mapped().octets(),
+        SocketAddr::V6(a) => a.ip().octets(),
+    };
+    SocketKey {
+        netns_cookie,
+        src: SockAddr {
+            addr,
+            port: peer.port(),
+            family: 0,
+            _pad: 0,
+        },
+    }
+}
+
+/// The destination an application asked for. An IPv4 address reached through an IPv6
+/// socket (`::ffff:a.b.c.d`) comes back as IPv4: that is what the agent connects to.
+pub fn original_dst_addr(value: &OriginalDst) -> SocketAddr {
+    let ip = std::net::Ipv6Addr::from(value.dst.addr);
+    SocketAddr::new(ip.to_canonical(), value.dst.port)
+}
+
+fn program_tag(id: u32) -> Option<u64> {
+    loaded_programs()
+        .filter_map(Result::ok)
+        .find(|p| p.id() == id)
+        .map(|p| p.tag())
+}
+
+/// Decides between adopting, replacing or creating the pinned link of a program that
+/// is already loaded; `attach` attaches it and returns the new link.
+fn adopt_or_attach(
+    name: &'static str,
+    new_tag: u64,
+    link_path: &Path,
+    attach: impl FnOnce() -> Result<FdLink, Error>,
+) -> Result<(FdLink, Attachment), Error> {
+    let pin_err = |source: Box<dyn std::error::Error + Send + Sync>| Error::Pin {
+        name,
+        path: link_path.to_owned(),
+        source,
+    };
+    let mut attachment = Attachment::Attached;
+    if link_path.exists() {
+        // Turning the pinned link into an fd link keeps the pin in place.
+        let existing: FdLink = PinnedLink::from_pin(link_path)
+            .map_err(|source| Error::Link {
+                name,
+                source: Box::new(source),
+            })?
+            .into();
+        let old_tag = existing
+            .info()
+            .ok()
+            .and_then(|info| program_tag(info.program_id()));
+        if old_tag == Some(new_tag) {
+            return Ok((existing, Attachment::Adopted));
+        }
+        // Other code (an upgrade): removing the pin and dropping the last fd detaches it.
+        std::fs::remove_file(link_path).map_err(|e| pin_err(Box::new(e)))?;
+        drop(existing);
+        attachment = Attachment::Replaced;
+    }
+    let link = attach()?;
+    let pinned = link.pin(link_path).map_err(|e| pin_err(Box::new(e)))?;
+    Ok((pinned.into(), attachment))
+}
+
+fn pin_program(
+    name: &'static str,
+    pin: impl FnOnce(&Path) -> Result<(), aya::pin::PinError>,
+    path: &Path,
+) -> Result<(), Error> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Pin {
+                name,
+                path: path.to_owned(),
+                source: Box::new(source),
+            });
+        }
+    }
+    pin(path).map_err(|source| Error::Pin {
+        name,
+        path: path.to_owned(),
+        source: Box::new(source),
+    })
+}
+
+/// Mounts bpffs at `path` unless one is mounted there already.
+fn ensure_bpffs(path: &Path) -> Result<(), Error> {
+    if mounts().iter().any(|(mnt, fs)| fs == "bpf" && mnt == path) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(path).map_err(|source| Error::MountBpffs {
+        path: path.to_owned(),
+        source,
+    })?;
+    let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| {
+        Error::MountBpffs {
+            path: path.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, e),
+        }
+    })?;
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call;
+    // bpffs takes no data argument.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(Error::MountBpffs {
+            path: path.to_owned(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    tracing::info!(path = %path.display(), "mounted bpffs");
+    Ok(())
+}
+
+/// `(mount point, file system type)` of every mount this process sees.
+fn mounts() -> Vec<(PathBuf, String)> {
+    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return Vec::new();
+    };
+    parse_mountinfo(&text)
+}
+
+fn parse_mountinfo(text: &str) -> Vec<(PathBuf, String)> {
+    text.lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let mount_point = fields.nth(4)?;
+            // Optional fields end with a lone "-", followed by the fs type.
+            let fs_type = fields.skip_while(|f| *f != "-").nth(1)?;
+            Some((PathBuf::from(unescape_mount(mount_point)), fs_type.to_owned()))
+        })
+        .collect()
+}
+
+/// Mount points in mountinfo escape space, tab, newline and backslash as `\ooo`.
+fn unescape_mount(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v as char);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i] as char);
+        i += 1;
+    }
+    out
+}
+
+/// The mount point of the cgroup v2 hierarchy (`/sys/fs/cgroup` on a pure v2 host,
+/// `/sys/fs/cgroup/unified` on a hybrid one).
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    mounts()
+        .into_iter()
+        .find(|(_, fs)| fs == "cgroup2")
+        .map(|(mnt, _)| mnt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_cgroup2_and_bpf_mounts() {
+        let text = "\
+25 30 0:22 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+26 25 0:23 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw
+27 25 0:24 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+28 30 0:25 / /sys/fs/bpf rw,relatime - bpf bpf rw
+29 30 0:26 / /mnt/with\\040space rw - ext4 /dev/vda rw";
+        let mounts = parse_mountinfo(text);
+        assert_eq!(
+            mounts.iter().find(|(_, fs)| fs == "cgroup2").unwrap().0,
+            PathBuf::from("/sys/fs/cgroup/unified")
+        );
+        assert_eq!(
+            mounts.iter().find(|(_, fs)| fs == "bpf").unwrap().0,
+            PathBuf::from("/sys/fs/bpf")
+        );
+        assert_eq!(mounts[4].0, PathBuf::from("/mnt/with space"));
+    }
+
+    #[test]
+    fn socket_keys_use_mapped_ipv4() {
+        let k4 = socket_key(7, "127.0.0.1:40000".parse().unwrap());
+        let k6 = socket_key(7, "[::ffff:127.0.0.1]:40000".parse().unwrap());
+        assert_eq!(k4, k6);
+        assert_eq!(k4.src.port, 40000);
+        assert_eq!(k4.netns_cookie, 7);
+    }
+
+    #[test]
+    fn original_dst_comes_back_in_its_family() {
+        let v4 = OriginalDst {
+            dst: SockAddr {
+                addr: std::net::Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets(),
+                port: 80,
+                family: agent_common::AF_INET,
+                _pad: 0,
+            },
+        };
+        assert_eq!(original_dst_addr(&v4), "10.0.0.2:80".parse().unwrap());
+        let v6 = OriginalDst {
+            dst: SockAddr {
+                addr: "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets(),
+                port: 443,
+                family: agent_common::AF_INET6,
+                _pad: 0,
+            },
+        };
+        assert_eq!(original_dst_addr(&v6), "[fd00::2]:443".parse().unwrap());
+    }
+}

@@ -1,0 +1,295 @@
+//! Enrollment of pod network namespaces with this agent.
+//!
+//! Enrolling a namespace opens the outbound listeners inside it and then adds its
+//! cookie to the kernel's enrolled map, in that order, so no connection is redirected
+//! before something listens. Unenrolling removes the cookie first and then closes the
+//! listeners; connections already being proxied run on until they close.
+//!
+//! The set of enrolled paths is kept in a state file so that a restarted agent
+//! enrolls them again and the enrolled map never names a namespace nobody serves.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use socket2::{Domain, SockAddr};
+use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
+
+use crate::{
+    ebpf::{self, Capture},
+    metrics::Metrics,
+    netns::{self, Netns, NetnsId},
+    outbound::Outbound,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path} is already enrolled (as {existing})")]
+    AlreadyEnrolled { path: PathBuf, existing: PathBuf },
+    #[error("{path} is not enrolled")]
+    NotEnrolled { path: PathBuf },
+    #[error(transparent)]
+    Netns(#[from] netns::Error),
+    #[error("listening on {addr} in {path} failed: {source}")]
+    Listen {
+        path: PathBuf,
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Capture(#[from] ebpf::Error),
+    #[error("writing the enrollment state {path} failed: {source}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::AlreadyEnrolled { .. } => "already_enrolled",
+            Error::NotEnrolled { .. } => "not_enrolled",
+            Error::Netns(e) => e.reason(),
+            Error::Listen { .. } => "listen",
+            Error::Capture(e) => e.reason(),
+            Error::State { .. } => "state",
+        }
+    }
+}
+
+/// One enrolled namespace as the admin API reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Enrollment {
+    pub netns: PathBuf,
+    pub cookie: u64,
+    pub listeners: Vec<SocketAddr>,
+}
+
+struct Enrolled {
+    netns: Arc<Netns>,
+    listeners: Vec<SocketAddr>,
+    accept_tasks: Vec<JoinHandle<()>>,
+}
+
+impl Enrolled {
+    fn report(&self) -> Enrollment {
+        Enrollment {
+            netns: self.netns.path().to_owned(),
+            cookie: self.netns.cookie(),
+            listeners: self.listeners.clone(),
+        }
+    }
+}
+
+impl Drop for Enrolled {
+    fn drop(&mut self) {
+        for task in &self.accept_tasks {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct State {
+    netns: Vec<PathBuf>,
+}
+
+pub struct Enrollments {
+    capture: Arc<Capture>,
+    outbound: Arc<Outbound>,
+    metrics: Arc<Metrics>,
+    state_file: PathBuf,
+    enrolled: Mutex<BTreeMap<NetnsId, Enrolled>>,
+}
+
+impl Enrollments {
+    pub fn new(
+        capture: Arc<Capture>,
+        outbound: Arc<Outbound>,
+        metrics: Arc<Metrics>,
+        state_dir: &Path,
+    ) -> Self {
+        Enrollments {
+            capture,
+            outbound,
+            metrics,
+            state_file: state_dir.join("enrollments.json"),
+            enrolled: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// Enrolls again what the state file lists (a restart), and removes from the
+    /// kernel's enrolled map every namespace that is not served any more.
+    pub async fn restore(&self) {
+        let state: State = match std::fs::read(&self.state_file) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(file = %self.state_file.display(), error = %e, "ignoring unreadable enrollment state");
+                State::default()
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => State::default(),
+            Err(e) => {
+                tracing::warn!(file = %self.state_file.display(), error = %e, "ignoring unreadable enrollment state");
+                State::default()
+            }
+        };
+        for path in state.netns {
+            match self.enroll(&path).await {
+                Ok(e) => tracing::info!(netns = %path.display(), cookie = e.cookie, "enrollment restored"),
+                Err(e) => tracing::warn!(netns = %path.display(), error = %e, "enrollment not restored"),
+            }
+        }
+        let served: Vec<u64> = self
+            .enrolled
+            .lock()
+            .await
+            .values()
+            .map(|e| e.netns.cookie())
+            .collect();
+        for cookie in self.capture.enrolled_cookies() {
+            if !served.contains(&cookie) {
+                if let Err(e) = self.capture.unenroll(cookie) {
+                    tracing::warn!(cookie, error = %e, "removing a stale enrollment failed");
+                }
+            }
+        }
+        if let Err(e) = self.save(&*self.enrolled.lock().await) {
+            tracing::warn!(error = %e, "saving enrollment state failed");
+        }
+    }
+
+    pub async fn enroll(&self, path: &Path) -> Result<Enrollment, Error> {
+        let (_, id) = netns::open(path)?;
+        let mut enrolled = self.enrolled.lock().await;
+        if let Some(existing) = enrolled.get(&id) {
+            return Err(Error::AlreadyEnrolled {
+                path: path.to_owned(),
+                existing: existing.netns.path().to_owned(),
+            });
+        }
+        let netns = Arc::new(Netns::enter(path).await?);
+        let mut entry = Enrolled {
+            netns: Arc::clone(&netns),
+            listeners: Vec::new(),
+            accept_tasks: Vec::new(),
+        };
+        let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, agent_common::OUTBOUND_PORT));
+        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, agent_common::OUTBOUND_PORT));
+        for addr in [v4, v6] {
+            let listener = match listen(&netns, addr).await {
+                Ok(l) => l,
+                // A namespace without IPv6 has no ::1; IPv6 connections cannot be made
+                // from it either.
+                Err(Error::Listen { source, .. })
+                    if addr.is_ipv6() && source.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
+                {
+                    tracing::info!(netns = %path.display(), "no IPv6 loopback; IPv4 capture only");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            entry.listeners.push(addr);
+            entry.accept_tasks.push(tokio::spawn(
+                Arc::clone(&self.outbound).serve(Arc::clone(&netns), listener),
+            ));
+        }
+        self.capture.enroll(netns.cookie())?;
+        let report = entry.report();
+        enrolled.insert(id, entry);
+        self.metrics.enrolled_namespaces.set(enrolled.len() as i64);
+        if let Err(e) = self.save(&enrolled) {
+            // Keep the kernel and the registry in step: undo.
+            let _ = self.capture.unenroll(netns.cookie());
+            enrolled.remove(&id);
+            self.metrics.enrolled_namespaces.set(enrolled.len() as i64);
+            return Err(e);
+        }
+        tracing::info!(netns = %path.display(), cookie = report.cookie, "enrolled");
+        Ok(report)
+    }
+
+    pub async fn unenroll(&self, path: &Path) -> Result<Enrollment, Error> {
+        let mut enrolled = self.enrolled.lock().await;
+        // The path may be gone already (a deleted pod); then match it by name.
+        let id = match netns::open(path) {
+            Ok((_, id)) if enrolled.contains_key(&id) => Some(id),
+            _ => enrolled
+                .iter()
+                .find(|(_, e)| e.netns.path() == path)
+                .map(|(id, _)| *id),
+        };
+        let Some(id) = id else {
+            return Err(Error::NotEnrolled {
+                path: path.to_owned(),
+            });
+        };
+        let cookie = enrolled[&id].netns.cookie();
+        self.capture.unenroll(cookie)?;
+        let entry = enrolled.remove(&id).expect("present: looked up above");
+        let report = entry.report();
+        drop(entry);
+        self.metrics.enrolled_namespaces.set(enrolled.len() as i64);
+        self.save(&enrolled)?;
+        tracing::info!(netns = %path.display(), cookie, "unenrolled");
+        Ok(report)
+    }
+
+    pub async fn list(&self) -> Vec<Enrollment> {
+        self.enrolled
+            .lock()
+            .await
+            .values()
+            .map(Enrolled::report)
+            .collect()
+    }
+
+    /// Stops accepting everywhere (drain). Enrollments stay in the kernel map and the
+    /// state file, so the next agent picks them up.
+    pub async fn stop_accepting(&self) {
+        for entry in self.enrolled.lock().await.values() {
+            for task in &entry.accept_tasks {
+                task.abort();
+            }
+        }
+    }
+
+    fn save(&self, enrolled: &BTreeMap<NetnsId, Enrolled>) -> Result<(), Error> {
+        let state = State {
+            netns: enrolled
+                .values()
+                .map(|e| e.netns.path().to_owned())
+                .collect(),
+        };
+        let err = |source| Error::State {
+            path: self.state_file.clone(),
+            source,
+        };
+        let bytes = serde_json::to_vec_pretty(&state).map_err(|e| err(io::Error::other(e)))?;
+        let tmp = self.state_file.with_extension("json.tmp");
+        std::fs::write(&tmp, bytes).map_err(err)?;
+        std::fs::rename(&tmp, &self.state_file).map_err(err)
+    }
+}
+
+async fn listen(netns: &Netns, addr: SocketAddr) -> Result<TcpListener, Error> {
+    let domain = Domain::for_address(addr);
+    let socket = netns.socket(domain).await?;
+    let err = |source| Error::Listen {
+        path: netns.path().to_owned(),
+        addr,
+        source,
+    };
+    if addr.is_ipv6() {
+        socket.set_only_v6(true).map_err(err)?;
+    }
+    socket.set_reuse_address(true).map_err(err)?;
+    socket.bind(&SockAddr::from(addr)).map_err(err)?;
+    socket.listen(1024).map_err(err)?;
+    TcpListener::from_std(socket.into()).map_err(err)
+}
