@@ -9,12 +9,25 @@
 //!   local address, which is what the agent sees as the peer of the accepted socket.
 //!
 //! Every decision is counted per reason (`agent_common::Decision`).
-#![no_std]
-#![no_main]
+//!
+//! Built for any other target (as `cargo build --workspace` does), the binary only says
+//! where it belongs: the programs exist for the BPF target alone.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
 mod capture;
 
-#[cfg(not(test))]
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!(
+        "agent-ebpf holds Weft's kernel programs; it is built for bpfel-unknown-none by \
+         agent/build.rs and embedded in weft-agent"
+    );
+    std::process::exit(2);
+}
+
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     // The verifier rejects any program that could reach this; it exists to satisfy the
@@ -22,6 +35,7 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+#[cfg(target_arch = "bpf")]
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
