@@ -171,7 +171,9 @@ impl SockAddr {
     #[inline(always)]
     pub const fn v4_mapped(ip_be: u32) -> [u8; 16] {
         let b = ip_be.to_ne_bytes();
-        [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, b[0], b[1], b[2], b[3]]
+        [
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, b[0], b[1], b[2], b[3],
+        ]
     }
 
     /// Converts the kernel's four network-order words of an IPv6 address.

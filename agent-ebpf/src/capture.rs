@@ -6,12 +6,12 @@ use agent_common::{
     SockAddr, SocketKey,
 };
 use aya_ebpf::{
+    EbpfContext,
     bindings::{BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock_addr},
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::{cgroup_sock_addr, map, sock_ops},
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{SockAddrContext, SockOpsContext},
-    EbpfContext,
 };
 use core::ptr::{addr_of, addr_of_mut, read_volatile, write_volatile};
 
@@ -86,7 +86,7 @@ fn try_connect(ctx: &SockAddrContext, family: u16) -> Decision {
     // SAFETY: as above; the netns cookie helper takes the program's context.
     let netns_cookie = unsafe { bpf_get_netns_cookie(ctx.as_ptr()) };
     // SAFETY: the value is only compared to `None`.
-    if unsafe { ENROLLED_NETNS.get(&netns_cookie) }.is_none() {
+    if unsafe { ENROLLED_NETNS.get(netns_cookie) }.is_none() {
         return Decision::NotEnrolled;
     }
 
@@ -122,7 +122,7 @@ fn try_connect(ctx: &SockAddrContext, family: u16) -> Decision {
         i += 1;
     }
     // SAFETY: the value is only compared to `None`.
-    if unsafe { EXCLUDED_PORTS.get(&port) }.is_some() {
+    if unsafe { EXCLUDED_PORTS.get(port) }.is_some() {
         return Decision::ExcludedPort;
     }
 
@@ -136,7 +136,7 @@ fn try_connect(ctx: &SockAddrContext, family: u16) -> Decision {
     };
     // SAFETY: the socket cookie helper takes the program's context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    if ORIGINAL_DST_BY_COOKIE.insert(&cookie, &original, 0).is_err() {
+    if ORIGINAL_DST_BY_COOKIE.insert(cookie, original, 0).is_err() {
         return Decision::RecordFailed;
     }
 
@@ -230,10 +230,10 @@ fn is_loopback_v6(addr: &[u8; 16]) -> bool {
 
 #[sock_ops]
 pub fn weft_sockops(ctx: SockOpsContext) -> u32 {
-    if ctx.op() == BPF_SOCK_OPS_TCP_CONNECT_CB {
-        if let Some(decision) = try_sockops_connect(&ctx) {
-            count(decision);
-        }
+    if ctx.op() == BPF_SOCK_OPS_TCP_CONNECT_CB
+        && let Some(decision) = try_sockops_connect(&ctx)
+    {
+        count(decision);
     }
     SOCKOPS_DONE
 }
@@ -246,8 +246,8 @@ fn try_sockops_connect(ctx: &SockOpsContext) -> Option<Decision> {
     // SAFETY: the socket cookie helper takes the program's context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: the value is copied out at once.
-    let original = *unsafe { ORIGINAL_DST_BY_COOKIE.get(&cookie) }?;
-    let _ = ORIGINAL_DST_BY_COOKIE.remove(&cookie);
+    let original = *unsafe { ORIGINAL_DST_BY_COOKIE.get(cookie) }?;
+    let _ = ORIGINAL_DST_BY_COOKIE.remove(cookie);
 
     // Read every field up front, each with its own 4-byte load straight from the
     // context pointer: the verifier refuses loads through a derived context pointer,
@@ -288,7 +288,7 @@ fn try_sockops_connect(ctx: &SockOpsContext) -> Option<Decision> {
             _pad: 0,
         },
     };
-    if ORIGINAL_DST_BY_SOCKET.insert(&key, &original, 0).is_err() {
+    if ORIGINAL_DST_BY_SOCKET.insert(key, original, 0).is_err() {
         return Some(Decision::SocketRecordFailed);
     }
     Some(Decision::OriginalDstRecorded)

@@ -180,7 +180,11 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Regi
                 async move {
                     Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
                         (&Method::GET, "/metrics") => metrics_response(&registry),
-                        _ => error(StatusCode::NOT_FOUND, "only GET /metrics is served here", "not_found"),
+                        _ => error(
+                            StatusCode::NOT_FOUND,
+                            "only GET /metrics is served here",
+                            "not_found",
+                        ),
                     })
                 }
             });

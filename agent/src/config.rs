@@ -279,19 +279,22 @@ mod tests {
         assert_eq!(c.connect_timeout, Duration::from_millis(250));
         assert_eq!(c.drain_timeout, Duration::from_secs(120));
         for bad in ["10", "10h", "s", "0s"] {
-            let e = Config::from_source(&HashMap::from([
-                (NODE_NAME, "n"),
-                (CONNECT_TIMEOUT, bad),
-            ]))
-            .unwrap_err();
-            assert!(e.to_string().starts_with("WEFT_CONNECT_TIMEOUT="), "{bad}: {e}");
+            let e = Config::from_source(&HashMap::from([(NODE_NAME, "n"), (CONNECT_TIMEOUT, bad)]))
+                .unwrap_err();
+            assert!(
+                e.to_string().starts_with("WEFT_CONNECT_TIMEOUT="),
+                "{bad}: {e}"
+            );
         }
     }
 
     #[test]
     fn bad_values_name_the_variable() {
         let e = config(&[(METRICS_ADDR, "localhost")]).unwrap_err();
-        assert!(e.to_string().starts_with("WEFT_METRICS_ADDR=\"localhost\""), "{e}");
+        assert!(
+            e.to_string().starts_with("WEFT_METRICS_ADDR=\"localhost\""),
+            "{e}"
+        );
         assert_eq!(config(&[(METRICS_ADDR, "off")]).unwrap().metrics_addr, None);
         let e = Config::from_source(&HashMap::from([(NODE_NAME, "Node_A")])).unwrap_err();
         assert!(e.to_string().contains("WEFT_NODE_NAME"), "{e}");

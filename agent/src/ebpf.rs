@@ -510,28 +510,35 @@ fn parse_mountinfo(text: &str) -> Vec<(PathBuf, String)> {
             let mount_point = fields.nth(4)?;
             // Optional fields end with a lone "-", followed by the fs type.
             let fs_type = fields.skip_while(|f| *f != "-").nth(1)?;
-            Some((PathBuf::from(unescape_mount(mount_point)), fs_type.to_owned()))
+            Some((unescape_mount(mount_point), fs_type.to_owned()))
         })
         .collect()
 }
 
 /// Mount points in mountinfo escape space, tab, newline and backslash as `\ooo`.
-fn unescape_mount(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
+fn unescape_mount(s: &str) -> PathBuf {
+    use std::os::unix::ffi::OsStringExt as _;
     let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v as char);
+        let escaped = (bytes[i] == b'\\')
+            .then(|| bytes.get(i + 1..i + 4))
+            .flatten()
+            .and_then(|oct| std::str::from_utf8(oct).ok())
+            .and_then(|oct| u8::from_str_radix(oct, 8).ok());
+        match escaped {
+            Some(v) => {
+                out.push(v);
                 i += 4;
-                continue;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
             }
         }
-        out.push(bytes[i] as char);
-        i += 1;
     }
-    out
+    PathBuf::from(std::ffi::OsString::from_vec(out))
 }
 
 /// The mount point of the cgroup v2 hierarchy (`/sys/fs/cgroup` on a pure v2 host,
@@ -580,7 +587,9 @@ mod tests {
     fn original_dst_comes_back_in_its_family() {
         let v4 = OriginalDst {
             dst: SockAddr {
-                addr: std::net::Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets(),
+                addr: std::net::Ipv4Addr::new(10, 0, 0, 2)
+                    .to_ipv6_mapped()
+                    .octets(),
                 port: 80,
                 family: agent_common::AF_INET,
                 _pad: 0,

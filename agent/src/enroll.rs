@@ -141,8 +141,12 @@ impl Enrollments {
         };
         for path in state.netns {
             match self.enroll(&path).await {
-                Ok(e) => tracing::info!(netns = %path.display(), cookie = e.cookie, "enrollment restored"),
-                Err(e) => tracing::warn!(netns = %path.display(), error = %e, "enrollment not restored"),
+                Ok(e) => {
+                    tracing::info!(netns = %path.display(), cookie = e.cookie, "enrollment restored")
+                }
+                Err(e) => {
+                    tracing::warn!(netns = %path.display(), error = %e, "enrollment not restored")
+                }
             }
         }
         let served: Vec<u64> = self
@@ -153,10 +157,11 @@ impl Enrollments {
             .map(|e| e.netns.cookie())
             .collect();
         for cookie in self.capture.enrolled_cookies() {
-            if !served.contains(&cookie) {
-                if let Err(e) = self.capture.unenroll(cookie) {
-                    tracing::warn!(cookie, error = %e, "removing a stale enrollment failed");
-                }
+            if served.contains(&cookie) {
+                continue;
+            }
+            if let Err(e) = self.capture.unenroll(cookie) {
+                tracing::warn!(cookie, error = %e, "removing a stale enrollment failed");
             }
         }
         if let Err(e) = self.save(&*self.enrolled.lock().await) {

@@ -1,8 +1,8 @@
 //! `weft-agent`: the per-node agent. Configured through `WEFT_*` environment variables
 //! (see `config.rs` and ARCHITECTURE.md).
 
-use anyhow::Context as _;
 use agent::config::{Config, Env, LogFormat};
+use anyhow::Context as _;
 
 const USAGE: &str = "\
 usage: weft-agent [run]     run the agent (configuration from WEFT_* variables)

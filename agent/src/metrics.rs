@@ -7,9 +7,7 @@ use prometheus_client::{
     encoding::{
         DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric as _, LabelValueEncoder,
     },
-    metrics::{
-        MetricType, counter::ConstCounter, counter::Counter, family::Family, gauge::Gauge,
-    },
+    metrics::{MetricType, counter::ConstCounter, counter::Counter, family::Family, gauge::Gauge},
     registry::Registry,
 };
 

@@ -184,10 +184,12 @@ impl Netns {
         self.requests
             .send(SocketRequest { domain, reply })
             .map_err(|_| gone())?;
-        rx.await.map_err(|_| gone())?.map_err(|source| Error::Socket {
-            path: self.path.clone(),
-            source,
-        })
+        rx.await
+            .map_err(|_| gone())?
+            .map_err(|source| Error::Socket {
+                path: self.path.clone(),
+                source,
+            })
     }
 }
 

@@ -115,7 +115,9 @@ pub fn veth(a: &Netns, a_addrs: &[&str], b: &Netns, b_addrs: &[&str]) {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let id = std::process::id() % 100_000;
     let (an, bn) = (format!("wv{id}a{n}"), format!("wv{id}b{n}"));
-    ip(&["link", "add", &an, "netns", &a.name, "type", "veth", "peer", "name", &bn, "netns", &b.name]);
+    ip(&[
+        "link", "add", &an, "netns", &a.name, "type", "veth", "peer", "name", &bn, "netns", &b.name,
+    ]);
     for (ns, ifname, addrs) in [(a, &an, a_addrs), (b, &bn, b_addrs)] {
         for addr in addrs {
             if addr.contains(':') {
@@ -188,7 +190,9 @@ pub struct Process {
 
 impl Process {
     pub fn spawn(cmd: &mut Command) -> Self {
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
         Process { child }
     }
 
@@ -275,6 +279,11 @@ impl Agent {
         self.state_dir.join("admin.sock")
     }
 
+    /// The agent's log (standard error of every run), beside its state folder.
+    pub fn log_path(&self) -> PathBuf {
+        self.state_dir.with_extension("log")
+    }
+
     pub fn pin_dir(&self) -> PathBuf {
         PathBuf::from("/sys/fs/bpf/weft").join(&self.node)
     }
@@ -282,11 +291,18 @@ impl Agent {
     /// Starts the agent process (again) and waits until its admin API answers.
     pub fn restart(&mut self) {
         assert!(self.process.is_none(), "agent already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("agent log file");
         let mut cmd = Command::new(binary("weft-agent"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null());
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log);
         self.process = Some(Process::spawn(&mut cmd));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -297,7 +313,8 @@ impl Agent {
             }
             let p = self.process.as_mut().expect("started above");
             if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("weft-agent exited during start: {status}");
+                let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+                panic!("weft-agent exited during start ({status}):\n{log}");
             }
             assert!(
                 Instant::now() < deadline,
@@ -368,6 +385,11 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            eprintln!("---- weft-agent log ({}) ----\n{log}", self.node);
+        }
+        let _ = std::fs::remove_file(self.log_path());
         // Unpinning the links detaches the programs.
         let _ = std::fs::remove_dir_all(self.pin_dir());
         let _ = std::fs::remove_dir_all(&self.state_dir);

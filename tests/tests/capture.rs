@@ -176,9 +176,17 @@ fn loopback_agent_ports_and_excluded_ports_are_not_captured() {
     let s = Setup::new(&[("WEFT_EXCLUDED_PORTS", "7001")]);
     assert_eq!(s.agent.enroll(&s.client.path()).status, 200);
 
-    assert_direct(&s.echo(V4_SERVER, ECHO_EXCLUDED, 4096), V4_SERVER, ECHO_EXCLUDED);
+    assert_direct(
+        &s.echo(V4_SERVER, ECHO_EXCLUDED, 4096),
+        V4_SERVER,
+        ECHO_EXCLUDED,
+    );
     assert_eq!(s.agent.decision("excluded_port"), 1);
-    assert_direct(&s.echo(V6_SERVER, ECHO_AGENT_PORT, 4096), V6_SERVER, ECHO_AGENT_PORT);
+    assert_direct(
+        &s.echo(V6_SERVER, ECHO_AGENT_PORT, 4096),
+        V6_SERVER,
+        ECHO_AGENT_PORT,
+    );
     assert_eq!(s.agent.decision("agent_port"), 1);
 
     // An echo server on the server namespace's loopback, reached from inside it: a
@@ -241,7 +249,9 @@ fn unenroll_stops_new_captures_and_keeps_open_connections() {
 /// `(attach type, program name)` of everything attached to a cgroup, from the kernel
 /// (through bpftool).
 fn attachments(cgroup: &Cgroup) -> Vec<(String, String)> {
-    let out = run(Command::new("bpftool").args(["-j", "cgroup", "show"]).arg(&cgroup.path));
+    let out = run(Command::new("bpftool")
+        .args(["-j", "cgroup", "show"])
+        .arg(&cgroup.path));
     let v: Value = serde_json::from_slice(&out.stdout).expect("bpftool JSON");
     let mut list: Vec<(String, String)> = v
         .as_array()
@@ -260,8 +270,14 @@ fn attachments(cgroup: &Cgroup) -> Vec<(String, String)> {
 
 fn expected_attachments() -> Vec<(String, String)> {
     let mut v = vec![
-        ("cgroup_inet4_connect".to_owned(), "weft_connect4".to_owned()),
-        ("cgroup_inet6_connect".to_owned(), "weft_connect6".to_owned()),
+        (
+            "cgroup_inet4_connect".to_owned(),
+            "weft_connect4".to_owned(),
+        ),
+        (
+            "cgroup_inet6_connect".to_owned(),
+            "weft_connect6".to_owned(),
+        ),
         ("cgroup_sock_ops".to_owned(), "weft_sockops".to_owned()),
     ];
     v.sort();
@@ -287,7 +303,11 @@ fn restarted_agent_adopts_its_pinned_programs_and_enrollments() {
     for round in 0..2 {
         s.agent.kill();
         // Still attached while no agent runs: the links are pinned.
-        assert_eq!(attachments(&s.cgroup), expected_attachments(), "round {round}");
+        assert_eq!(
+            attachments(&s.cgroup),
+            expected_attachments(),
+            "round {round}"
+        );
         s.agent.restart();
         let stats = s.agent.stats();
         assert!(
@@ -298,10 +318,18 @@ fn restarted_agent_adopts_its_pinned_programs_and_enrollments() {
                 .all(|a| a[1] == "adopted"),
             "round {round}: {stats}"
         );
-        assert_eq!(attachments(&s.cgroup), expected_attachments(), "round {round}");
+        assert_eq!(
+            attachments(&s.cgroup),
+            expected_attachments(),
+            "round {round}"
+        );
         // The enrollment came back from the state file, and capture works again.
         let list = s.agent.get("/v1/enrollments").expect("list").body;
-        assert_eq!(list[0]["netns"], s.client.path().display().to_string(), "{list}");
+        assert_eq!(
+            list[0]["netns"],
+            s.client.path().display().to_string(),
+            "{list}"
+        );
         assert_captured(&s.echo(V4_SERVER, ECHO, MIB16));
         assert_captured(&s.echo(V6_SERVER, ECHO, 4096));
         // The kernel counters live in a pinned map: they kept counting across restarts.

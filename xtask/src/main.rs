@@ -1,1 +1,93 @@
-fn main() {}
+//! `cargo xtask …`: set-up, test and run tasks for Weft.
+
+mod setup;
+mod test;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Weft's build tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing Weft needs (Debian packages, the nightly
+    /// rust-src, bpf-linker). Does nothing when everything is there.
+    Setup,
+    /// Set up, then check formatting, run clippy, and run every test, including the
+    /// privileged ones (needs root).
+    Test {
+        /// Arguments passed on to the test binaries (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Set up, build, and run `weft-agent` on this machine in the foreground (WEFT_*
+    /// variables configure it; Ctrl-C stops it).
+    Agent,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup::run(),
+        Task::Test { args } => test::run(&args),
+        Task::Agent => {
+            setup::run()?;
+            cargo(&["build", "--package", "agent", "--bin", "weft-agent"])?;
+            let agent = workspace_root().join("target/debug/weft-agent");
+            let status = Command::new(&agent)
+                .status()
+                .with_context(|| format!("running {}", agent.display()))?;
+            if !status.success() {
+                bail!("weft-agent exited with {status}");
+            }
+            Ok(())
+        }
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_owned()
+}
+
+/// Runs `cargo <args>` in the workspace and fails if it fails.
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    step(Command::new(cargo).args(args).current_dir(workspace_root()))
+}
+
+/// Runs a command, echoing it first, and fails if it fails.
+pub fn step(cmd: &mut Command) -> anyhow::Result<()> {
+    eprintln!("==> {}", display(cmd));
+    let status = cmd
+        .status()
+        .with_context(|| format!("starting {}", display(cmd)))?;
+    if !status.success() {
+        bail!("{} failed ({status})", display(cmd));
+    }
+    Ok(())
+}
+
+pub fn display(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}

@@ -151,7 +151,12 @@ fn describe<B>(name: &str, peer: SocketAddr, req: &Request<B>) -> Vec<u8> {
     let headers: BTreeMap<String, String> = req
         .headers()
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     serde_json::to_vec(&serde_json::json!({
         "pod": name,
