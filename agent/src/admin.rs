@@ -18,6 +18,7 @@ use std::{
     sync::Arc,
 };
 
+use api::admin::NetnsRequest;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::{
     Method, Request, Response, StatusCode,
@@ -42,12 +43,6 @@ pub struct Admin {
     pub capture: Arc<Capture>,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
-}
-
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NetnsRequest {
-    netns: PathBuf,
 }
 
 #[derive(Debug, serde::Serialize)]

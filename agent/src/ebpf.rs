@@ -221,7 +221,7 @@ impl Capture {
         }
         let cgroup = match cgroup {
             Some(path) => path.to_owned(),
-            None => cgroup2_mount().ok_or(Error::NoCgroup2)?,
+            None => api::mounts::cgroup2().ok_or(Error::NoCgroup2)?,
         };
         let cgroup_dir = File::open(&cgroup).map_err(|source| Error::Cgroup {
             path: cgroup.clone(),
@@ -461,7 +461,7 @@ fn pin_program(
 
 /// Mounts bpffs at `path` unless one is mounted there already.
 fn ensure_bpffs(path: &Path) -> Result<(), Error> {
-    if mounts().iter().any(|(mnt, fs)| fs == "bpf" && mnt == path) {
+    if api::mounts::is_mounted(path, "bpf") {
         return Ok(());
     }
     std::fs::create_dir_all(path).map_err(|source| Error::MountBpffs {
@@ -495,84 +495,9 @@ fn ensure_bpffs(path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
-/// `(mount point, file system type)` of every mount this process sees.
-fn mounts() -> Vec<(PathBuf, String)> {
-    let Ok(text) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
-    };
-    parse_mountinfo(&text)
-}
-
-fn parse_mountinfo(text: &str) -> Vec<(PathBuf, String)> {
-    text.lines()
-        .filter_map(|line| {
-            let mut fields = line.split(' ');
-            let mount_point = fields.nth(4)?;
-            // Optional fields end with a lone "-", followed by the fs type.
-            let fs_type = fields.skip_while(|f| *f != "-").nth(1)?;
-            Some((unescape_mount(mount_point), fs_type.to_owned()))
-        })
-        .collect()
-}
-
-/// Mount points in mountinfo escape space, tab, newline and backslash as `\ooo`.
-fn unescape_mount(s: &str) -> PathBuf {
-    use std::os::unix::ffi::OsStringExt as _;
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'\\')
-            .then(|| bytes.get(i + 1..i + 4))
-            .flatten()
-            .and_then(|oct| std::str::from_utf8(oct).ok())
-            .and_then(|oct| u8::from_str_radix(oct, 8).ok());
-        match escaped {
-            Some(v) => {
-                out.push(v);
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    PathBuf::from(std::ffi::OsString::from_vec(out))
-}
-
-/// The mount point of the cgroup v2 hierarchy (`/sys/fs/cgroup` on a pure v2 host,
-/// `/sys/fs/cgroup/unified` on a hybrid one).
-pub fn cgroup2_mount() -> Option<PathBuf> {
-    mounts()
-        .into_iter()
-        .find(|(_, fs)| fs == "cgroup2")
-        .map(|(mnt, _)| mnt)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_cgroup2_and_bpf_mounts() {
-        let text = "\
-25 30 0:22 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
-26 25 0:23 / /sys/fs/cgroup/unified rw,relatime shared:9 - cgroup2 cgroup2 rw
-27 25 0:24 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
-28 30 0:25 / /sys/fs/bpf rw,relatime - bpf bpf rw
-29 30 0:26 / /mnt/with\\040space rw - ext4 /dev/vda rw";
-        let mounts = parse_mountinfo(text);
-        assert_eq!(
-            mounts.iter().find(|(_, fs)| fs == "cgroup2").unwrap().0,
-            PathBuf::from("/sys/fs/cgroup/unified")
-        );
-        assert_eq!(
-            mounts.iter().find(|(_, fs)| fs == "bpf").unwrap().0,
-            PathBuf::from("/sys/fs/bpf")
-        );
-        assert_eq!(mounts[4].0, PathBuf::from("/mnt/with space"));
-    }
 
     #[test]
     fn socket_keys_use_mapped_ipv4() {

@@ -16,6 +16,7 @@ use std::{
     sync::Arc,
 };
 
+use api::admin::Enrollment;
 use socket2::{Domain, SockAddr};
 use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
 
@@ -62,14 +63,6 @@ impl Error {
             Error::State { .. } => "state",
         }
     }
-}
-
-/// One enrolled namespace as the admin API reports it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Enrollment {
-    pub netns: PathBuf,
-    pub cookie: u64,
-    pub listeners: Vec<SocketAddr>,
 }
 
 struct Enrolled {

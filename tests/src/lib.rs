@@ -4,9 +4,8 @@
 //!
 //! Tests that use these need root. They fail (never skip) without it.
 
+use api::admin::{Client, Response};
 use std::{
-    io::{Read as _, Write as _},
-    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     sync::atomic::{AtomicU32, Ordering},
@@ -132,14 +131,7 @@ pub fn veth(a: &Netns, a_addrs: &[&str], b: &Netns, b_addrs: &[&str]) {
 
 /// The mount point of the cgroup v2 hierarchy.
 pub fn cgroup2_root() -> PathBuf {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
-    text.lines()
-        .find_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            let dash = fields.iter().position(|f| *f == "-")?;
-            (fields.get(dash + 1) == Some(&"cgroup2")).then(|| PathBuf::from(fields[4]))
-        })
-        .expect("no cgroup v2 hierarchy is mounted")
+    api::mounts::cgroup2().expect("no cgroup v2 hierarchy is mounted")
 }
 
 /// A cgroup v2 directory; processes started with [`Cgroup::command`] run inside it.
@@ -212,31 +204,6 @@ impl Drop for Process {
     }
 }
 
-/// An answer of the agent's admin API.
-#[derive(Debug)]
-pub struct AdminResponse {
-    pub status: u16,
-    pub body: serde_json::Value,
-}
-
-/// Sends one raw HTTP/1.1 request to a Unix socket and reads the whole answer.
-pub fn http_unix(socket: &Path, raw_request: &[u8]) -> std::io::Result<AdminResponse> {
-    let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(raw_request)?;
-    let mut bytes = Vec::new();
-    stream.read_to_end(&mut bytes)?;
-    let text = String::from_utf8_lossy(&bytes);
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:?}")))?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    let body = serde_json::from_str(body).unwrap_or(serde_json::Value::String(body.to_owned()));
-    Ok(AdminResponse { status, body })
-}
-
 /// A running `weft-agent` with its own node name, cgroup, bpffs folder and state.
 #[derive(Debug)]
 pub struct Agent {
@@ -306,7 +273,7 @@ impl Agent {
         self.process = Some(Process::spawn(&mut cmd));
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Ok(r) = self.get("/v1/stats")
+            if let Ok(r) = self.admin().get("/v1/stats")
                 && r.status == 200
             {
                 return;
@@ -332,38 +299,31 @@ impl Agent {
         }
     }
 
-    pub fn get(&self, path: &str) -> std::io::Result<AdminResponse> {
-        http_unix(
-            &self.admin_socket(),
-            format!("GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
+    /// A client of this agent's admin API.
+    pub fn admin(&self) -> Client {
+        Client::new(self.admin_socket())
     }
 
-    pub fn post_json(&self, path: &str, body: &str) -> AdminResponse {
-        let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\
-             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        http_unix(&self.admin_socket(), req.as_bytes()).expect("admin API answers")
+    pub fn get(&self, path: &str) -> Response {
+        self.admin().get(path).expect("admin API answers")
     }
 
-    pub fn enroll(&self, netns: &Path) -> AdminResponse {
-        self.post_json(
-            "/v1/enroll",
-            &serde_json::json!({ "netns": netns }).to_string(),
-        )
+    pub fn post_json(&self, path: &str, body: &str) -> Response {
+        self.admin()
+            .post_json(path, body)
+            .expect("admin API answers")
     }
 
-    pub fn unenroll(&self, netns: &Path) -> AdminResponse {
-        self.post_json(
-            "/v1/unenroll",
-            &serde_json::json!({ "netns": netns }).to_string(),
-        )
+    pub fn enroll(&self, netns: &Path) -> Response {
+        self.admin().enroll(netns).expect("admin API answers")
+    }
+
+    pub fn unenroll(&self, netns: &Path) -> Response {
+        self.admin().unenroll(netns).expect("admin API answers")
     }
 
     pub fn stats(&self) -> serde_json::Value {
-        let r = self.get("/v1/stats").expect("admin API answers");
+        let r = self.get("/v1/stats");
         assert_eq!(r.status, 200, "{:?}", r.body);
         r.body
     }

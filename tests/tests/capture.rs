@@ -135,7 +135,7 @@ fn enrolled_namespace_is_captured_for_ipv4_and_ipv6() {
     assert_eq!(stats["outbound"]["closed"], 2, "{stats}");
 
     // The Prometheus view carries the same kernel counters.
-    let metrics = s.agent.get("/metrics").expect("metrics");
+    let metrics = s.agent.get("/metrics");
     let text = metrics.body.as_str().expect("text");
     assert!(
         text.contains("weft_agent_capture_decisions_total{reason=\"redirected\"} 2"),
@@ -233,7 +233,7 @@ fn unenroll_stops_new_captures_and_keeps_open_connections() {
 
     let r = s.agent.unenroll(&s.client.path());
     assert_eq!(r.status, 200, "{:?}", r.body);
-    let enrollments = s.agent.get("/v1/enrollments").expect("list");
+    let enrollments = s.agent.get("/v1/enrollments");
     assert_eq!(enrollments.body, serde_json::json!([]));
 
     // The open connection keeps working …
@@ -324,7 +324,7 @@ fn restarted_agent_adopts_its_pinned_programs_and_enrollments() {
             "round {round}"
         );
         // The enrollment came back from the state file, and capture works again.
-        let list = s.agent.get("/v1/enrollments").expect("list").body;
+        let list = s.agent.get("/v1/enrollments").body;
         assert_eq!(
             list[0]["netns"],
             s.client.path().display().to_string(),
@@ -342,10 +342,10 @@ fn bad_admin_requests_get_clear_errors_and_change_nothing() {
     let s = Setup::new(&[]);
     let good = s.agent.enroll(&s.client.path());
     assert_eq!(good.status, 200);
-    let before = s.agent.get("/v1/enrollments").unwrap().body;
+    let before = s.agent.get("/v1/enrollments").body;
 
     let regular_file = std::env::current_exe().unwrap();
-    let cases: Vec<(tests::AdminResponse, u16, &str)> = vec![
+    let cases: Vec<(api::admin::Response, u16, &str)> = vec![
         (s.agent.enroll(&regular_file), 422, "not a network namespace"),
         (
             s.agent.enroll(std::path::Path::new("/proc/self/ns/mnt")),
@@ -383,11 +383,10 @@ fn bad_admin_requests_get_clear_errors_and_change_nothing() {
             413,
             "larger than",
         ),
-        (s.agent.get("/v1/enroll").unwrap(), 405, "not allowed"),
-        (s.agent.get("/v1/nothing").unwrap(), 404, "no such endpoint"),
+        (s.agent.get("/v1/enroll"), 405, "not allowed"),
+        (s.agent.get("/v1/nothing"), 404, "no such endpoint"),
         (
-            tests::http_unix(
-                &s.agent.admin_socket(),
+            s.agent.admin().raw(
                 b"POST /v1/enroll HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}",
             )
             .unwrap(),
@@ -416,7 +415,7 @@ fn bad_admin_requests_get_clear_errors_and_change_nothing() {
     assert_eq!(pid_path.status, 409, "{:?}", pid_path.body);
 
     // Nothing changed: the same enrollment, and it still captures.
-    assert_eq!(s.agent.get("/v1/enrollments").unwrap().body, before);
+    assert_eq!(s.agent.get("/v1/enrollments").body, before);
     assert_captured(&s.echo(V4_SERVER, ECHO, 4096));
     assert_eq!(s.agent.accepted(), 1);
 }

@@ -1,0 +1,156 @@
+//! The node agent's local admin API: its request and answer types, and a small
+//! blocking client (HTTP/1.1 over the agent's Unix socket) for `weftctl`, the lab and
+//! the tests.
+
+use std::{
+    io::{Read as _, Write as _},
+    net::SocketAddr,
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+/// Body of `POST /v1/enroll` and `POST /v1/unenroll`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetnsRequest {
+    /// Absolute path of the network namespace (`/run/netns/…`, `/proc/<pid>/ns/net`).
+    pub netns: PathBuf,
+}
+
+/// One enrolled namespace.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Enrollment {
+    pub netns: PathBuf,
+    /// The kernel's cookie of the namespace.
+    pub cookie: u64,
+    /// The capture listeners the agent opened inside it.
+    pub listeners: Vec<SocketAddr>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("talking to the agent at {socket}: {source}")]
+    Io {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the agent at {socket} sent something that is not an HTTP answer")]
+    Malformed { socket: PathBuf },
+}
+
+/// An answer: its status and its body (JSON when it parses as JSON, else a string).
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub body: serde_json::Value,
+}
+
+impl Response {
+    /// The `error` field of a refusal, or the body as text.
+    pub fn error_message(&self) -> String {
+        self.body["error"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| self.body.to_string())
+    }
+}
+
+/// A client of one agent's admin socket. Each request uses its own connection.
+#[derive(Debug, Clone)]
+pub struct Client {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>) -> Self {
+        Client {
+            socket: socket.into(),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn get(&self, path: &str) -> Result<Response, Error> {
+        self.raw(
+            format!("GET {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+    }
+
+    pub fn post_json(&self, path: &str, body: &str) -> Result<Response, Error> {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.raw(req.as_bytes())
+    }
+
+    pub fn enroll(&self, netns: &Path) -> Result<Response, Error> {
+        let body = NetnsRequest {
+            netns: netns.to_owned(),
+        };
+        self.post_json(
+            "/v1/enroll",
+            &serde_json::to_string(&body).expect("serializable"),
+        )
+    }
+
+    pub fn unenroll(&self, netns: &Path) -> Result<Response, Error> {
+        let body = NetnsRequest {
+            netns: netns.to_owned(),
+        };
+        self.post_json(
+            "/v1/unenroll",
+            &serde_json::to_string(&body).expect("serializable"),
+        )
+    }
+
+    /// Sends bytes as they are (for requests the helpers above would not make) and reads
+    /// the whole answer; the request must ask for `Connection: close`.
+    pub fn raw(&self, request: &[u8]) -> Result<Response, Error> {
+        let io = |source| Error::Io {
+            socket: self.socket.clone(),
+            source,
+        };
+        let mut stream = UnixStream::connect(&self.socket).map_err(io)?;
+        stream.set_read_timeout(Some(self.timeout)).map_err(io)?;
+        stream.set_write_timeout(Some(self.timeout)).map_err(io)?;
+        stream.write_all(request).map_err(io)?;
+        let mut bytes = Vec::new();
+        stream.read_to_end(&mut bytes).map_err(io)?;
+        parse_response(&bytes).ok_or_else(|| Error::Malformed {
+            socket: self.socket.clone(),
+        })
+    }
+}
+
+fn parse_response(bytes: &[u8]) -> Option<Response> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()?;
+    let body =
+        serde_json::from_str(body).unwrap_or_else(|_| serde_json::Value::String(body.to_owned()));
+    Some(Response { status, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_answers() {
+        let r = parse_response(b"HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\n\r\n{\"error\":\"x is already enrolled\"}").unwrap();
+        assert_eq!(r.status, 409);
+        assert_eq!(r.error_message(), "x is already enrolled");
+        let r = parse_response(b"HTTP/1.1 200 OK\r\n\r\n# HELP a b\n").unwrap();
+        assert_eq!(r.body, serde_json::Value::String("# HELP a b\n".to_owned()));
+        assert!(parse_response(b"garbage").is_none());
+        assert!(parse_response(b"HTTP/1.1 abc\r\n\r\n").is_none());
+    }
+}
