@@ -1,8 +1,52 @@
-//! `weftctl`: Weft's command line. Its commands (install, enroll, waypoint, status,
-//! validate, lab) arrive with the capabilities they drive.
-#![forbid(unsafe_code)]
+//! `weftctl`: Weft's command line.
 
-fn main() {
-    eprintln!("weftctl: no command is implemented yet; run the agent with `cargo xtask agent`");
-    std::process::exit(2);
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "weftctl", about = "Weft's command line", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand)]
+enum Top {
+    /// A Weft cluster on this machine: nodes and pods as network namespaces (root).
+    #[command(subcommand)]
+    Lab(Lab),
+}
+
+#[derive(Subcommand)]
+enum Lab {
+    /// Build the lab and start the mesh in it (removes an earlier lab first).
+    Up {
+        /// A topology file (YAML); without it, the built-in default.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+    },
+    /// Show nodes, agents, pods and services.
+    Status,
+    /// Run a command in a pod: `weftctl lab exec shop/cart-1 -- weft-sample echo …`.
+    Exec {
+        /// `namespace/name`, or the name alone when it is unique.
+        pod: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Remove everything the lab created. Safe to run any number of times.
+    Down,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Top::Lab(Lab::Up { topology }) => weftctl::lab::up(topology.as_deref()),
+        Top::Lab(Lab::Status) => weftctl::lab::status(),
+        Top::Lab(Lab::Exec { pod, command }) => {
+            let code = weftctl::lab::exec(&pod, &command)?;
+            std::process::exit(code);
+        }
+        Top::Lab(Lab::Down) => weftctl::lab::down(),
+    }
 }

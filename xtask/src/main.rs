@@ -30,24 +30,29 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
-    /// Set up, build, and run `weft-agent` on this machine in the foreground (WEFT_*
-    /// variables configure it; Ctrl-C stops it).
-    Agent,
+    /// Set up, build, and run `weftctl lab …` (as root): `cargo xtask lab up` runs the
+    /// mesh on this machine.
+    Lab {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Setup => setup::run(),
         Task::Test { args } => test::run(&args),
-        Task::Agent => {
+        Task::Lab { args } => {
             setup::run()?;
-            cargo(&["build", "--package", "agent", "--bin", "weft-agent"])?;
-            let agent = workspace_root().join("target/debug/weft-agent");
-            let status = Command::new(&agent)
+            cargo(&["build", "--workspace", "--bins"])?;
+            let weftctl = workspace_root().join("target/debug/weftctl");
+            let status = Command::new(&weftctl)
+                .arg("lab")
+                .args(&args)
                 .status()
-                .with_context(|| format!("running {}", agent.display()))?;
+                .with_context(|| format!("running {}", weftctl.display()))?;
             if !status.success() {
-                bail!("weft-agent exited with {status}");
+                std::process::exit(status.code().unwrap_or(1));
             }
             Ok(())
         }

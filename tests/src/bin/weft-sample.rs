@@ -59,6 +59,13 @@ enum Command {
         #[arg(long)]
         connect: SocketAddr,
     },
+    /// Send one HTTP/1.1 GET and print the answer's body.
+    Get {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,6 +87,7 @@ fn main() -> anyhow::Result<()> {
             timeout_secs,
         } => echo(connect, bytes, Duration::from_secs(timeout_secs)),
         Command::Chat { connect } => chat(connect),
+        Command::Get { connect, path } => get(connect, &path),
     }
 }
 
@@ -252,6 +260,25 @@ fn chat(addr: SocketAddr) -> anyhow::Result<()> {
         write!(out, "{answer}")?;
         out.flush()?;
     }
+    Ok(())
+}
+
+fn get(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .with_context(|| format!("connecting {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .context("the answer is not HTTP")?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
+    println!("{body}");
     Ok(())
 }
 

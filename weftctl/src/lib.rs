@@ -1,0 +1,3 @@
+//! `weftctl`'s commands, as a library so the end-to-end tests drive the same code.
+
+pub mod lab;
