@@ -284,21 +284,23 @@ fn expected_attachments() -> Vec<(String, String)> {
     v
 }
 
+/// What the agent says it did with each program at start (attached, adopted, replaced).
+fn attachment_outcomes(agent: &Agent) -> Vec<String> {
+    agent.stats()["attachments"]
+        .as_array()
+        .expect("attachments")
+        .iter()
+        .map(|a| a[1].as_str().unwrap_or("?").to_owned())
+        .collect()
+}
+
 #[test]
 fn restarted_agent_adopts_its_pinned_programs_and_enrollments() {
     let mut s = Setup::new(&[]);
     assert_eq!(s.agent.enroll(&s.client.path()).status, 200);
     assert_captured(&s.echo(V4_SERVER, ECHO, 4096));
     assert_eq!(attachments(&s.cgroup), expected_attachments());
-    let first = s.agent.stats();
-    assert!(
-        first["attachments"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|a| a[1] == "attached"),
-        "{first}"
-    );
+    assert_eq!(attachment_outcomes(&s.agent), ["attached"; 3]);
 
     for round in 0..2 {
         s.agent.kill();
@@ -309,14 +311,10 @@ fn restarted_agent_adopts_its_pinned_programs_and_enrollments() {
             "round {round}"
         );
         s.agent.restart();
-        let stats = s.agent.stats();
-        assert!(
-            stats["attachments"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .all(|a| a[1] == "adopted"),
-            "round {round}: {stats}"
+        assert_eq!(
+            attachment_outcomes(&s.agent),
+            ["adopted"; 3],
+            "round {round}"
         );
         assert_eq!(
             attachments(&s.cgroup),

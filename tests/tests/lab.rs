@@ -129,6 +129,16 @@ fn assert_nothing_left(pids: &[u32]) {
     }
 }
 
+/// Every process the lab started.
+fn pids(state: &State) -> Vec<u32> {
+    state
+        .pods
+        .iter()
+        .map(|p| p.app_pid)
+        .chain(state.agents.iter().map(|a| a.pid))
+        .collect()
+}
+
 #[test]
 fn default_lab_connects_every_pod_and_captures_the_enrolled_ones() {
     let lab_guard = Lab::up(&[]);
@@ -231,12 +241,7 @@ fn default_lab_connects_every_pod_and_captures_the_enrolled_ones() {
     }
 
     // `lab up` on top of a lab cleans it first and builds a working one.
-    let first_pids: Vec<u32> = state
-        .pods
-        .iter()
-        .map(|p| p.app_pid)
-        .chain(state.agents.iter().map(|a| a.pid))
-        .collect();
+    let first_pids = pids(&state);
     ok(&["lab", "up"]);
     let again = State::load().unwrap().unwrap();
     let a = &again.pods[0];
@@ -246,13 +251,8 @@ fn default_lab_connects_every_pod_and_captures_the_enrolled_ones() {
         .find(|p| p.pod.node != a.pod.node)
         .unwrap();
     echo(&a.pod.key(), b.ip, 4096);
-    let pids: Vec<u32> = again
-        .pods
-        .iter()
-        .map(|p| p.app_pid)
-        .chain(again.agents.iter().map(|a| a.pid))
-        .chain(first_pids)
-        .collect();
+    let mut pids = pids(&again);
+    pids.extend(first_pids);
 
     drop(lab_guard);
     assert_nothing_left(&pids);
