@@ -5,3 +5,13 @@
 pub mod admin;
 pub mod identity;
 pub mod mounts;
+pub mod tls;
+
+/// The gRPC protocol, generated from `proto/`. Generated types stop at the edge: each
+/// side converts them into its own types once.
+pub mod proto {
+    pub mod ca {
+        #![allow(clippy::all, clippy::pedantic, missing_docs, reason = "generated code")]
+        tonic::include_proto!("weft.ca.v1");
+    }
+}

@@ -6,10 +6,11 @@ use anyhow::{Context as _, bail};
 
 use crate::{is_root, step, workspace_root};
 
-/// Debian packages the project uses: `ip` and `nsenter` for namespaces, `bpftool` to
-/// inspect attachments in tests, the CNI reference plugins for the lab, iperf3 for
-/// benchmarks.
-const PACKAGES: [(&str, &str); 5] = [
+/// Debian packages the project uses: `protoc` for the gRPC protocol, `ip` and `nsenter`
+/// for namespaces, `bpftool` to inspect attachments in tests, the CNI reference plugins
+/// for the lab, iperf3 for benchmarks.
+const PACKAGES: [(&str, &str); 6] = [
+    ("protobuf-compiler", "/usr/bin/protoc"),
     ("iproute2", "/usr/sbin/ip"),
     ("util-linux", "/usr/bin/nsenter"),
     ("bpftool", "/usr/sbin/bpftool"),
