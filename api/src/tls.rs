@@ -49,7 +49,10 @@ pub enum PeerError {
     #[error("the peer is in trust domain {got:?}, not {want:?}")]
     ForeignTrustDomain { got: String, want: String },
     #[error("the peer is {got}, expected {want}")]
-    UnexpectedIdentity { got: Identity, want: Identity },
+    UnexpectedIdentity {
+        got: Box<Identity>,
+        want: Box<Identity>,
+    },
 }
 
 impl PeerError {
@@ -160,8 +163,8 @@ impl TrustBundle {
             && *want != identity
         {
             return Err(PeerError::UnexpectedIdentity {
-                got: identity,
-                want: want.clone(),
+                got: Box::new(identity),
+                want: Box::new(want.clone()),
             });
         }
         Ok(identity)
