@@ -67,7 +67,7 @@ fn verify(ca: &Ca, chain: &[CertificateDer<'static>]) -> Result<Identity, PeerEr
 fn accepts_a_workload_certificate_and_returns_its_identity() {
     let ca = ca("root");
     let leaf = sign(&leaf_params(&[CART]), &ca);
-    let id = verify(&ca, &[leaf.clone()]).unwrap();
+    let id = verify(&ca, std::slice::from_ref(&leaf)).unwrap();
     assert_eq!(id.to_string(), CART);
     let expected: Identity = CART.parse().unwrap();
     let got = bundle(&ca)
@@ -202,7 +202,7 @@ fn refuses_a_certificate_without_the_needed_usage() {
     let mut params = leaf_params(&[CART]);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let leaf = sign(&params, &ca);
-    assert_eq!(verify(&ca, &[leaf.clone()]), Err(PeerError::WrongUsage));
+    assert_eq!(verify(&ca, std::slice::from_ref(&leaf)), Err(PeerError::WrongUsage));
     assert!(
         bundle(&ca)
             .verify_peer(&[leaf], PeerRole::Client, None, UnixTime::now())
