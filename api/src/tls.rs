@@ -219,6 +219,15 @@ pub fn spiffe_identity(leaf: &CertificateDer<'_>) -> Result<Identity, PeerError>
         })
 }
 
+/// A certificate signing request for `identity`, signed by `key`: what an agent sends to
+/// the CA. It asks for nothing but the identity's URI SAN.
+pub fn workload_csr(identity: &Identity, key: &rcgen::KeyPair) -> Result<Vec<u8>, rcgen::Error> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.subject_alt_names = vec![rcgen::SanType::URI(identity.to_string().try_into()?)];
+    Ok(params.serialize_request(key)?.der().to_vec())
+}
+
 fn provider() -> Arc<CryptoProvider> {
     CryptoProvider::get_default()
         .cloned()

@@ -202,7 +202,10 @@ fn refuses_a_certificate_without_the_needed_usage() {
     let mut params = leaf_params(&[CART]);
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
     let leaf = sign(&params, &ca);
-    assert_eq!(verify(&ca, std::slice::from_ref(&leaf)), Err(PeerError::WrongUsage));
+    assert_eq!(
+        verify(&ca, std::slice::from_ref(&leaf)),
+        Err(PeerError::WrongUsage)
+    );
     assert!(
         bundle(&ca)
             .verify_peer(&[leaf], PeerRole::Client, None, UnixTime::now())
