@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod config;
 pub mod identity;
 pub mod mounts;
 pub mod tls;
