@@ -9,6 +9,7 @@ pub mod admin;
 pub mod config;
 pub mod ebpf;
 pub mod enroll;
+pub mod identity;
 pub mod metrics;
 pub mod netns;
 pub mod outbound;

@@ -1,12 +1,7 @@
 //! Who is calling: node agents authenticate with a bearer token. In local mode each node
 //! has a bootstrap token (a file of `node: token` lines, read again when it changes).
 
-use std::{
-    collections::BTreeMap,
-    path::PathBuf,
-    sync::Mutex,
-    time::SystemTime,
-};
+use std::{collections::BTreeMap, path::PathBuf, sync::Mutex, time::SystemTime};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {

@@ -78,8 +78,11 @@ impl Config {
             }
         };
         let cert_lifetime = duration(source, CERT_LIFETIME, Duration::from_secs(24 * 3600))?;
-        let cert_max_lifetime =
-            duration(source, CERT_MAX_LIFETIME, Duration::from_secs(7 * 24 * 3600))?;
+        let cert_max_lifetime = duration(
+            source,
+            CERT_MAX_LIFETIME,
+            Duration::from_secs(7 * 24 * 3600),
+        )?;
         if cert_lifetime > cert_max_lifetime {
             return Err(Error::Invalid {
                 key: CERT_LIFETIME,

@@ -58,8 +58,14 @@ fn load_authority(config: &Config) -> anyhow::Result<Authority> {
                 Some(c) => read(c)?,
                 None => String::new(),
             };
-            let authority = Authority::from_pem(&read(&p.cert)?, &read(&p.key)?, &chain, &read(&p.root)?, settings)
-                .context("loading the plugged-in CA")?;
+            let authority = Authority::from_pem(
+                &read(&p.cert)?,
+                &read(&p.key)?,
+                &chain,
+                &read(&p.root)?,
+                settings,
+            )
+            .context("loading the plugged-in CA")?;
             tracing::info!(cert = %p.cert.display(), "using the plugged-in CA");
             Ok(authority)
         }
@@ -99,7 +105,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         roots_der: current_roots(&authority, &extra),
     });
     let trust_bundle_pem: String = authority.roots().iter().map(ca::pem_of).collect();
-    std::fs::write(config.state_dir.join("ca/trust-bundle.pem"), &trust_bundle_pem)?;
+    std::fs::write(
+        config.state_dir.join("ca/trust-bundle.pem"),
+        &trust_bundle_pem,
+    )?;
 
     let bundle_authority = Arc::clone(&authority);
     let bundle_task = tokio::spawn(async move {
@@ -113,7 +122,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 }
                 b.version += 1;
                 b.roots_der = roots;
-                tracing::info!(version = b.version, roots = b.roots_der.len(), "trust bundle changed");
+                tracing::info!(
+                    version = b.version,
+                    roots = b.roots_der.len(),
+                    "trust bundle changed"
+                );
                 true
             });
         }
@@ -124,7 +137,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .context("issuing the serving certificate")?;
     let service = CaService {
         authority: Arc::clone(&authority),
-        registry: Arc::new(registry::Registry::new(config.config_dir.clone(), &config.trust_domain)),
+        registry: Arc::new(registry::Registry::new(
+            config.config_dir.clone(),
+            &config.trust_domain,
+        )),
         tokens: Arc::new(auth::NodeTokens::new(config.node_tokens.clone())),
         limiter: Arc::new(limit::RateLimiter::new(config.csr_burst, config.csr_rate)),
         bundle: bundle_rx,

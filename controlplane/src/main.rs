@@ -19,7 +19,8 @@ fn main() -> anyhow::Result<()> {
         .block_on(async {
             let running = controlplane::start(config).await?;
             tracing::info!(addr = %running.addr, "control plane ready");
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
             tokio::select! {
                 _ = term.recv() => {}
                 _ = tokio::signal::ctrl_c() => {}

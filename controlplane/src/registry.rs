@@ -78,10 +78,7 @@ fn yaml_files(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .flatten()
         .map(|e| e.path())
-        .filter(|p| {
-            p.extension()
-                .is_some_and(|e| e == "yaml" || e == "yml")
-        })
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .collect();
     files.sort();
     files
@@ -126,8 +123,12 @@ fn load(dir: &Path, trust_domain: &str) -> BTreeMap<String, BTreeSet<Identity>> 
                 Ok(id) if !doc.spec.node.is_empty() => {
                     map.entry(doc.spec.node).or_default().insert(id);
                 }
-                Ok(_) => tracing::warn!(file = %file.display(), workload = %doc.metadata.name, "workload without a node"),
-                Err(e) => tracing::warn!(file = %file.display(), workload = %doc.metadata.name, error = %e, "workload with an invalid identity"),
+                Ok(_) => {
+                    tracing::warn!(file = %file.display(), workload = %doc.metadata.name, "workload without a node")
+                }
+                Err(e) => {
+                    tracing::warn!(file = %file.display(), workload = %doc.metadata.name, error = %e, "workload with an invalid identity")
+                }
             }
         }
     }

@@ -35,12 +35,15 @@ pub enum Refusal {
     InvalidIdentity { identity: String, detail: String },
     #[error("{identity} is in trust domain {got:?}; this CA serves {want:?}")]
     ForeignTrustDomain {
-        identity: Identity,
+        identity: Box<Identity>,
         got: String,
         want: String,
     },
     #[error("no workload with identity {identity} runs on node {node}")]
-    IdentityNotOnNode { identity: Identity, node: String },
+    IdentityNotOnNode {
+        identity: Box<Identity>,
+        node: String,
+    },
     #[error(transparent)]
     Ca(#[from] crate::ca::Error),
 }
@@ -91,15 +94,22 @@ fn bearer<T>(req: &Request<T>) -> String {
 }
 
 impl CaService {
-    fn create(&self, token: &str, req: &CreateCertificateRequest) -> Result<(String, Identity, CreateCertificateResponse), (Option<String>, Refusal)> {
-        let node = self.tokens.authenticate(token).map_err(|e| (None, e.into()))?;
+    fn create(
+        &self,
+        token: &str,
+        req: &CreateCertificateRequest,
+    ) -> Result<(String, Identity, CreateCertificateResponse), (Option<String>, Refusal)> {
+        let node = self
+            .tokens
+            .authenticate(token)
+            .map_err(|e| (None, e.into()))?;
         let fail = |r: Refusal| (Some(node.clone()), r);
-        self.limiter
-            .check(&node)
-            .map_err(|retry_after| fail(Refusal::RateLimited {
+        self.limiter.check(&node).map_err(|retry_after| {
+            fail(Refusal::RateLimited {
                 node: node.clone(),
                 retry_after,
-            }))?;
+            })
+        })?;
         let identity: Identity = req.identity.parse().map_err(|e: api::identity::Error| {
             fail(Refusal::InvalidIdentity {
                 identity: req.identity.clone(),
@@ -111,16 +121,17 @@ impl CaService {
             return Err(fail(Refusal::ForeignTrustDomain {
                 got: identity.trust_domain().to_owned(),
                 want: want.clone(),
-                identity,
+                identity: Box::new(identity),
             }));
         }
         if !self.registry.allows(&node, &identity) {
             return Err(fail(Refusal::IdentityNotOnNode {
-                identity,
+                identity: Box::new(identity),
                 node: node.clone(),
             }));
         }
-        let lifetime = (req.lifetime_seconds > 0).then(|| Duration::from_secs(req.lifetime_seconds));
+        let lifetime =
+            (req.lifetime_seconds > 0).then(|| Duration::from_secs(req.lifetime_seconds));
         let chain = self
             .authority
             .sign(&req.csr_der, &identity, lifetime)
