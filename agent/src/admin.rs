@@ -107,14 +107,18 @@ impl Admin {
         let route = (req.method().clone(), req.uri().path().to_owned());
         match (&route.0, route.1.as_str()) {
             (&Method::POST, "/v1/enroll") => match read_netns(req).await {
-                Ok(path) => match self.enrollments.enroll(&path).await {
+                Ok(request) => match self
+                    .enrollments
+                    .enroll(&request.netns, request.workload)
+                    .await
+                {
                     Ok(e) => json(StatusCode::OK, &e),
                     Err(e) => enroll_error(&e),
                 },
                 Err(resp) => resp,
             },
             (&Method::POST, "/v1/unenroll") => match read_netns(req).await {
-                Ok(path) => match self.enrollments.unenroll(&path).await {
+                Ok(request) => match self.enrollments.unenroll(&request.netns).await {
                     Ok(e) => json(StatusCode::OK, &e),
                     Err(e) => enroll_error(&e),
                 },
@@ -210,7 +214,7 @@ fn metrics_response(registry: &Registry) -> Response<Full<Bytes>> {
 }
 
 /// Reads and checks a `{"netns": "<absolute path>"}` body.
-async fn read_netns(req: Request<Incoming>) -> Result<PathBuf, Response<Full<Bytes>>> {
+async fn read_netns(req: Request<Incoming>) -> Result<NetnsRequest, Response<Full<Bytes>>> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -247,7 +251,7 @@ async fn read_netns(req: Request<Incoming>) -> Result<PathBuf, Response<Full<Byt
             "malformed",
         ));
     }
-    Ok(request.netns)
+    Ok(request)
 }
 
 fn enroll_error(e: &enroll::Error) -> Response<Full<Bytes>> {
@@ -255,6 +259,7 @@ fn enroll_error(e: &enroll::Error) -> Response<Full<Bytes>> {
     let status = match e {
         enroll::Error::AlreadyEnrolled { .. } => StatusCode::CONFLICT,
         enroll::Error::NotEnrolled { .. } => StatusCode::NOT_FOUND,
+        enroll::Error::InvalidWorkload { .. } => StatusCode::BAD_REQUEST,
         enroll::Error::Netns(N::Open { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
         {

@@ -18,6 +18,30 @@ pub const METRICS_ADDR: &str = "WEFT_METRICS_ADDR";
 pub const CONNECT_TIMEOUT: &str = "WEFT_CONNECT_TIMEOUT";
 pub const DRAIN_TIMEOUT: &str = "WEFT_DRAIN_TIMEOUT";
 pub const LOG_FORMAT: &str = "WEFT_LOG_FORMAT";
+pub const CONTROLPLANE: &str = "WEFT_CONTROLPLANE";
+pub const CONTROLPLANE_CA: &str = "WEFT_CONTROLPLANE_CA";
+pub const CONTROLPLANE_NAME: &str = "WEFT_CONTROLPLANE_NAME";
+pub const NODE_TOKEN_FILE: &str = "WEFT_NODE_TOKEN_FILE";
+pub const TRUST_DOMAIN: &str = "WEFT_TRUST_DOMAIN";
+pub const CERT_LIFETIME: &str = "WEFT_CERT_LIFETIME";
+pub const CSR_BACKOFF_MAX: &str = "WEFT_CSR_BACKOFF_MAX";
+
+/// Where the agent gets certificates: the control plane's CA.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlPlane {
+    /// `host:port` of its gRPC endpoint (15012).
+    pub address: String,
+    /// PEM file of the roots that sign its serving certificate.
+    pub ca_file: PathBuf,
+    /// The name in its serving certificate.
+    pub server_name: String,
+    /// File holding this node's bootstrap token.
+    pub token_file: PathBuf,
+    /// Certificate lifetime to ask for (`None`: the CA's default).
+    pub cert_lifetime: Option<Duration>,
+    /// Longest wait between failed certificate requests.
+    pub backoff_max: Duration,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -46,6 +70,9 @@ pub struct Config {
     /// How long open connections may run on after SIGTERM.
     pub drain_timeout: Duration,
     pub log_format: LogFormat,
+    pub trust_domain: String,
+    /// `None`: no identities (capture and plain proxying only).
+    pub controlplane: Option<ControlPlane>,
 }
 
 impl Config {
@@ -90,7 +117,43 @@ impl Config {
             }
         };
 
+        let trust_domain = source
+            .get(TRUST_DOMAIN)
+            .unwrap_or_else(|| api::identity::DEFAULT_TRUST_DOMAIN.to_owned());
+        let controlplane = match source.get(CONTROLPLANE) {
+            None => None,
+            Some(address) => Some(ControlPlane {
+                address,
+                ca_file: source
+                    .get(CONTROLPLANE_CA)
+                    .map(PathBuf::from)
+                    .ok_or(Error::Missing {
+                        key: CONTROLPLANE_CA,
+                        reason: "WEFT_CONTROLPLANE is set and needs the CA that signs it",
+                    })?,
+                server_name: source
+                    .get(CONTROLPLANE_NAME)
+                    .unwrap_or_else(|| "weft-controlplane".to_owned()),
+                token_file: source.get(NODE_TOKEN_FILE).map(PathBuf::from).ok_or(
+                    Error::Missing {
+                        key: NODE_TOKEN_FILE,
+                        reason: "WEFT_CONTROLPLANE is set and needs this node's token",
+                    },
+                )?,
+                cert_lifetime: source
+                    .get(CERT_LIFETIME)
+                    .map(|_| api::config::duration(source, CERT_LIFETIME, Duration::ZERO))
+                    .transpose()?,
+                backoff_max: api::config::duration(
+                    source,
+                    CSR_BACKOFF_MAX,
+                    Duration::from_secs(30),
+                )?,
+            }),
+        };
         Ok(Config {
+            trust_domain,
+            controlplane,
             cgroup: source.get(CGROUP).map(PathBuf::from),
             bpffs: source
                 .get(BPFFS)
@@ -187,6 +250,28 @@ mod tests {
         assert!(c.excluded_ports.is_empty());
         assert_eq!(c.connect_timeout, Duration::from_secs(10));
         assert_eq!(c.cgroup, None);
+        assert_eq!(c.controlplane, None);
+        assert_eq!(c.trust_domain, "cluster.local");
+    }
+
+    #[test]
+    fn control_plane_needs_its_ca_and_a_token() {
+        let e = config(&[(CONTROLPLANE, "10.0.0.2:15012")]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("WEFT_CONTROLPLANE_CA is not set"),
+            "{e}"
+        );
+        let c = config(&[
+            (CONTROLPLANE, "10.0.0.2:15012"),
+            (CONTROLPLANE_CA, "/ca.pem"),
+            (NODE_TOKEN_FILE, "/token"),
+            (CERT_LIFETIME, "10s"),
+        ])
+        .unwrap();
+        let cp = c.controlplane.unwrap();
+        assert_eq!(cp.cert_lifetime, Some(Duration::from_secs(10)));
+        assert_eq!(cp.backoff_max, Duration::from_secs(30));
+        assert_eq!(cp.server_name, "weft-controlplane");
     }
 
     #[test]

@@ -16,12 +16,16 @@ use std::{
     sync::Arc,
 };
 
-use api::admin::Enrollment;
+use api::{
+    admin::{Enrollment, WorkloadRef},
+    identity::Identity,
+};
 use socket2::{Domain, SockAddr};
 use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
 
 use crate::{
     ebpf::{self, Capture},
+    identity::CertManager,
     metrics::Metrics,
     netns::{self, Netns, NetnsId},
     outbound::Outbound,
@@ -33,6 +37,8 @@ pub enum Error {
     AlreadyEnrolled { path: PathBuf, existing: PathBuf },
     #[error("{path} is not enrolled")]
     NotEnrolled { path: PathBuf },
+    #[error("workload: {detail}")]
+    InvalidWorkload { detail: String },
     #[error(transparent)]
     Netns(#[from] netns::Error),
     #[error("listening on {addr} in {path} failed: {source}")]
@@ -57,6 +63,7 @@ impl Error {
         match self {
             Error::AlreadyEnrolled { .. } => "already_enrolled",
             Error::NotEnrolled { .. } => "not_enrolled",
+            Error::InvalidWorkload { .. } => "invalid_workload",
             Error::Netns(e) => e.reason(),
             Error::Listen { .. } => "listen",
             Error::Capture(e) => e.reason(),
@@ -69,14 +76,31 @@ struct Enrolled {
     netns: Arc<Netns>,
     listeners: Vec<SocketAddr>,
     accept_tasks: Vec<JoinHandle<()>>,
+    workload: Option<WorkloadRef>,
+    identity: Option<Identity>,
+    /// Where the identity's certificate is managed; released when this entry goes.
+    certs: Option<CertManager>,
 }
 
 impl Enrolled {
     fn report(&self) -> Enrollment {
+        let certificate = match (&self.certs, &self.identity) {
+            (Some(certs), Some(id)) => Some(
+                match certs.current(id) {
+                    Ok(_) => "ready",
+                    Err(crate::identity::Error::Expired { .. }) => "expired",
+                    Err(_) => "pending",
+                }
+                .to_owned(),
+            ),
+            _ => None,
+        };
         Enrollment {
             netns: self.netns.path().to_owned(),
             cookie: self.netns.cookie(),
             listeners: self.listeners.clone(),
+            identity: self.identity.as_ref().map(ToString::to_string),
+            certificate,
         }
     }
 }
@@ -86,15 +110,27 @@ impl Drop for Enrolled {
         for task in &self.accept_tasks {
             task.abort();
         }
+        if let (Some(certs), Some(id)) = (&self.certs, &self.identity) {
+            certs.release(id);
+        }
     }
 }
 
 #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
 struct State {
-    netns: Vec<PathBuf>,
+    enrollments: Vec<StateEntry>,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct StateEntry {
+    netns: PathBuf,
+    #[serde(default)]
+    workload: Option<WorkloadRef>,
 }
 
 pub struct Enrollments {
+    certs: Option<CertManager>,
+    trust_domain: String,
     capture: Arc<Capture>,
     outbound: Arc<Outbound>,
     metrics: Arc<Metrics>,
@@ -108,8 +144,12 @@ impl Enrollments {
         outbound: Arc<Outbound>,
         metrics: Arc<Metrics>,
         state_dir: &Path,
+        certs: Option<CertManager>,
+        trust_domain: &str,
     ) -> Self {
         Enrollments {
+            certs,
+            trust_domain: trust_domain.to_owned(),
             capture,
             outbound,
             metrics,
@@ -132,8 +172,12 @@ impl Enrollments {
                 State::default()
             }
         };
-        for path in state.netns {
-            match self.enroll(&path).await {
+        for StateEntry {
+            netns: path,
+            workload,
+        } in state.enrollments
+        {
+            match self.enroll(&path, workload).await {
                 Ok(e) => {
                     tracing::info!(netns = %path.display(), cookie = e.cookie, "enrollment restored")
                 }
@@ -162,7 +206,18 @@ impl Enrollments {
         }
     }
 
-    pub async fn enroll(&self, path: &Path) -> Result<Enrollment, Error> {
+    pub async fn enroll(
+        &self,
+        path: &Path,
+        workload: Option<WorkloadRef>,
+    ) -> Result<Enrollment, Error> {
+        let identity = workload
+            .as_ref()
+            .map(|w| Identity::new(&self.trust_domain, &w.namespace, &w.service_account))
+            .transpose()
+            .map_err(|e| Error::InvalidWorkload {
+                detail: e.to_string(),
+            })?;
         let (_, id) = netns::open(path)?;
         let mut enrolled = self.enrolled.lock().await;
         if let Some(existing) = enrolled.get(&id) {
@@ -172,10 +227,21 @@ impl Enrollments {
             });
         }
         let netns = Arc::new(Netns::enter(path).await?);
+        // The certificate is fetched from now on, before the first connection needs it.
+        let certs = match (&self.certs, &identity) {
+            (Some(certs), Some(id)) => {
+                certs.acquire(id);
+                Some(certs.clone())
+            }
+            _ => None,
+        };
         let mut entry = Enrolled {
             netns: Arc::clone(&netns),
             listeners: Vec::new(),
             accept_tasks: Vec::new(),
+            workload,
+            identity,
+            certs,
         };
         let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, agent_common::OUTBOUND_PORT));
         let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, agent_common::OUTBOUND_PORT));
@@ -259,9 +325,12 @@ impl Enrollments {
 
     fn save(&self, enrolled: &BTreeMap<NetnsId, Enrolled>) -> Result<(), Error> {
         let state = State {
-            netns: enrolled
+            enrollments: enrolled
                 .values()
-                .map(|e| e.netns.path().to_owned())
+                .map(|e| StateEntry {
+                    netns: e.netns.path().to_owned(),
+                    workload: e.workload.clone(),
+                })
                 .collect(),
         };
         let err = |source| Error::State {

@@ -43,11 +43,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&metrics),
         config.connect_timeout,
     ));
+    let certs = match &config.controlplane {
+        Some(cp) => Some(cert_manager(cp, &config.trust_domain)?),
+        None => {
+            tracing::info!("no control plane configured: workloads get no certificates");
+            None
+        }
+    };
     let enrollments = Arc::new(Enrollments::new(
         Arc::clone(&capture),
         outbound,
         Arc::clone(&metrics),
         &config.state_dir,
+        certs,
+        &config.trust_domain,
     ));
     enrollments.restore().await;
 
@@ -99,6 +108,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&config.admin_socket);
     Ok(())
+}
+
+fn cert_manager(
+    cp: &config::ControlPlane,
+    trust_domain: &str,
+) -> anyhow::Result<identity::CertManager> {
+    let ca_pem = std::fs::read_to_string(&cp.ca_file)
+        .with_context(|| format!("reading {}", cp.ca_file.display()))?;
+    let token = std::fs::read_to_string(&cp.token_file)
+        .with_context(|| format!("reading {}", cp.token_file.display()))?
+        .trim()
+        .to_owned();
+    let manager = identity::CertManager::new(identity::CaSettings {
+        address: cp.address.clone(),
+        server_name: cp.server_name.clone(),
+        ca_pem,
+        token,
+        trust_domain: trust_domain.to_owned(),
+        lifetime: cp.cert_lifetime,
+        backoff_initial: std::time::Duration::from_millis(500),
+        backoff_max: cp.backoff_max,
+    })?;
+    tracing::info!(controlplane = %cp.address, "certificates from the control plane");
+    Ok(manager)
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

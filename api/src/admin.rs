@@ -16,6 +16,19 @@ use std::{
 pub struct NetnsRequest {
     /// Absolute path of the network namespace (`/run/netns/…`, `/proc/<pid>/ns/net`).
     pub netns: PathBuf,
+    /// The workload in the namespace (on enroll): its identity is derived from it and
+    /// its certificate fetched before its first connection needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadRef>,
+}
+
+/// A pod or other workload, as the runtime (CNI plugin, lab) knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct WorkloadRef {
+    pub namespace: String,
+    pub name: String,
+    pub service_account: String,
 }
 
 /// One enrolled namespace.
@@ -26,6 +39,13 @@ pub struct Enrollment {
     pub cookie: u64,
     /// The capture listeners the agent opened inside it.
     pub listeners: Vec<SocketAddr>,
+    /// The workload's SPIFFE identity, when the enrollment named the workload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// `ready`, `pending` or `expired`: the state of the identity's certificate
+    /// (absent without an identity or a control plane).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,9 +111,10 @@ impl Client {
         self.raw(req.as_bytes())
     }
 
-    pub fn enroll(&self, netns: &Path) -> Result<Response, Error> {
+    pub fn enroll(&self, netns: &Path, workload: Option<WorkloadRef>) -> Result<Response, Error> {
         let body = NetnsRequest {
             netns: netns.to_owned(),
+            workload,
         };
         self.post_json(
             "/v1/enroll",
@@ -104,6 +125,7 @@ impl Client {
     pub fn unenroll(&self, netns: &Path) -> Result<Response, Error> {
         let body = NetnsRequest {
             netns: netns.to_owned(),
+            workload: None,
         };
         self.post_json(
             "/v1/unenroll",

@@ -315,7 +315,7 @@ impl Agent {
     }
 
     pub fn enroll(&self, netns: &Path) -> Response {
-        self.admin().enroll(netns).expect("admin API answers")
+        self.admin().enroll(netns, None).expect("admin API answers")
     }
 
     pub fn unenroll(&self, netns: &Path) -> Response {

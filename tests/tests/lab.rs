@@ -136,6 +136,7 @@ fn pids(state: &State) -> Vec<u32> {
         .iter()
         .map(|p| p.app_pid)
         .chain(state.agents.iter().map(|a| a.pid))
+        .chain([state.controlplane_pid])
         .collect()
 }
 
@@ -224,7 +225,40 @@ fn default_lab_connects_every_pod_and_captures_the_enrolled_ones() {
         "{v}"
     );
 
+    // Each enrolled pod has its workload identity and a certificate from the lab's CA.
+    for agent in &state.agents {
+        let list = api::admin::Client::new(&agent.admin_socket)
+            .get("/v1/enrollments")
+            .unwrap()
+            .body;
+        let list: Vec<api::admin::Enrollment> = serde_json::from_value(list).unwrap();
+        let expected: Vec<&lab::PodState> = state
+            .pods
+            .iter()
+            .filter(|p| p.pod.enrolled && p.pod.node == agent.node)
+            .collect();
+        assert_eq!(list.len(), expected.len());
+        for p in expected {
+            let e = list
+                .iter()
+                .find(|e| e.netns == lab::netns_path(&p.netns))
+                .unwrap();
+            assert_eq!(
+                e.identity.as_deref(),
+                Some(
+                    format!(
+                        "spiffe://cluster.local/ns/{}/sa/{}",
+                        p.pod.namespace, p.pod.service_account
+                    )
+                    .as_str()
+                )
+            );
+            assert_eq!(e.certificate.as_deref(), Some("ready"), "{e:?}");
+        }
+    }
+
     let status = ok(&["lab", "status"]);
+    assert!(status.contains("control plane: running"), "{status}");
     assert!(status.contains("running"), "{status}");
     assert!(!status.contains("DOWN"), "{status}");
 

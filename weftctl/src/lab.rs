@@ -74,6 +74,7 @@ pub fn cgroup_root() -> anyhow::Result<PathBuf> {
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct State {
+    pub controlplane_pid: u32,
     pub topology: Topology,
     pub cgroup_root: PathBuf,
     pub pods: Vec<PodState>,
@@ -280,8 +281,11 @@ pub fn up(topology_file: Option<&Path>) -> anyhow::Result<()> {
     };
     let topology = topology::parse(&source, &text)?;
     preflight()?;
-    let agent_bin = sibling("weft-agent")?;
-    let sample_bin = sibling("weft-sample")?;
+    let bins = Binaries {
+        agent: sibling("weft-agent")?,
+        sample: sibling("weft-sample")?,
+        controlplane: sibling("weft-controlplane")?,
+    };
     progress.say(format_args!(
         "topology: {} nodes, {} namespaces, {} pods, {} services ({source})",
         topology.nodes.len(),
@@ -293,7 +297,7 @@ pub fn up(topology_file: Option<&Path>) -> anyhow::Result<()> {
         progress.say("an earlier lab is still here; removing it first");
         down_with(&progress)?;
     }
-    match build(&topology, &agent_bin, &sample_bin, &progress) {
+    match build(&topology, &bins, &progress) {
         Ok(state) => {
             summary(&state);
             Ok(())
@@ -308,17 +312,46 @@ pub fn up(topology_file: Option<&Path>) -> anyhow::Result<()> {
     }
 }
 
-fn build(
-    topology: &Topology,
-    agent_bin: &Path,
-    sample_bin: &Path,
-    progress: &Progress,
-) -> anyhow::Result<State> {
+/// The binaries the lab runs.
+struct Binaries {
+    agent: PathBuf,
+    sample: PathBuf,
+    controlplane: PathBuf,
+}
+
+/// The name of the control plane's namespace, and its address on the underlay (`.2`).
+pub fn controlplane_netns() -> String {
+    format!("{PREFIX}-controlplane")
+}
+
+/// A new random token (32 bytes from the kernel, hex).
+fn new_token() -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn build(topology: &Topology, bins: &Binaries, progress: &Progress) -> anyhow::Result<State> {
     for dir in ["logs", "cni", "agents", "controlplane/config"] {
         std::fs::create_dir_all(run_dir().join(dir))?;
     }
     let cg_root = cgroup_root()?;
-    std::fs::create_dir_all(cg_root.join("agents"))
+    std::fs::create_dir_all(cg_root.join("system"))
         .with_context(|| format!("creating cgroup {}", cg_root.display()))?;
 
     // Underlay: a bridge in the lab's own namespace.
@@ -430,12 +463,64 @@ fn build(
     }
 
     write_documents(topology, &pods)?;
-    let mut missing = Vec::new();
-    progress.say(
-        "control plane: not implemented yet, not started (its documents are in \
-         /run/weft-lab/controlplane/config)",
+    // The control plane, on the underlay at .2, with a bootstrap token per node.
+    let cp_ns = controlplane_netns();
+    let cp_addr = underlay_net.host(2);
+    ip(&["netns", "add", &cp_ns])?;
+    ip(&[
+        "-n", &underlay, "link", "add", "cp", "type", "veth", "peer", "name", "eth0", "netns",
+        &cp_ns,
+    ])?;
+    ip(&["-n", &underlay, "link", "set", "cp", "master", "br0", "up"])?;
+    ip(&[
+        "-n",
+        &cp_ns,
+        "addr",
+        "add",
+        &format!("{cp_addr}/{}", underlay_net.prefix),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&["-n", &cp_ns, "link", "set", "eth0", "up"])?;
+    ip(&["-n", &cp_ns, "link", "set", "lo", "up"])?;
+    let cp_dir = run_dir().join("controlplane");
+    let mut tokens = String::new();
+    for node in &topology.nodes {
+        let token = new_token()?;
+        tokens.push_str(&format!("{}: {token}\n", node.name));
+        write_private(
+            &run_dir().join("agents").join(&node.name).join("token"),
+            &token,
+        )?;
+    }
+    write_private(&cp_dir.join("node-tokens.yaml"), &tokens)?;
+    let cp_log = run_dir().join("logs/controlplane.log");
+    let mut cmd = in_pod(
+        &cg_root.join("system"),
+        &netns_path(&cp_ns),
+        &bins.controlplane,
+        &[],
     );
-    missing.push("weft-controlplane".to_owned());
+    cmd.env("WEFT_CP_STATE_DIR", cp_dir.join("state"))
+        .env("WEFT_CP_CONFIG_DIR", cp_dir.join("config"))
+        .env("WEFT_CP_NODE_TOKENS", cp_dir.join("node-tokens.yaml"))
+        .env("WEFT_CP_LISTEN", format!("{cp_addr}:15012"))
+        .env("WEFT_CP_SERVING_IPS", cp_addr.to_string());
+    let cp_pid = launch(cmd, &cp_log)?;
+    let trust_bundle = cp_dir.join("state/ca/trust-bundle.pem");
+    wait_for(
+        &format!("the control plane (log: {})", cp_log.display()),
+        Duration::from_secs(20),
+        || {
+            alive(cp_pid)
+                && std::fs::read_to_string(&cp_log).is_ok_and(|l| l.contains("control plane ready"))
+        },
+    )?;
+    progress.say(format_args!(
+        "control plane at {cp_addr}:15012 (pid {cp_pid}); CA root in {}",
+        trust_bundle.display()
+    ));
+    let missing = vec!["weft-waypoint".to_owned()];
 
     // Agents, one per node, in the node's namespace.
     let mut agents = Vec::new();
@@ -445,15 +530,18 @@ fn build(
             .join("logs")
             .join(format!("agent-{}.log", node.name));
         let mut cmd = in_pod(
-            &cg_root.join("agents"),
+            &cg_root.join("system"),
             &netns_path(&node_netns(&node.name)),
-            agent_bin,
+            &bins.agent,
             &[],
         );
         cmd.env("WEFT_NODE_NAME", agent_node_name(&node.name))
             .env("WEFT_CGROUP", cg_root.join("nodes").join(&node.name))
             .env("WEFT_STATE_DIR", &state_dir)
-            .env("WEFT_METRICS_ADDR", format!("{}:15020", node.address));
+            .env("WEFT_METRICS_ADDR", format!("{}:15020", node.address))
+            .env("WEFT_CONTROLPLANE", format!("{cp_addr}:15012"))
+            .env("WEFT_CONTROLPLANE_CA", &trust_bundle)
+            .env("WEFT_NODE_TOKEN_FILE", state_dir.join("token"));
         let pid = launch(cmd, &log)?;
         agents.push(AgentState {
             node: node.name.clone(),
@@ -487,7 +575,7 @@ fn build(
             p.pod.name.clone(),
         ];
         p.app_pid = launch(
-            in_pod(&p.cgroup, &netns_path(&p.netns), sample_bin, &args),
+            in_pod(&p.cgroup, &netns_path(&p.netns), &bins.sample, &args),
             &p.log,
         )?;
     }
@@ -516,7 +604,13 @@ fn build(
             .iter()
             .find(|a| a.node == p.pod.node)
             .expect("one agent per node");
-        let r = api::admin::Client::new(&agent.admin_socket).enroll(&netns_path(&p.netns))?;
+        let workload = api::admin::WorkloadRef {
+            namespace: p.pod.namespace.clone(),
+            name: p.pod.name.clone(),
+            service_account: p.pod.service_account.clone(),
+        };
+        let r = api::admin::Client::new(&agent.admin_socket)
+            .enroll(&netns_path(&p.netns), Some(workload))?;
         if r.status != 200 {
             bail!("enrolling {} failed: {}", p.pod.key(), r.error_message());
         }
@@ -527,7 +621,29 @@ fn build(
         ));
     }
 
+    // Every enrolled workload has its certificate before the lab is called up.
+    for agent in &agents {
+        let client = api::admin::Client::new(&agent.admin_socket);
+        wait_for(
+            &format!(
+                "certificates on {} (log: {})",
+                agent.node,
+                agent.log.display()
+            ),
+            Duration::from_secs(30),
+            || {
+                client.get("/v1/enrollments").is_ok_and(|r| {
+                    r.body
+                        .as_array()
+                        .is_some_and(|l| l.iter().all(|e| e["certificate"] == "ready"))
+                })
+            },
+        )?;
+    }
+    progress.say("every enrolled workload has its certificate");
+
     let state = State {
+        controlplane_pid: cp_pid,
         topology: topology.clone(),
         cgroup_root: cg_root,
         pods,
@@ -730,6 +846,28 @@ pub fn status() -> anyhow::Result<()> {
     let mut out = String::new();
     writeln!(
         out,
+        "control plane: {} (pid {}, log {}/logs/controlplane.log)\n",
+        if alive(state.controlplane_pid) {
+            "running"
+        } else {
+            "DOWN"
+        },
+        state.controlplane_pid,
+        RUN_DIR
+    )?;
+    // Certificates by pod namespace path, from the agents.
+    let mut certs: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for a in &state.agents {
+        if let Ok(r) = api::admin::Client::new(&a.admin_socket).get("/v1/enrollments")
+            && let Ok(list) = serde_json::from_value::<Vec<api::admin::Enrollment>>(r.body)
+        {
+            for e in list {
+                certs.insert(e.netns, e.certificate.unwrap_or_else(|| "-".to_owned()));
+            }
+        }
+    }
+    writeln!(
+        out,
         "{:<10} {:<14} {:<8} {:>9} {:>10} {:>12}",
         "NODE", "UNDERLAY", "AGENT", "ENROLLED", "ACCEPTED", "REDIRECTED"
     )?;
@@ -760,17 +898,18 @@ pub fn status() -> anyhow::Result<()> {
     writeln!(out)?;
     writeln!(
         out,
-        "{:<22} {:<8} {:<14} {:<10} APP",
-        "POD", "NODE", "IP", "MESH"
+        "{:<22} {:<8} {:<14} {:<10} {:<12} APP",
+        "POD", "NODE", "IP", "MESH", "CERTIFICATE"
     )?;
     for p in &state.pods {
         writeln!(
             out,
-            "{:<22} {:<8} {:<14} {:<10} {}",
+            "{:<22} {:<8} {:<14} {:<10} {:<12} {}",
             p.pod.key(),
             p.pod.node,
             p.ip,
             if p.pod.enrolled { "enrolled" } else { "-" },
+            certs.get(&netns_path(&p.netns)).map_or("-", String::as_str),
             if alive(p.app_pid) { "running" } else { "DOWN" }
         )?;
     }
