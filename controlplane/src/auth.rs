@@ -1,5 +1,7 @@
 //! Who is calling: node agents authenticate with a bearer token. In local mode each node
-//! has a bootstrap token (a file of `node: token` lines, read again when it changes).
+//! has a bootstrap token (a file of `node: token` lines, read again when it changes); on
+//! Kubernetes the agent's service account token is checked with a TokenReview, and the
+//! node comes from the token's binding to the agent's pod.
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Mutex, time::SystemTime};
 
@@ -11,6 +13,14 @@ pub enum Error {
     UnknownToken,
     #[error("the node token file {path} cannot be read: {detail}")]
     TokenFile { path: PathBuf, detail: String },
+    #[error("the API server does not accept the token: {detail}")]
+    Rejected { detail: String },
+    #[error("{user} is not the agent's service account ({want})")]
+    NotAgent { user: String, want: String },
+    #[error("the token is not bound to a pod on a node")]
+    NoNode,
+    #[error("the TokenReview failed: {detail}")]
+    Review { detail: String },
 }
 
 impl Error {
@@ -19,7 +29,16 @@ impl Error {
             Error::MissingToken => "missing_token",
             Error::UnknownToken => "unknown_token",
             Error::TokenFile { .. } => "token_file",
+            Error::Rejected { .. } => "token_rejected",
+            Error::NotAgent { .. } => "not_an_agent",
+            Error::NoNode => "token_not_bound_to_node",
+            Error::Review { .. } => "token_review_failed",
         }
+    }
+
+    /// Whether the fault is ours (the caller cannot fix it by asking again).
+    pub fn is_internal(&self) -> bool {
+        matches!(self, Error::TokenFile { .. } | Error::Review { .. })
     }
 }
 
@@ -68,6 +87,90 @@ impl NodeTokens {
     }
 }
 
+/// How callers are authenticated.
+pub enum Authenticator {
+    Tokens(NodeTokens),
+    Kubernetes(TokenReviewer),
+}
+
+impl Authenticator {
+    /// The node the caller's token belongs to.
+    pub async fn authenticate(&self, token: &str) -> Result<String, Error> {
+        match self {
+            Authenticator::Tokens(t) => t.authenticate(token),
+            Authenticator::Kubernetes(r) => r.authenticate(token).await,
+        }
+    }
+}
+
+/// The extra field in which the API server names the node of the pod a token is bound
+/// to (projected service account tokens).
+pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
+
+/// Checks agents' service account tokens with the API server.
+pub struct TokenReviewer {
+    client: kube::Client,
+    /// `system:serviceaccount:<namespace>:<name>` of the agent DaemonSet.
+    agent_user: String,
+    audiences: Vec<String>,
+}
+
+impl TokenReviewer {
+    pub fn new(
+        client: kube::Client,
+        agent_namespace: &str,
+        agent_service_account: &str,
+        audiences: Vec<String>,
+    ) -> Self {
+        TokenReviewer {
+            client,
+            agent_user: format!("system:serviceaccount:{agent_namespace}:{agent_service_account}"),
+            audiences,
+        }
+    }
+
+    pub async fn authenticate(&self, token: &str) -> Result<String, Error> {
+        use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+        if token.is_empty() {
+            return Err(Error::MissingToken);
+        }
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_owned()),
+                audiences: (!self.audiences.is_empty()).then(|| self.audiences.clone()),
+            },
+            ..TokenReview::default()
+        };
+        let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
+        let answer = api
+            .create(&kube::api::PostParams::default(), &review)
+            .await
+            .map_err(|e| Error::Review {
+                detail: e.to_string(),
+            })?;
+        let status = answer.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            return Err(Error::Rejected {
+                detail: status
+                    .error
+                    .unwrap_or_else(|| "not authenticated".to_owned()),
+            });
+        }
+        let user = status.user.unwrap_or_default();
+        let username = user.username.unwrap_or_default();
+        if username != self.agent_user {
+            return Err(Error::NotAgent {
+                user: username,
+                want: self.agent_user.clone(),
+            });
+        }
+        user.extra
+            .and_then(|extra| extra.get(NODE_NAME_EXTRA).and_then(|v| v.first().cloned()))
+            .filter(|node| !node.is_empty())
+            .ok_or(Error::NoNode)
+    }
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
@@ -100,5 +203,77 @@ mod tests {
         assert_eq!(t.authenticate(&a[..10]), Err(Error::UnknownToken));
         std::fs::remove_file(&path).unwrap();
         assert_eq!(t.authenticate(&a).unwrap_err().reason(), "token_file");
+    }
+
+    use crate::kube_mock::{body, json, mock, status};
+
+    /// Runs one TokenReview against a mock API server that answers `answer`; returns
+    /// what the reviewer concluded and the review it sent.
+    async fn review(
+        token: &str,
+        answer: http::Response<kube::client::Body>,
+    ) -> (Result<String, Error>, Option<serde_json::Value>) {
+        let (client, mut handle) = mock();
+        let scenario = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await?;
+            assert_eq!(req.method(), http::Method::POST);
+            assert_eq!(
+                req.uri().path(),
+                "/apis/authentication.k8s.io/v1/tokenreviews"
+            );
+            let sent = body(req).await;
+            send.send_response(answer);
+            Some(sent)
+        });
+        let reviewer = TokenReviewer::new(client, "weft-system", "weft-agent", vec!["weft".into()]);
+        let result = reviewer.authenticate(token).await;
+        // Without the client the scenario's wait for a request ends.
+        drop(reviewer);
+        (result, scenario.await.unwrap())
+    }
+
+    fn reviewed(authenticated: bool, user: &str, node: Option<&str>) -> serde_json::Value {
+        let mut extra = serde_json::Map::new();
+        if let Some(node) = node {
+            extra.insert(NODE_NAME_EXTRA.into(), serde_json::json!([node]));
+        }
+        serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview",
+            "spec": {},
+            "status": {
+                "authenticated": authenticated,
+                "user": {"username": user, "extra": extra},
+            },
+        })
+    }
+
+    const AGENT: &str = "system:serviceaccount:weft-system:weft-agent";
+
+    #[tokio::test]
+    async fn token_review_names_the_agents_node() {
+        let (node, sent) = review("tok", json(201, reviewed(true, AGENT, Some("node-7")))).await;
+        assert_eq!(node.unwrap(), "node-7");
+        let sent = sent.unwrap();
+        assert_eq!(sent["spec"]["token"], "tok");
+        assert_eq!(sent["spec"]["audiences"], serde_json::json!(["weft"]));
+    }
+
+    #[tokio::test]
+    async fn token_review_refusals_have_reasons() {
+        let (r, _) = review("tok", json(201, reviewed(false, "", None))).await;
+        assert_eq!(r.unwrap_err().reason(), "token_rejected");
+        let other = "system:serviceaccount:default:intruder";
+        let (r, _) = review("tok", json(201, reviewed(true, other, Some("node-7")))).await;
+        assert_eq!(r.unwrap_err().reason(), "not_an_agent");
+        let (r, _) = review("tok", json(201, reviewed(true, AGENT, None))).await;
+        assert_eq!(r.unwrap_err().reason(), "token_not_bound_to_node");
+        let (r, _) = review("tok", status(500, "InternalError")).await;
+        let e = r.unwrap_err();
+        assert_eq!(e.reason(), "token_review_failed");
+        assert!(e.is_internal());
+        // No token: the API server is not even asked.
+        let (r, sent) = review("", json(201, reviewed(true, AGENT, Some("n")))).await;
+        assert_eq!(r.unwrap_err(), Error::MissingToken);
+        assert!(sent.is_none());
     }
 }

@@ -7,6 +7,7 @@
 //! the certificate that signs it. What the CSR asks for beyond its public key is
 //! checked and refused, never copied.
 
+pub mod kubernetes;
 pub mod local;
 
 use std::time::Duration;
@@ -42,6 +43,8 @@ pub enum Error {
     Sign { detail: String },
     #[error("CA material {what}: {detail}")]
     Material { what: String, detail: String },
+    #[error("{what}: {detail}")]
+    Kubernetes { what: String, detail: String },
     #[error("CA storage {what}: {source}")]
     Storage {
         what: String,
@@ -62,6 +65,7 @@ impl Error {
             Error::Sign { .. } => "sign",
             Error::Material { .. } => "ca_material",
             Error::Storage { .. } => "ca_storage",
+            Error::Kubernetes { .. } => "ca_kubernetes",
         }
     }
 

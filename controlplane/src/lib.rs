@@ -6,6 +6,8 @@
 pub mod auth;
 pub mod ca;
 pub mod config;
+#[cfg(test)]
+mod kube_mock;
 pub mod limit;
 pub mod registry;
 pub mod server;
@@ -141,7 +143,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             config.config_dir.clone(),
             &config.trust_domain,
         )),
-        tokens: Arc::new(auth::NodeTokens::new(config.node_tokens.clone())),
+        auth: Arc::new(auth::Authenticator::Tokens(auth::NodeTokens::new(
+            config.node_tokens.clone(),
+        ))),
         limiter: Arc::new(limit::RateLimiter::new(config.csr_burst, config.csr_rate)),
         bundle: bundle_rx,
     };

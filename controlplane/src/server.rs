@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use tokio_stream::{Stream, StreamExt as _, wrappers::WatchStream};
 use tonic::{Request, Response, Status};
 
-use crate::{auth::NodeTokens, ca::Authority, limit::RateLimiter, registry::Registry};
+use crate::{auth::Authenticator, ca::Authority, limit::RateLimiter, registry::Registry};
 
 /// The current trust bundle, as pushed to watchers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl Refusal {
     fn status(&self) -> Status {
         let message = format!("{}: {self}", self.reason());
         match self {
-            Refusal::Auth(crate::auth::Error::TokenFile { .. }) => Status::internal(message),
+            Refusal::Auth(e) if e.is_internal() => Status::internal(message),
             Refusal::Auth(_) => Status::unauthenticated(message),
             Refusal::RateLimited { .. } => Status::resource_exhausted(message),
             Refusal::InvalidIdentity { .. } | Refusal::ForeignTrustDomain { .. } => {
@@ -79,7 +79,7 @@ impl Refusal {
 pub struct CaService {
     pub authority: Arc<Authority>,
     pub registry: Arc<Registry>,
-    pub tokens: Arc<NodeTokens>,
+    pub auth: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
     pub bundle: watch::Receiver<Bundle>,
 }
@@ -94,14 +94,15 @@ fn bearer<T>(req: &Request<T>) -> String {
 }
 
 impl CaService {
-    fn create(
+    async fn create(
         &self,
         token: &str,
         req: &CreateCertificateRequest,
     ) -> Result<(String, Identity, CreateCertificateResponse), (Option<String>, Refusal)> {
         let node = self
-            .tokens
+            .auth
             .authenticate(token)
+            .await
             .map_err(|e| (None, e.into()))?;
         let fail = |r: Refusal| (Some(node.clone()), r);
         self.limiter.check(&node).map_err(|retry_after| {
@@ -157,7 +158,7 @@ impl CertificateService for CaService {
         let token = bearer(&request);
         let peer = request.remote_addr();
         let req = request.into_inner();
-        match self.create(&token, &req) {
+        match self.create(&token, &req).await {
             Ok((node, identity, response)) => {
                 tracing::info!(%node, %identity, "certificate issued");
                 Ok(Response::new(response))
@@ -182,7 +183,7 @@ impl CertificateService for CaService {
         &self,
         request: Request<WatchTrustBundleRequest>,
     ) -> Result<Response<Self::WatchTrustBundleStream>, Status> {
-        if let Err(e) = self.tokens.authenticate(&bearer(&request)) {
+        if let Err(e) = self.auth.authenticate(&bearer(&request)).await {
             let refusal = Refusal::from(e);
             tracing::warn!(reason = refusal.reason(), "trust bundle watch refused");
             return Err(refusal.status());
