@@ -52,6 +52,8 @@ struct Stats {
     enrolled_namespaces: usize,
     outbound: OutboundStats,
     decisions: std::collections::BTreeMap<&'static str, u64>,
+    /// Identities whose certificates this agent holds now.
+    identities: Vec<String>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -150,6 +152,7 @@ impl Admin {
             cgroup: self.capture.cgroup().to_owned(),
             attachments: self.capture.attachments().to_vec(),
             enrolled_namespaces: self.enrollments.list().await.len(),
+            identities: self.enrollments.managed_identities(),
             outbound: OutboundStats {
                 accepted: o.accepted.get(),
                 active: o.active.get(),

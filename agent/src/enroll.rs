@@ -304,6 +304,18 @@ impl Enrollments {
         Ok(report)
     }
 
+    /// The identities whose certificates are held now (empty without a control plane).
+    pub fn managed_identities(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .certs
+            .iter()
+            .flat_map(|c| c.managed())
+            .map(|id| id.to_string())
+            .collect();
+        ids.sort();
+        ids
+    }
+
     pub async fn list(&self) -> Vec<Enrollment> {
         self.enrolled
             .lock()

@@ -259,6 +259,32 @@ fn default_lab_connects_every_pod_and_captures_the_enrolled_ones() {
 
     let status = ok(&["lab", "status"]);
     assert!(status.contains("control plane: running"), "{status}");
+    assert!(status.contains("ready"), "{status}");
+
+    // A workload that leaves takes its certificate with it.
+    let leaving = state
+        .pods
+        .iter()
+        .find(|p| p.pod.enrolled && p.pod.service_account == "frontend")
+        .unwrap();
+    let agent = state
+        .agents
+        .iter()
+        .find(|a| a.node == leaving.pod.node)
+        .unwrap();
+    let admin = api::admin::Client::new(&agent.admin_socket);
+    let frontend = format!(
+        "spiffe://cluster.local/ns/{}/sa/frontend",
+        leaving.pod.namespace
+    );
+    let held = |admin: &api::admin::Client| -> Vec<String> {
+        serde_json::from_value(admin.get("/v1/stats").unwrap().body["identities"].clone()).unwrap()
+    };
+    assert!(held(&admin).contains(&frontend));
+    let r = admin.unenroll(&lab::netns_path(&leaving.netns)).unwrap();
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(!held(&admin).contains(&frontend), "{:?}", held(&admin));
+    assert_eq!(held(&admin).len(), 1);
     assert!(status.contains("running"), "{status}");
     assert!(!status.contains("DOWN"), "{status}");
 
