@@ -350,8 +350,11 @@ impl Drop for Agent {
             eprintln!("---- weft-agent log ({}) ----\n{log}", self.node);
         }
         let _ = std::fs::remove_file(self.log_path());
-        // Unpinning the links detaches the programs.
+        // Unpinning the links detaches the programs; the shared folder goes when empty.
         let _ = std::fs::remove_dir_all(self.pin_dir());
+        if let Some(parent) = self.pin_dir().parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }

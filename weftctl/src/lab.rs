@@ -814,6 +814,8 @@ fn down_with(progress: &Progress) -> anyhow::Result<()> {
         }
     }
 
+    // The shared folder goes too once no agent pins anything in it.
+    let _ = std::fs::remove_dir(bpf_dir);
     if cg_root.exists() {
         remove_cgroup_tree(&cg_root)?;
         progress.say(format_args!("removed cgroup {}", cg_root.display()));
