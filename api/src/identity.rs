@@ -115,6 +115,14 @@ fn check_path_segment(s: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+impl Identity {
+    /// Parses the form without the scheme that policies use:
+    /// `<trust-domain>/ns/<namespace>/sa/<service-account>`.
+    pub fn from_str_unprefixed(s: &str) -> Result<Self, Error> {
+        format!("spiffe://{s}").parse()
+    }
+}
+
 impl FromStr for Identity {
     type Err = Error;
 

@@ -9,8 +9,10 @@ pub mod config;
 #[cfg(test)]
 mod kube_mock;
 pub mod limit;
+pub mod model;
 pub mod registry;
 pub mod server;
+pub mod validate;
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 

@@ -13,6 +13,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Top {
+    /// Check configuration documents (files, or folders of .yaml files) the way the
+    /// control plane and its admission webhook do; reports every problem with its
+    /// document and field path, and exits non-zero if there is one.
+    Validate {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
     /// A Weft cluster on this machine: nodes and pods as network namespaces (root).
     #[command(subcommand)]
     Lab(Lab),
@@ -41,6 +48,19 @@ enum Lab {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Top::Validate { files } => {
+            let (docs, problems) = controlplane::validate::files(&files);
+            for p in &problems {
+                println!("{p}");
+            }
+            if problems.is_empty() {
+                println!("{} documents are valid", docs.len());
+                Ok(())
+            } else {
+                println!("{} problems in {} documents", problems.len(), docs.len());
+                std::process::exit(1);
+            }
+        }
         Top::Lab(Lab::Up { topology }) => weftctl::lab::up(topology.as_deref()),
         Top::Lab(Lab::Status) => weftctl::lab::status(),
         Top::Lab(Lab::Exec { pod, command }) => {

@@ -1,0 +1,695 @@
+//! Validation of a set of documents: each one on its own (names, labels, addresses,
+//! ports, principals …) and all of them together (duplicates, references, rules that
+//! cannot be enforced where they apply). The same code serves `weftctl validate`, the
+//! admission webhook and the control plane's sources; every problem names the document,
+//! the field path and the reason.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use crate::model::{
+    Action, AuthorizationPolicy, BackendRef, Document, IntOrString, LabelSelector, Metadata,
+    Object, Origin, ParentRef, PathMatchType, Problem, parse,
+};
+
+/// Enrollment label (namespace: `enabled`; pod: `disabled` opts out).
+pub const MESH_LABEL: &str = "weft.dev/mesh";
+/// Waypoint binding label on a namespace, Service or workload: a Gateway's name.
+pub const USE_WAYPOINT_LABEL: &str = "weft.dev/use-waypoint";
+/// The gateway class of Weft's waypoints.
+pub const WAYPOINT_CLASS: &str = "weft-waypoint";
+/// Policies in this namespace apply to the whole mesh.
+pub const ROOT_NAMESPACE: &str = "weft-system";
+
+const HTTP_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+struct Check<'a> {
+    doc: &'a Document,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl Check<'_> {
+    fn bad(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.problems.push(Problem {
+            origin: self.doc.origin.clone(),
+            object: Some(self.doc.object.describe()),
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+/// DNS-1123 label (namespaces, most names).
+fn dns_label(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 63 {
+        return Err(format!("{s:?} must be 1 to 63 characters"));
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        || s.starts_with('-')
+        || s.ends_with('-')
+    {
+        return Err(format!(
+            "{s:?} must be lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// DNS-1123 subdomain (object names that may hold dots).
+fn dns_subdomain(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 253 {
+        return Err(format!("{s:?} must be 1 to 253 characters"));
+    }
+    for part in s.split('.') {
+        dns_label(part).map_err(|_| {
+            format!("{s:?} must be lowercase letters, digits, '-' and '.', in labels of 1 to 63")
+        })?;
+    }
+    Ok(())
+}
+
+/// Label keys: optional DNS-subdomain prefix and `/`, then a name of up to 63
+/// alphanumerics, `-`, `_`, `.`, starting and ending alphanumeric.
+fn label_key(k: &str) -> Result<(), String> {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    if let Some(p) = prefix {
+        dns_subdomain(p).map_err(|e| format!("key prefix: {e}"))?;
+    }
+    label_value(name).and_then(|()| {
+        if name.is_empty() {
+            Err("the key name is empty".to_owned())
+        } else {
+            Ok(())
+        }
+    })
+}
+
+fn label_value(v: &str) -> Result<(), String> {
+    if v.len() > 63 {
+        return Err(format!("{v:?} is longer than 63 characters"));
+    }
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    let edge = |c: Option<char>| c.is_none_or(|c| c.is_ascii_alphanumeric());
+    if !v.chars().all(ok_char) || !edge(v.chars().next()) || !edge(v.chars().last()) {
+        return Err(format!(
+            "{v:?} must be letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+fn port(p: i64) -> Result<u16, String> {
+    u16::try_from(p)
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| format!("{p} is not a port (1-65535)"))
+}
+
+fn cidr(s: &str) -> Result<(), String> {
+    let (ip, len) = s.split_once('/').unwrap_or((s, ""));
+    let ip: IpAddr = ip
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IP address or CIDR block"))?;
+    if !len.is_empty() {
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let n: u8 = len
+            .parse()
+            .ok()
+            .filter(|n| *n <= max)
+            .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?;
+        let _ = n;
+    }
+    Ok(())
+}
+
+/// Principals as in Istio: `<trust-domain>/ns/<ns>/sa/<sa>`, `*`, or a prefix or suffix
+/// with one `*`.
+fn principal(p: &str) -> Result<(), String> {
+    if p == "*" {
+        return Ok(());
+    }
+    if p.matches('*').count() > 1 || (p.contains('*') && !p.starts_with('*') && !p.ends_with('*')) {
+        return Err(format!("{p:?}: '*' may only stand alone, first or last"));
+    }
+    if p.contains('*') {
+        return Ok(());
+    }
+    if p.starts_with("spiffe://") {
+        return Err(format!(
+            "{p:?}: write principals without spiffe:// (trust-domain/ns/<namespace>/sa/<service-account>)"
+        ));
+    }
+    api::identity::Identity::from_str_unprefixed(p)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+fn selector(c: &mut Check<'_>, path: &str, s: &LabelSelector) {
+    for (k, v) in &s.match_labels {
+        if let Err(e) = label_key(k).and_then(|()| label_value(v)) {
+            c.bad(
+                format!("{path}.matchLabels.{k}"),
+                format!("can never match: {e}"),
+            );
+        }
+    }
+}
+
+fn metadata(c: &mut Check<'_>, m: &Metadata, namespaced: bool) {
+    if let Err(e) = dns_subdomain(&m.name) {
+        c.bad("metadata.name", e);
+    }
+    match (&m.namespace, namespaced) {
+        (None, true) => c.bad("metadata.namespace", "required"),
+        (Some(_), false) => c.bad("metadata.namespace", "this kind is not namespaced"),
+        (Some(ns), true) => {
+            if let Err(e) = dns_label(ns) {
+                c.bad("metadata.namespace", e);
+            }
+        }
+        (None, false) => {}
+    }
+    for (k, v) in &m.labels {
+        if let Err(e) = label_key(k).and_then(|()| label_value(v)) {
+            c.bad(format!("metadata.labels.{k}"), e);
+        }
+    }
+    if let Some(v) = m.labels.get(MESH_LABEL)
+        && v != "enabled"
+        && v != "disabled"
+    {
+        c.bad(
+            format!("metadata.labels.{MESH_LABEL}"),
+            format!("{v:?}: expected \"enabled\" or \"disabled\""),
+        );
+    }
+}
+
+/// Checks every document alone and the set together.
+pub fn validate(docs: &[Document]) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let index = Index::new(docs);
+    let mut seen: BTreeMap<String, &Origin> = BTreeMap::new();
+    for doc in docs {
+        let mut c = Check {
+            doc,
+            problems: &mut problems,
+        };
+        let key = doc.object.describe();
+        if let Some(first) = seen.get(&key) {
+            c.bad(
+                "metadata.name",
+                format!("{key} is declared twice (also in {first})"),
+            );
+        } else {
+            seen.insert(key, &doc.origin);
+        }
+        let namespaced = !matches!(doc.object, Object::Namespace(_));
+        metadata(&mut c, doc.object.metadata(), namespaced);
+        if let Some(ns) = &doc.object.metadata().namespace
+            && index.has_namespaces
+            && !index.namespaces.contains_key(ns.as_str())
+        {
+            c.bad(
+                "metadata.namespace",
+                format!("namespace {ns:?} is not declared"),
+            );
+        }
+        match &doc.object {
+            Object::Namespace(n) => waypoint_label(&mut c, &index, &n.metadata.name, &n.metadata),
+            Object::Service(s) => {
+                let ns = s.metadata.namespace.as_deref().unwrap_or_default();
+                waypoint_label(&mut c, &index, ns, &s.metadata);
+                for (i, ip) in s
+                    .spec
+                    .cluster_ip
+                    .iter()
+                    .chain(&s.spec.cluster_ips)
+                    .enumerate()
+                {
+                    if ip != "None" && ip.parse::<IpAddr>().is_err() {
+                        let path = if i == 0 && s.spec.cluster_ip.is_some() {
+                            "spec.clusterIP".to_owned()
+                        } else {
+                            format!(
+                                "spec.clusterIPs[{}]",
+                                i - usize::from(s.spec.cluster_ip.is_some())
+                            )
+                        };
+                        c.bad(path, format!("{ip:?} is not an IP address"));
+                    }
+                }
+                let mut ports = BTreeSet::new();
+                for (i, p) in s.spec.ports.iter().enumerate() {
+                    match port(p.port) {
+                        Err(e) => c.bad(format!("spec.ports[{i}].port"), e),
+                        Ok(n) if !ports.insert(n) => c.bad(
+                            format!("spec.ports[{i}].port"),
+                            format!("port {n} appears twice"),
+                        ),
+                        Ok(_) => {}
+                    }
+                    if let Some(IntOrString::Int(t)) = &p.target_port
+                        && let Err(e) = port(*t)
+                    {
+                        c.bad(format!("spec.ports[{i}].targetPort"), e);
+                    }
+                }
+                for (k, v) in &s.spec.selector {
+                    if let Err(e) = label_key(k).and_then(|()| label_value(v)) {
+                        c.bad(
+                            format!("spec.selector.{k}"),
+                            format!("can never match: {e}"),
+                        );
+                    }
+                }
+            }
+            Object::Workload(w) => {
+                let ns = w.metadata.namespace.as_deref().unwrap_or_default();
+                waypoint_label(&mut c, &index, ns, &w.metadata);
+                if let Err(e) = dns_label(&w.spec.service_account) {
+                    c.bad("spec.serviceAccount", e);
+                }
+                if let Err(e) = dns_subdomain(&w.spec.node) {
+                    c.bad("spec.node", e);
+                }
+                if w.spec.addresses.is_empty() {
+                    c.bad("spec.addresses", "at least one address is needed");
+                }
+                for (i, a) in w.spec.addresses.iter().enumerate() {
+                    if a.parse::<IpAddr>().is_err() {
+                        c.bad(
+                            format!("spec.addresses[{i}]"),
+                            format!("{a:?} is not an IP address"),
+                        );
+                    }
+                }
+            }
+            Object::AuthorizationPolicy(p) => policy(&mut c, &index, p),
+            Object::PeerAuthentication(p) => {
+                if let Some(s) = &p.spec.selector {
+                    selector(&mut c, "spec.selector", s);
+                }
+            }
+            Object::Gateway(g) => {
+                if g.spec.gateway_class_name != WAYPOINT_CLASS {
+                    c.bad(
+                        "spec.gatewayClassName",
+                        format!(
+                            "{:?}: Weft serves Gateways of class {WAYPOINT_CLASS:?} only",
+                            g.spec.gateway_class_name
+                        ),
+                    );
+                }
+                if g.spec.listeners.is_empty() {
+                    c.bad("spec.listeners", "at least one listener is needed");
+                }
+                for (i, l) in g.spec.listeners.iter().enumerate() {
+                    if let Err(e) = port(l.port) {
+                        c.bad(format!("spec.listeners[{i}].port"), e);
+                    }
+                    if l.protocol != "HBONE" {
+                        c.bad(
+                            format!("spec.listeners[{i}].protocol"),
+                            format!(
+                                "{:?}: a waypoint listens with protocol \"HBONE\"",
+                                l.protocol
+                            ),
+                        );
+                    }
+                }
+            }
+            Object::HttpRoute(r) => {
+                let ns = r.metadata.namespace.as_deref().unwrap_or_default();
+                parents(&mut c, &index, ns, &r.spec.parent_refs);
+                for (i, rule) in r.spec.rules.iter().enumerate() {
+                    for (j, m) in rule.matches.iter().enumerate() {
+                        if let Some(path) = &m.path
+                            && path.type_ != PathMatchType::RegularExpression
+                            && !path.value.starts_with('/')
+                        {
+                            c.bad(
+                                format!("spec.rules[{i}].matches[{j}].path.value"),
+                                format!("{:?} must start with '/'", path.value),
+                            );
+                        }
+                        if let Some(method) = &m.method
+                            && !HTTP_METHODS.contains(&method.as_str())
+                        {
+                            c.bad(
+                                format!("spec.rules[{i}].matches[{j}].method"),
+                                format!("{method:?} is not an HTTP method"),
+                            );
+                        }
+                    }
+                    backends(
+                        &mut c,
+                        &index,
+                        ns,
+                        &format!("spec.rules[{i}]"),
+                        &rule.backend_refs,
+                    );
+                }
+            }
+            Object::GrpcRoute(r) => {
+                let ns = r.metadata.namespace.as_deref().unwrap_or_default();
+                parents(&mut c, &index, ns, &r.spec.parent_refs);
+                for (i, rule) in r.spec.rules.iter().enumerate() {
+                    for (j, m) in rule.matches.iter().enumerate() {
+                        if let Some(method) = &m.method {
+                            if let Some(s) = &method.service
+                                && (s.is_empty()
+                                    || !s
+                                        .chars()
+                                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+                            {
+                                c.bad(
+                                    format!("spec.rules[{i}].matches[{j}].method.service"),
+                                    format!("{s:?} is not a gRPC service name (package.Service)"),
+                                );
+                            }
+                            if method.service.is_none() && method.method.is_none() {
+                                c.bad(
+                                    format!("spec.rules[{i}].matches[{j}].method"),
+                                    "give a service, a method or both",
+                                );
+                            }
+                        }
+                    }
+                    backends(
+                        &mut c,
+                        &index,
+                        ns,
+                        &format!("spec.rules[{i}]"),
+                        &rule.backend_refs,
+                    );
+                }
+            }
+        }
+    }
+    problems
+}
+
+/// What the set declares, for references between documents.
+struct Index<'a> {
+    has_namespaces: bool,
+    namespaces: BTreeMap<&'a str, &'a Metadata>,
+    services: BTreeSet<(&'a str, &'a str)>,
+    waypoints: BTreeSet<(&'a str, &'a str)>,
+    /// Workloads by namespace.
+    workloads: BTreeMap<&'a str, Vec<IndexedWorkload<'a>>>,
+}
+
+/// A workload's labels and whether a waypoint serves it.
+type IndexedWorkload<'a> = (&'a BTreeMap<String, String>, bool);
+
+impl<'a> Index<'a> {
+    fn new(docs: &'a [Document]) -> Self {
+        let mut index = Index {
+            has_namespaces: false,
+            namespaces: BTreeMap::new(),
+            services: BTreeSet::new(),
+            waypoints: BTreeSet::new(),
+            workloads: BTreeMap::new(),
+        };
+        for d in docs {
+            let m = d.object.metadata();
+            let ns = m.namespace.as_deref().unwrap_or_default();
+            match &d.object {
+                Object::Namespace(n) => {
+                    index.has_namespaces = true;
+                    index.namespaces.insert(&n.metadata.name, &n.metadata);
+                }
+                Object::Service(_) => {
+                    index.services.insert((ns, &m.name));
+                }
+                Object::Gateway(g) if g.spec.gateway_class_name == WAYPOINT_CLASS => {
+                    index.waypoints.insert((ns, &m.name));
+                }
+                _ => {}
+            }
+        }
+        for d in docs {
+            if let Object::Workload(w) = &d.object {
+                let ns = w.metadata.namespace.as_deref().unwrap_or_default();
+                let ns_waypoint = index
+                    .namespaces
+                    .get(ns)
+                    .is_some_and(|m| m.labels.contains_key(USE_WAYPOINT_LABEL));
+                let has_waypoint =
+                    ns_waypoint || w.metadata.labels.contains_key(USE_WAYPOINT_LABEL);
+                index
+                    .workloads
+                    .entry(ns)
+                    .or_default()
+                    .push((&w.metadata.labels, has_waypoint));
+            }
+        }
+        index
+    }
+}
+
+fn waypoint_label(c: &mut Check<'_>, index: &Index<'_>, ns: &str, m: &Metadata) {
+    if let Some(gw) = m.labels.get(USE_WAYPOINT_LABEL)
+        && !index.waypoints.contains(&(ns, gw.as_str()))
+    {
+        c.bad(
+            format!("metadata.labels.{USE_WAYPOINT_LABEL}"),
+            format!("no Gateway {ns}/{gw} of class {WAYPOINT_CLASS:?} is declared"),
+        );
+    }
+}
+
+fn parents(c: &mut Check<'_>, index: &Index<'_>, ns: &str, refs: &[ParentRef]) {
+    if refs.is_empty() {
+        c.bad(
+            "spec.parentRefs",
+            "a route needs a parent (a waypoint Gateway or a Service)",
+        );
+    }
+    for (i, r) in refs.iter().enumerate() {
+        let target_ns = r.namespace.as_deref().unwrap_or(ns);
+        let kind = r.kind.as_deref().unwrap_or("Gateway");
+        let known = match kind {
+            "Gateway" => index.waypoints.contains(&(target_ns, r.name.as_str())),
+            "Service" => index.services.contains(&(target_ns, r.name.as_str())),
+            _ => {
+                c.bad(
+                    format!("spec.parentRefs[{i}].kind"),
+                    format!("{kind:?}: a parent is a Gateway or a Service"),
+                );
+                continue;
+            }
+        };
+        if !known {
+            c.bad(
+                format!("spec.parentRefs[{i}]"),
+                format!("no {kind} {target_ns}/{} is declared", r.name),
+            );
+        }
+    }
+}
+
+fn backends(c: &mut Check<'_>, index: &Index<'_>, ns: &str, rule: &str, refs: &[BackendRef]) {
+    for (i, b) in refs.iter().enumerate() {
+        let path = format!("{rule}.backendRefs[{i}]");
+        let target_ns = b.namespace.as_deref().unwrap_or(ns);
+        if b.kind.as_deref().is_some_and(|k| k != "Service") {
+            c.bad(format!("{path}.kind"), "a backend is a Service");
+            continue;
+        }
+        if !index.services.contains(&(target_ns, b.name.as_str())) {
+            c.bad(
+                format!("{path}.name"),
+                format!("no Service {target_ns}/{} is declared", b.name),
+            );
+        }
+        match b.port {
+            None => c.bad(format!("{path}.port"), "required for a Service backend"),
+            Some(p) => {
+                if let Err(e) = port(p) {
+                    c.bad(format!("{path}.port"), e);
+                }
+            }
+        }
+        if let Some(w) = b.weight
+            && !(0..=1_000_000).contains(&w)
+        {
+            c.bad(
+                format!("{path}.weight"),
+                format!("{w} is not between 0 and 1000000"),
+            );
+        }
+    }
+}
+
+fn policy(c: &mut Check<'_>, index: &Index<'_>, p: &AuthorizationPolicy) {
+    let ns = p.metadata.namespace.as_deref().unwrap_or_default();
+    if let Some(s) = &p.spec.selector {
+        selector(c, "spec.selector", s);
+    }
+    if p.spec.rules.is_empty() && p.spec.action != Action::Allow {
+        let action = if p.spec.action == Action::Deny {
+            "DENY"
+        } else {
+            "AUDIT"
+        };
+        c.bad(
+            "spec.rules",
+            format!("a {action} policy without rules matches nothing"),
+        );
+    }
+    let mut l7 = Vec::new();
+    for (i, rule) in p.spec.rules.iter().enumerate() {
+        for (j, from) in rule.from.iter().enumerate() {
+            let base = format!("spec.rules[{i}].from[{j}].source");
+            let s = &from.source;
+            for (field, list) in [
+                ("principals", &s.principals),
+                ("notPrincipals", &s.not_principals),
+            ] {
+                for (k, v) in list.iter().enumerate() {
+                    if let Err(e) = principal(v) {
+                        c.bad(format!("{base}.{field}[{k}]"), e);
+                    }
+                }
+            }
+            for (field, list) in [
+                ("namespaces", &s.namespaces),
+                ("notNamespaces", &s.not_namespaces),
+            ] {
+                for (k, v) in list.iter().enumerate() {
+                    if v != "*"
+                        && let Err(e) = dns_label(v)
+                    {
+                        c.bad(format!("{base}.{field}[{k}]"), e);
+                    }
+                }
+            }
+            for (field, list) in [
+                ("ipBlocks", &s.ip_blocks),
+                ("notIpBlocks", &s.not_ip_blocks),
+            ] {
+                for (k, v) in list.iter().enumerate() {
+                    if let Err(e) = cidr(v) {
+                        c.bad(format!("{base}.{field}[{k}]"), e);
+                    }
+                }
+            }
+        }
+        for (j, to) in rule.to.iter().enumerate() {
+            let base = format!("spec.rules[{i}].to[{j}].operation");
+            let op = &to.operation;
+            for (k, p) in op.ports.iter().enumerate() {
+                let ok = match p {
+                    IntOrString::Int(n) => port(*n).map(drop),
+                    IntOrString::String(s) => s
+                        .parse::<i64>()
+                        .map_err(|_| format!("{s:?} is not a port number"))
+                        .and_then(port)
+                        .map(drop),
+                };
+                if let Err(e) = ok {
+                    c.bad(format!("{base}.ports[{k}]"), e);
+                }
+            }
+            for (k, m) in op.methods.iter().enumerate() {
+                if !HTTP_METHODS.contains(&m.as_str()) {
+                    c.bad(
+                        format!("{base}.methods[{k}]"),
+                        format!("{m:?} is not an HTTP method"),
+                    );
+                }
+            }
+            for (k, path) in op.paths.iter().enumerate() {
+                if !(path.starts_with('/') || path.starts_with('*')) {
+                    c.bad(
+                        format!("{base}.paths[{k}]"),
+                        format!("{path:?} must start with '/' or '*'"),
+                    );
+                }
+            }
+            if !op.methods.is_empty() {
+                l7.push(format!("{base}.methods"));
+            } else if !op.paths.is_empty() {
+                l7.push(format!("{base}.paths"));
+            }
+        }
+    }
+    // L7 rules are enforced by waypoints. Applied to workloads that no waypoint serves,
+    // they would be silently ignored: refuse them instead.
+    if !l7.is_empty() && ns != ROOT_NAMESPACE {
+        let selected: Vec<bool> = index
+            .workloads
+            .get(ns)
+            .into_iter()
+            .flatten()
+            .filter(|(labels, _)| {
+                p.spec
+                    .selector
+                    .as_ref()
+                    .is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            })
+            .map(|(_, waypoint)| *waypoint)
+            .collect();
+        if selected.iter().any(|w| !w) {
+            for path in l7 {
+                c.bad(
+                    path,
+                    "an L7 rule on workloads that no waypoint serves cannot be enforced \
+                     (label the namespace or Service with weft.dev/use-waypoint)",
+                );
+            }
+        }
+    }
+}
+
+/// Parses and validates YAML files and folders (`.yaml`/`.yml` files in a folder, not
+/// recursively); returns the documents and every problem.
+pub fn files(paths: &[std::path::PathBuf]) -> (Vec<Document>, Vec<Problem>) {
+    let mut docs = Vec::new();
+    let mut problems = Vec::new();
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<_> = std::fs::read_dir(p)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|f| f.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .collect();
+            found.sort();
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    for f in files {
+        let source = f.display().to_string();
+        match std::fs::read_to_string(&f) {
+            Ok(text) => {
+                let (d, p) = parse(&source, &text);
+                docs.extend(d);
+                problems.extend(p);
+            }
+            Err(e) => problems.push(Problem {
+                origin: Origin { source, index: 0 },
+                object: None,
+                path: String::new(),
+                reason: format!("cannot be read: {e}"),
+            }),
+        }
+    }
+    problems.extend(validate(&docs));
+    (docs, problems)
+}
