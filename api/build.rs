@@ -16,6 +16,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     tonic_prost_build::configure()
         .protoc_arg("--experimental_allow_proto3_optional")
-        .compile_protos(&["proto/weft/ca/v1/ca.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/weft/ca/v1/ca.proto",
+                "proto/weft/config/v1/config.proto",
+            ],
+            &["proto"],
+        )?;
     Ok(())
 }

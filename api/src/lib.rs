@@ -15,4 +15,8 @@ pub mod proto {
         #![allow(clippy::all, clippy::pedantic, missing_docs, reason = "generated code")]
         tonic::include_proto!("weft.ca.v1");
     }
+    pub mod config {
+        #![allow(clippy::all, clippy::pedantic, missing_docs, reason = "generated code")]
+        tonic::include_proto!("weft.config.v1");
+    }
 }

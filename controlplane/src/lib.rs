@@ -6,12 +6,15 @@
 pub mod auth;
 pub mod ca;
 pub mod config;
+pub mod distribution;
 #[cfg(test)]
 mod kube_mock;
 pub mod limit;
 pub mod model;
 pub mod registry;
+pub mod resources;
 pub mod server;
+pub mod source;
 pub mod validate;
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
@@ -29,20 +32,35 @@ use crate::{
 #[derive(Debug)]
 pub struct Running {
     pub addr: SocketAddr,
+    /// The configuration in force and its subscribers.
+    pub hub: Arc<distribution::Hub>,
+    problems: Arc<std::sync::Mutex<Vec<model::Problem>>>,
     /// The roots agents must trust, PEM (also written to `<state>/ca/trust-bundle.pem`).
     pub trust_bundle_pem: String,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     bundle_task: tokio::task::JoinHandle<()>,
+    source_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
+    /// The problems of configuration files that are not in force.
+    pub fn problems(&self) -> Vec<model::Problem> {
+        self.problems
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Stops serving and waits until the listener is closed.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         self.bundle_task.abort();
+        if let Some(t) = &self.source_task {
+            t.abort();
+        }
         let _ = (&mut self.task).await;
     }
 }
@@ -139,15 +157,34 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (cert, key) = authority
         .serving_certificate(&config.serving_names, &config.serving_ips)
         .context("issuing the serving certificate")?;
+    let auth = Arc::new(auth::Authenticator::Tokens(auth::NodeTokens::new(
+        config.node_tokens.clone(),
+    )));
+    let registry = Arc::new(registry::Registry::default());
+    let hub = Arc::new(distribution::Hub::new());
+    let problems = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let source_task = config.config_dir.clone().map(|dir| {
+        let mut source = source::LocalSource::new(dir);
+        // The first read happens before serving, so the first request finds it.
+        apply(
+            &mut source,
+            &config.trust_domain,
+            &hub,
+            &registry,
+            &problems,
+        );
+        tokio::spawn(follow_folder(
+            source,
+            config.trust_domain.clone(),
+            Arc::clone(&hub),
+            Arc::clone(&registry),
+            Arc::clone(&problems),
+        ))
+    });
     let service = CaService {
         authority: Arc::clone(&authority),
-        registry: Arc::new(registry::Registry::new(
-            config.config_dir.clone(),
-            &config.trust_domain,
-        )),
-        auth: Arc::new(auth::Authenticator::Tokens(auth::NodeTokens::new(
-            config.node_tokens.clone(),
-        ))),
+        registry,
+        auth: Arc::clone(&auth),
         limiter: Arc::new(limit::RateLimiter::new(config.csr_burst, config.csr_rate)),
         bundle: bundle_rx,
     };
@@ -156,14 +193,67 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(server::serve(service, cert, key, listener, async {
-        let _ = rx.await;
-    }));
+    let distribution = distribution::Distribution {
+        hub: Arc::clone(&hub),
+        auth,
+    };
+    let task = tokio::spawn(server::serve(
+        service,
+        distribution,
+        cert,
+        key,
+        listener,
+        async {
+            let _ = rx.await;
+        },
+    ));
     Ok(Running {
         addr,
+        hub,
+        problems,
         trust_bundle_pem,
         shutdown: Some(tx),
         task,
         bundle_task,
+        source_task,
     })
+}
+
+/// How often the configuration folder is looked at, and how long a burst of changes may
+/// settle before it is read (edits that come together become one push).
+const POLL: Duration = Duration::from_millis(100);
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// Follows the local configuration folder: reads it at start and after each change,
+/// keeps the last good configuration in force, and publishes it.
+async fn follow_folder(
+    mut source: source::LocalSource,
+    trust_domain: String,
+    hub: Arc<distribution::Hub>,
+    registry: Arc<registry::Registry>,
+    problems: Arc<std::sync::Mutex<Vec<model::Problem>>>,
+) {
+    loop {
+        while !source.changed() {
+            tokio::time::sleep(POLL).await;
+        }
+        tokio::time::sleep(SETTLE).await;
+        apply(&mut source, &trust_domain, &hub, &registry, &problems);
+    }
+}
+
+/// Reads the source and puts what is good in force.
+fn apply(
+    source: &mut source::LocalSource,
+    trust_domain: &str,
+    hub: &distribution::Hub,
+    registry: &registry::Registry,
+    problems: &std::sync::Mutex<Vec<model::Problem>>,
+) {
+    let docs = source.reload();
+    registry.update(&docs, trust_domain);
+    if let Some(version) = hub.publish(resources::translate(&docs, trust_domain)) {
+        tracing::info!(version, documents = docs.len(), "configuration published");
+    }
+    *problems.lock().unwrap_or_else(|p| p.into_inner()) = source.problems().to_vec();
 }

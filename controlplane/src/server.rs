@@ -200,9 +200,11 @@ impl CertificateService for CaService {
     }
 }
 
-/// Serves the certificate service with TLS on `listener` until `shutdown` completes.
+/// Serves the certificate and configuration services with TLS on `listener` until
+/// `shutdown` completes.
 pub async fn serve(
     service: CaService,
+    distribution: crate::distribution::Distribution,
     serving_cert_pem: String,
     serving_key_pem: String,
     listener: tokio::net::TcpListener,
@@ -216,6 +218,9 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .tls_config(tls)?
         .add_service(CertificateServiceServer::new(service))
+        .add_service(
+            api::proto::config::config_service_server::ConfigServiceServer::new(distribution),
+        )
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::TcpListenerStream::new(listener),
             shutdown,

@@ -46,12 +46,15 @@ impl Dirs {
         std::fs::create_dir_all(root.join("config")).unwrap();
         std::fs::write(
             root.join("config/workloads.yaml"),
-            "kind: Workload\nmetadata: {name: cart-1, namespace: shop}\n\
-             spec: {serviceAccount: cart, node: node-1}\n---\n\
-             kind: Workload\nmetadata: {name: frontend-1, namespace: shop}\n\
-             spec: {serviceAccount: frontend, node: node-1}\n---\n\
-             kind: Workload\nmetadata: {name: billing-1, namespace: legacy}\n\
-             spec: {serviceAccount: billing, node: node-2}\n",
+            "apiVersion: weft.dev/v1alpha1\nkind: Workload\n\
+             metadata: {name: cart-1, namespace: shop}\n\
+             spec: {serviceAccount: cart, node: node-1, addresses: [10.0.0.1]}\n---\n\
+             apiVersion: weft.dev/v1alpha1\nkind: Workload\n\
+             metadata: {name: frontend-1, namespace: shop}\n\
+             spec: {serviceAccount: frontend, node: node-1, addresses: [10.0.0.2]}\n---\n\
+             apiVersion: weft.dev/v1alpha1\nkind: Workload\n\
+             metadata: {name: billing-1, namespace: legacy}\n\
+             spec: {serviceAccount: billing, node: node-2, addresses: [10.0.0.3]}\n",
         )
         .unwrap();
         let tokens = [

@@ -1,0 +1,185 @@
+//! The local source: a folder of YAML documents, read again when a file changes. A file
+//! whose documents have problems does not replace the last good version of that file:
+//! the last good configuration stays in force, and the problems are logged and kept
+//! for status until the file is fixed.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use crate::{
+    model::{Document, Problem, parse},
+    validate::validate,
+};
+
+type Stamp = (Option<SystemTime>, u64);
+
+#[derive(Debug, Default)]
+pub struct LocalSource {
+    dir: PathBuf,
+    stamps: BTreeMap<PathBuf, Stamp>,
+    /// The last good documents of each file.
+    good: BTreeMap<PathBuf, Vec<Document>>,
+    problems: Vec<Problem>,
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn stamp(path: &Path) -> Stamp {
+    let meta = std::fs::metadata(path).ok();
+    (
+        meta.as_ref().and_then(|m| m.modified().ok()),
+        meta.map_or(0, |m| m.len()),
+    )
+}
+
+impl LocalSource {
+    pub fn new(dir: PathBuf) -> Self {
+        LocalSource {
+            dir,
+            ..LocalSource::default()
+        }
+    }
+
+    /// Whether any file was added, removed or changed since the last `reload`.
+    pub fn changed(&self) -> bool {
+        let now: BTreeMap<PathBuf, Stamp> = yaml_files(&self.dir)
+            .into_iter()
+            .map(|p| {
+                let s = stamp(&p);
+                (p, s)
+            })
+            .collect();
+        now != self.stamps
+    }
+
+    /// The problems of the files that are not in force.
+    pub fn problems(&self) -> &[Problem] {
+        &self.problems
+    }
+
+    /// Reads the folder again and returns the configuration in force: every good file,
+    /// and for each bad one its last good version (or nothing, if it never was good).
+    pub fn reload(&mut self) -> Vec<Document> {
+        let files = yaml_files(&self.dir);
+        self.stamps = files
+            .iter()
+            .map(|p| {
+                let s = stamp(p);
+                (p.clone(), s)
+            })
+            .collect();
+        let mut candidate: BTreeMap<PathBuf, Vec<Document>> = BTreeMap::new();
+        let mut problems = Vec::new();
+        for f in &files {
+            let source = f.display().to_string();
+            match std::fs::read_to_string(f) {
+                Ok(text) => {
+                    let (docs, p) = parse(&source, &text);
+                    if p.is_empty() {
+                        candidate.insert(f.clone(), docs);
+                    } else {
+                        problems.extend(p);
+                        if let Some(old) = self.good.get(f) {
+                            candidate.insert(f.clone(), old.clone());
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(file = %source, error = %e, "cannot read"),
+            }
+        }
+        // Validate the set; a file with a problem falls back to its last good version,
+        // until the set is clean (each round removes at least one file's new version).
+        for _ in 0..=files.len() {
+            let all: Vec<Document> = candidate.values().flatten().cloned().collect();
+            let found = validate(&all);
+            if found.is_empty() {
+                break;
+            }
+            let mut reverted = false;
+            for p in &found {
+                let file = PathBuf::from(&p.origin.source);
+                let new = candidate.get(&file);
+                let old = self.good.get(&file);
+                if new != old {
+                    match old {
+                        Some(old) => candidate.insert(file.clone(), old.clone()),
+                        None => candidate.remove(&file),
+                    };
+                    reverted = true;
+                }
+            }
+            problems.extend(found);
+            if !reverted {
+                // The last good set itself no longer validates (a referenced file was
+                // deleted): keep it as it is rather than serve nothing.
+                break;
+            }
+        }
+        problems.dedup();
+        for p in &problems {
+            tracing::warn!(problem = %p, "configuration refused; the last good version stays in force");
+        }
+        self.problems = problems;
+        self.good = candidate;
+        self.good.values().flatten().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_file_keeps_its_last_good_version() {
+        let dir = std::env::temp_dir().join(format!("weft-source-{}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ns = "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n";
+        std::fs::write(dir.join("ns.yaml"), ns).unwrap();
+        let wl = |addr: &str| {
+            format!(
+                "apiVersion: weft.dev/v1alpha1\nkind: Workload\nmetadata: {{name: w, namespace: shop}}\nspec: {{node: n1, addresses: [{addr}]}}\n"
+            )
+        };
+        std::fs::write(dir.join("w.yaml"), wl("10.0.0.1")).unwrap();
+        let mut s = LocalSource::new(dir.clone());
+        assert_eq!(s.reload().len(), 2);
+        assert!(s.problems().is_empty());
+
+        std::fs::write(dir.join("w.yaml"), wl("10.0.0.999")).unwrap();
+        assert!(s.changed());
+        let docs = s.reload();
+        assert_eq!(docs.len(), 2, "the last good workload stays");
+        assert!(format!("{docs:?}").contains("10.0.0.1"));
+        assert_eq!(s.problems()[0].path, "spec.addresses[0]");
+
+        // A new file with a problem is simply not taken.
+        std::fs::write(
+            dir.join("x.yaml"),
+            "kind: Nope\napiVersion: v1\nmetadata: {name: x}\n",
+        )
+        .unwrap();
+        assert_eq!(s.reload().len(), 2);
+        assert_eq!(s.problems().len(), 2);
+
+        // Fixed: the new version is in force and the problems are gone.
+        std::fs::write(dir.join("w.yaml"), wl("10.0.0.2")).unwrap();
+        std::fs::remove_file(dir.join("x.yaml")).unwrap();
+        let docs = s.reload();
+        assert!(format!("{docs:?}").contains("10.0.0.2"));
+        assert!(s.problems().is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
