@@ -43,6 +43,8 @@ pub struct Admin {
     pub capture: Arc<Capture>,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
+    /// The configuration from the control plane, when there is one.
+    pub config: Option<tokio::sync::watch::Receiver<Arc<crate::discovery::Config>>>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -130,14 +132,24 @@ impl Admin {
                 json(StatusCode::OK, &self.enrollments.list().await)
             }
             (&Method::GET, "/v1/stats") => json(StatusCode::OK, &self.stats().await),
+            (&Method::GET, "/v1/config") => match &self.config {
+                Some(rx) => json(StatusCode::OK, &config_view(&rx.borrow())),
+                None => error(
+                    StatusCode::NOT_FOUND,
+                    "no control plane is configured (WEFT_CONTROLPLANE)",
+                    "no_control_plane",
+                ),
+            },
             (&Method::GET, "/metrics") => metrics_response(&self.registry),
-            (_, "/v1/enroll" | "/v1/unenroll" | "/v1/enrollments" | "/v1/stats" | "/metrics") => {
-                error(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &format!("{} is not allowed on {}", route.0, route.1),
-                    "method_not_allowed",
-                )
-            }
+            (
+                _,
+                "/v1/enroll" | "/v1/unenroll" | "/v1/enrollments" | "/v1/stats" | "/v1/config"
+                | "/metrics",
+            ) => error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &format!("{} is not allowed on {}", route.0, route.1),
+                "method_not_allowed",
+            ),
             _ => error(
                 StatusCode::NOT_FOUND,
                 &format!("no such endpoint: {}", route.1),
@@ -214,6 +226,23 @@ fn metrics_response(registry: &Registry) -> Response<Full<Bytes>> {
             "metrics",
         ),
     }
+}
+
+/// The configuration the agent has, for people and tests: its version and the keys
+/// (`namespace/name`) of what it holds, by kind.
+fn config_view(c: &crate::discovery::Config) -> serde_json::Value {
+    let names = |keys: Vec<&crate::discovery::Key>| -> Vec<String> {
+        keys.into_iter()
+            .map(|(_, ns, n)| format!("{ns}/{n}"))
+            .collect()
+    };
+    serde_json::json!({
+        "version": c.version,
+        "updates": c.updates,
+        "workloads": names(c.workloads.keys().collect()),
+        "services": names(c.services.keys().collect()),
+        "policies": names(c.policies.keys().collect()),
+    })
 }
 
 /// Reads and checks a `{"netns": "<absolute path>"}` body.

@@ -132,6 +132,7 @@ impl Drop for Entry {
 
 struct Inner {
     settings: CaSettings,
+    channel: Channel,
     client: CertificateServiceClient<Channel>,
     bundle: SharedBundle,
     bundle_version: watch::Sender<u64>,
@@ -177,7 +178,8 @@ impl CertManager {
                 .map_err(|e| setup(format!("control plane CA: {e}")))?,
         );
         let manager = CertManager(Arc::new(Inner {
-            client: CertificateServiceClient::new(channel),
+            client: CertificateServiceClient::new(channel.clone()),
+            channel,
             bundle,
             bundle_version: watch::channel(0).0,
             entries: Mutex::new(HashMap::new()),
@@ -185,6 +187,15 @@ impl CertManager {
         }));
         tokio::spawn(follow_bundle(Arc::downgrade(&manager.0)));
         Ok(manager)
+    }
+
+    /// The (TLS, lazily connected) channel to the control plane, for other services.
+    pub fn channel(&self) -> Channel {
+        self.0.channel.clone()
+    }
+
+    pub fn token(&self) -> &str {
+        &self.0.settings.token
     }
 
     pub fn bundle(&self) -> SharedBundle {

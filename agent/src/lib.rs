@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod discovery;
 pub mod ebpf;
 pub mod enroll;
 pub mod identity;
@@ -50,6 +51,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             None
         }
     };
+    let config_rx = match (&certs, &config.controlplane) {
+        (Some(certs), Some(cp)) => {
+            let (rx, _task) = discovery::subscribe(
+                certs.channel(),
+                certs.token().to_owned(),
+                String::new(),
+                config.trust_domain.clone(),
+                cp.backoff_max,
+            );
+            Some(rx)
+        }
+        _ => None,
+    };
     let enrollments = Arc::new(Enrollments::new(
         Arc::clone(&capture),
         outbound,
@@ -67,6 +81,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         capture: Arc::clone(&capture),
         metrics: Arc::clone(&metrics),
         registry: Arc::clone(&registry),
+        config: config_rx,
     });
     let admin_task = tokio::spawn(admin.serve(admin_listener));
 

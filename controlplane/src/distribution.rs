@@ -50,6 +50,8 @@ struct State {
 pub struct Hub {
     state: Mutex<State>,
     changed: watch::Sender<u64>,
+    /// Set when the control plane stops: every stream ends, so the server can close.
+    closing: watch::Sender<bool>,
 }
 
 impl Default for Hub {
@@ -72,7 +74,13 @@ impl Hub {
                 ..State::default()
             }),
             changed: watch::channel(start).0,
+            closing: watch::channel(false).0,
         }
+    }
+
+    /// Ends every subscription stream (the control plane is stopping).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -234,7 +242,8 @@ impl ConfigService for Distribution {
                 ));
             }
         };
-        if hello.node != node {
+        // The token names the node; a Hello that names one must name the same.
+        if !hello.node.is_empty() && hello.node != node {
             return Err(Status::permission_denied(format!(
                 "wrong_node: the token is node {node:?}'s, not {:?}'s",
                 hello.node
@@ -244,6 +253,7 @@ impl ConfigService for Distribution {
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
             let mut changed = hub.changed.subscribe();
+            let mut closing = hub.closing.subscribe();
             let since = (hello.resume_from > 0).then_some(hello.resume_from);
             let first = hub.update_for(&node, since);
             tracing::info!(%node, version = first.version, snapshot = first.snapshot, resources = first.upserts.len(), "subscriber connected");
@@ -257,6 +267,7 @@ impl ConfigService for Distribution {
             }
             loop {
                 tokio::select! {
+                    _ = closing.changed() => break,
                     r = changed.changed() => {
                         if r.is_err() { break; }
                         let update = hub.update_for(&node, Some(at));

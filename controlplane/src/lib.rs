@@ -54,6 +54,7 @@ impl Running {
 
     /// Stops serving and waits until the listener is closed.
     pub async fn stop(mut self) {
+        self.hub.close();
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -61,7 +62,14 @@ impl Running {
         if let Some(t) = &self.source_task {
             t.abort();
         }
-        let _ = (&mut self.task).await;
+        // Graceful, but not forever: streams that do not end in time are cut.
+        if tokio::time::timeout(Duration::from_secs(5), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+            let _ = (&mut self.task).await;
+        }
     }
 }
 
@@ -164,7 +172,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let hub = Arc::new(distribution::Hub::new());
     let problems = Arc::new(std::sync::Mutex::new(Vec::new()));
     let source_task = config.config_dir.clone().map(|dir| {
-        let mut source = source::LocalSource::new(dir);
+        let mut source =
+            source::LocalSource::new(dir, Some(config.state_dir.join("last-good-config")));
         // The first read happens before serving, so the first request finds it.
         apply(
             &mut source,

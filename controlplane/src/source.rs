@@ -1,7 +1,8 @@
 //! The local source: a folder of YAML documents, read again when a file changes. A file
 //! whose documents have problems does not replace the last good version of that file:
 //! the last good configuration stays in force, and the problems are logged and kept
-//! for status until the file is fixed.
+//! for status until the file is fixed. The last good version of every file is kept in
+//! a state folder too, so that it stays in force across a restart of the control plane.
 
 use std::{
     collections::BTreeMap,
@@ -19,9 +20,12 @@ type Stamp = (Option<SystemTime>, u64);
 #[derive(Debug, Default)]
 pub struct LocalSource {
     dir: PathBuf,
+    /// Where the last good text of each file is kept.
+    keep: Option<PathBuf>,
     stamps: BTreeMap<PathBuf, Stamp>,
-    /// The last good documents of each file.
+    /// The last good documents of each file, and their text.
     good: BTreeMap<PathBuf, Vec<Document>>,
+    good_text: BTreeMap<PathBuf, String>,
     problems: Vec<Problem>,
 }
 
@@ -46,10 +50,48 @@ fn stamp(path: &Path) -> Stamp {
 }
 
 impl LocalSource {
-    pub fn new(dir: PathBuf) -> Self {
-        LocalSource {
+    /// A source for `dir`; with `keep`, last good versions are saved there and, at
+    /// start, read back.
+    pub fn new(dir: PathBuf, keep: Option<PathBuf>) -> Self {
+        let mut source = LocalSource {
             dir,
+            keep,
             ..LocalSource::default()
+        };
+        if let Some(keep) = &source.keep {
+            for saved in yaml_files(keep) {
+                let (Some(name), Ok(text)) = (saved.file_name(), std::fs::read_to_string(&saved))
+                else {
+                    continue;
+                };
+                let original = source.dir.join(name);
+                let (docs, problems) = parse(&original.display().to_string(), &text);
+                if problems.is_empty() {
+                    source.good.insert(original.clone(), docs);
+                    source.good_text.insert(original, text);
+                }
+            }
+        }
+        source
+    }
+
+    /// Saves the last good text of every file (and forgets files that are gone).
+    fn persist(&self) {
+        let Some(keep) = &self.keep else { return };
+        if let Err(e) = std::fs::create_dir_all(keep) {
+            tracing::warn!(dir = %keep.display(), error = %e, "cannot keep the last good configuration");
+            return;
+        }
+        for saved in yaml_files(keep) {
+            let name = saved.file_name().map(|n| self.dir.join(n));
+            if name.is_none_or(|n| !self.good_text.contains_key(&n)) {
+                let _ = std::fs::remove_file(&saved);
+            }
+        }
+        for (file, text) in &self.good_text {
+            if let Some(name) = file.file_name() {
+                let _ = std::fs::write(keep.join(name), text);
+            }
         }
     }
 
@@ -82,6 +124,7 @@ impl LocalSource {
             })
             .collect();
         let mut candidate: BTreeMap<PathBuf, Vec<Document>> = BTreeMap::new();
+        let mut fresh: BTreeMap<PathBuf, (Vec<Document>, String)> = BTreeMap::new();
         let mut problems = Vec::new();
         for f in &files {
             let source = f.display().to_string();
@@ -89,7 +132,8 @@ impl LocalSource {
                 Ok(text) => {
                     let (docs, p) = parse(&source, &text);
                     if p.is_empty() {
-                        candidate.insert(f.clone(), docs);
+                        candidate.insert(f.clone(), docs.clone());
+                        fresh.insert(f.clone(), (docs, text));
                     } else {
                         problems.extend(p);
                         if let Some(old) = self.good.get(f) {
@@ -133,7 +177,17 @@ impl LocalSource {
             tracing::warn!(problem = %p, "configuration refused; the last good version stays in force");
         }
         self.problems = problems;
+        // What is in force from its new version becomes the last good text.
+        self.good_text.retain(|f, _| candidate.contains_key(f));
+        for (f, docs) in &candidate {
+            if let Some((new_docs, text)) = fresh.get(f)
+                && new_docs == docs
+            {
+                self.good_text.insert(f.clone(), text.clone());
+            }
+        }
         self.good = candidate;
+        self.persist();
         self.good.values().flatten().cloned().collect()
     }
 }
@@ -154,7 +208,8 @@ mod tests {
             )
         };
         std::fs::write(dir.join("w.yaml"), wl("10.0.0.1")).unwrap();
-        let mut s = LocalSource::new(dir.clone());
+        let keep = dir.join("keep");
+        let mut s = LocalSource::new(dir.clone(), Some(keep.clone()));
         assert_eq!(s.reload().len(), 2);
         assert!(s.problems().is_empty());
 
@@ -164,6 +219,12 @@ mod tests {
         assert_eq!(docs.len(), 2, "the last good workload stays");
         assert!(format!("{docs:?}").contains("10.0.0.1"));
         assert_eq!(s.problems()[0].path, "spec.addresses[0]");
+
+        // After a restart the last good version is still in force.
+        let mut restarted = LocalSource::new(dir.clone(), Some(keep.clone()));
+        let docs = restarted.reload();
+        assert!(format!("{docs:?}").contains("10.0.0.1"), "{docs:?}");
+        assert_eq!(restarted.problems()[0].path, "spec.addresses[0]");
 
         // A new file with a problem is simply not taken.
         std::fs::write(

@@ -257,6 +257,29 @@ fn default_lab_connects_every_pod_and_captures_the_enrolled_ones() {
         }
     }
 
+    // Each agent holds the configuration of its node, from the control plane.
+    for agent in &state.agents {
+        let config = api::admin::Client::new(&agent.admin_socket)
+            .get("/v1/config")
+            .unwrap()
+            .body;
+        let mut got: Vec<String> = serde_json::from_value(config["workloads"].clone()).unwrap();
+        got.sort();
+        let mut want: Vec<String> = state
+            .pods
+            .iter()
+            .filter(|p| p.pod.node == agent.node)
+            .map(|p| p.pod.key())
+            .collect();
+        want.sort();
+        assert_eq!(got, want, "{config}");
+        assert_eq!(
+            config["services"].as_array().unwrap().len(),
+            state.topology.services.len(),
+            "{config}"
+        );
+    }
+
     let status = ok(&["lab", "status"]);
     assert!(status.contains("control plane: running"), "{status}");
     assert!(status.contains("ready"), "{status}");
