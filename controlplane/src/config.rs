@@ -20,6 +20,7 @@ pub const CSR_BURST: &str = "WEFT_CSR_BURST";
 pub const CSR_RATE: &str = "WEFT_CSR_RATE";
 pub const SERVING_NAMES: &str = "WEFT_CP_SERVING_NAMES";
 pub const SERVING_IPS: &str = "WEFT_CP_SERVING_IPS";
+pub const WEBHOOK_LISTEN: &str = "WEFT_CP_WEBHOOK_LISTEN";
 
 /// A CA plugged in from files instead of Weft's own root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +46,8 @@ pub struct Config {
     pub csr_rate: f64,
     pub serving_names: Vec<String>,
     pub serving_ips: Vec<IpAddr>,
+    /// The admission webhook's listener; `None` turns it off.
+    pub webhook_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -103,7 +106,16 @@ impl Config {
                 })
             })
             .collect::<Result<_, _>>()?;
+        let webhook_listen = match source.get(WEBHOOK_LISTEN).as_deref() {
+            Some("off") => None,
+            _ => Some(parsed(
+                source,
+                WEBHOOK_LISTEN,
+                SocketAddr::from(([0, 0, 0, 0], 15017)),
+            )?),
+        };
         Ok(Config {
+            webhook_listen,
             node_tokens: source
                 .get(NODE_TOKENS)
                 .map(PathBuf::from)

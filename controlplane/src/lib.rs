@@ -16,6 +16,7 @@ pub mod resources;
 pub mod server;
 pub mod source;
 pub mod validate;
+pub mod webhook;
 
 use std::{net::SocketAddr, path::Path, sync::Arc, time::Duration};
 
@@ -34,7 +35,10 @@ pub struct Running {
     pub addr: SocketAddr,
     /// The configuration in force and its subscribers.
     pub hub: Arc<distribution::Hub>,
+    /// Where the admission webhook listens, when it does.
+    pub webhook_addr: Option<SocketAddr>,
     problems: Arc<std::sync::Mutex<Vec<model::Problem>>>,
+    webhook_task: Option<tokio::task::JoinHandle<()>>,
     /// The roots agents must trust, PEM (also written to `<state>/ca/trust-bundle.pem`).
     pub trust_bundle_pem: String,
     shutdown: Option<oneshot::Sender<()>>,
@@ -60,6 +64,9 @@ impl Running {
         }
         self.bundle_task.abort();
         if let Some(t) = &self.source_task {
+            t.abort();
+        }
+        if let Some(t) = &self.webhook_task {
             t.abort();
         }
         // Graceful, but not forever: streams that do not end in time are cut.
@@ -171,24 +178,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let registry = Arc::new(registry::Registry::default());
     let hub = Arc::new(distribution::Hub::new());
     let problems = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let in_force = Arc::new(std::sync::RwLock::new(Vec::new()));
     let source_task = config.config_dir.clone().map(|dir| {
         let mut source =
             source::LocalSource::new(dir, Some(config.state_dir.join("last-good-config")));
         // The first read happens before serving, so the first request finds it.
-        apply(
-            &mut source,
-            &config.trust_domain,
-            &hub,
-            &registry,
-            &problems,
-        );
-        tokio::spawn(follow_folder(
-            source,
-            config.trust_domain.clone(),
-            Arc::clone(&hub),
-            Arc::clone(&registry),
-            Arc::clone(&problems),
-        ))
+        let sinks = Sinks {
+            trust_domain: config.trust_domain.clone(),
+            hub: Arc::clone(&hub),
+            registry: Arc::clone(&registry),
+            problems: Arc::clone(&problems),
+            in_force: Arc::clone(&in_force),
+        };
+        sinks.apply(&mut source);
+        tokio::spawn(follow_folder(source, sinks))
     });
     let service = CaService {
         authority: Arc::clone(&authority),
@@ -201,6 +204,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let (webhook_addr, webhook_task) = match config.webhook_listen {
+        Some(listen) => {
+            let tls = webhook_tls(&cert, &key)?;
+            let listener = tokio::net::TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding the webhook listener {listen}"))?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "admission webhook listening");
+            (
+                Some(addr),
+                Some(tokio::spawn(webhook::serve(listener, tls, in_force))),
+            )
+        }
+        None => (None, None),
+    };
     let (tx, rx) = oneshot::channel();
     let distribution = distribution::Distribution {
         hub: Arc::clone(&hub),
@@ -219,7 +237,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         addr,
         hub,
+        webhook_addr,
         problems,
+        webhook_task,
         trust_bundle_pem,
         shutdown: Some(tx),
         task,
@@ -233,36 +253,53 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 const POLL: Duration = Duration::from_millis(100);
 const SETTLE: Duration = Duration::from_millis(150);
 
-/// Follows the local configuration folder: reads it at start and after each change,
-/// keeps the last good configuration in force, and publishes it.
-async fn follow_folder(
-    mut source: source::LocalSource,
+/// Where an accepted configuration goes.
+struct Sinks {
     trust_domain: String,
     hub: Arc<distribution::Hub>,
     registry: Arc<registry::Registry>,
     problems: Arc<std::sync::Mutex<Vec<model::Problem>>>,
-) {
+    in_force: Arc<std::sync::RwLock<Vec<model::Document>>>,
+}
+
+impl Sinks {
+    /// Reads the source and puts what is good in force.
+    fn apply(&self, source: &mut source::LocalSource) {
+        let docs = source.reload();
+        self.registry.update(&docs, &self.trust_domain);
+        if let Some(version) = self
+            .hub
+            .publish(resources::translate(&docs, &self.trust_domain))
+        {
+            tracing::info!(version, documents = docs.len(), "configuration published");
+        }
+        *self.problems.lock().unwrap_or_else(|p| p.into_inner()) = source.problems().to_vec();
+        *self.in_force.write().unwrap_or_else(|p| p.into_inner()) = docs;
+    }
+}
+
+/// Follows the local configuration folder: after each change (once a burst of changes
+/// has settled) the good part of it is put in force.
+async fn follow_folder(mut source: source::LocalSource, sinks: Sinks) {
     loop {
         while !source.changed() {
             tokio::time::sleep(POLL).await;
         }
         tokio::time::sleep(SETTLE).await;
-        apply(&mut source, &trust_domain, &hub, &registry, &problems);
+        sinks.apply(&mut source);
     }
 }
 
-/// Reads the source and puts what is good in force.
-fn apply(
-    source: &mut source::LocalSource,
-    trust_domain: &str,
-    hub: &distribution::Hub,
-    registry: &registry::Registry,
-    problems: &std::sync::Mutex<Vec<model::Problem>>,
-) {
-    let docs = source.reload();
-    registry.update(&docs, trust_domain);
-    if let Some(version) = hub.publish(resources::translate(&docs, trust_domain)) {
-        tracing::info!(version, documents = docs.len(), "configuration published");
-    }
-    *problems.lock().unwrap_or_else(|p| p.into_inner()) = source.problems().to_vec();
+fn webhook_tls(cert_pem: &str, key_pem: &str) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(cert_pem.as_bytes()).collect::<Result<_, _>>()?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())?;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    Ok(Arc::new(config))
 }

@@ -65,6 +65,7 @@ impl Folder {
                 self.root.join("tokens.yaml").display().to_string(),
             ),
             ("WEFT_CP_LISTEN", listen.to_owned()),
+            ("WEFT_CP_WEBHOOK_LISTEN", "127.0.0.1:0".to_owned()),
         ]
         .into_iter()
         .collect();
@@ -249,5 +250,84 @@ async fn folder_changes_reach_the_agent_and_bad_files_change_nothing() {
     assert!(cp.hub.subscribers()["node-1"].connected);
 
     task.abort();
+    cp.stop().await;
+}
+
+/// POSTs an AdmissionReview to the webhook over TLS (verifying its certificate against
+/// the CA root) and returns the review that comes back.
+async fn admit(cp: &controlplane::Running, object: serde_json::Value) -> serde_json::Value {
+    use rustls_pki_types::{CertificateDer, ServerName, pem::PemObject as _};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_slice_iter(cp.trust_bundle_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(cp.webhook_addr.unwrap())
+        .await
+        .unwrap();
+    let mut stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(ServerName::try_from("weft-controlplane").unwrap(), tcp)
+        .await
+        .unwrap();
+    let body = serde_json::to_vec(&serde_json::json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "1",
+            "kind": {"group": "weft.dev", "version": "v1alpha1", "kind": "Workload"},
+            "resource": {"group": "weft.dev", "version": "v1alpha1", "resource": "workloads"},
+            "operation": "CREATE",
+            "userInfo": {},
+            "object": object,
+        },
+    }))
+    .unwrap();
+    let head = format!(
+        "POST /validate HTTP/1.1\r\nHost: weft-controlplane\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let answer = String::from_utf8(answer).unwrap();
+    let (_, body) = answer.split_once("\r\n\r\n").unwrap();
+    serde_json::from_str(body).unwrap()
+}
+
+#[tokio::test]
+async fn the_admission_webhook_applies_the_same_validation() {
+    let folder = Folder::new();
+    folder.write("ns.yaml", NS);
+    let cp = controlplane::start(folder.config("127.0.0.1:0"))
+        .await
+        .unwrap();
+    let good: serde_json::Value = serde_json::json!({
+        "apiVersion": "weft.dev/v1alpha1",
+        "kind": "Workload",
+        "metadata": {"name": "vm-1", "namespace": "shop"},
+        "spec": {"node": "node-1", "addresses": ["10.0.0.5"]},
+    });
+    let out = admit(&cp, good.clone()).await;
+    assert_eq!(out["response"]["allowed"], true, "{out}");
+    let mut bad = good;
+    bad["spec"]["addresses"][0] = "10.0.0.500".into();
+    bad["metadata"]["namespace"] = "nowhere".into();
+    let out = admit(&cp, bad).await;
+    assert_eq!(out["response"]["allowed"], false, "{out}");
+    let message = out["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("spec.addresses[0]: "), "{message}");
+    assert!(
+        message.contains("metadata.namespace: namespace \"nowhere\" is not declared"),
+        "{message}"
+    );
     cp.stop().await;
 }

@@ -87,6 +87,7 @@ impl Dirs {
                 self.root.join("tokens.yaml").display().to_string(),
             ),
             ("WEFT_CP_LISTEN", listen.to_owned()),
+            ("WEFT_CP_WEBHOOK_LISTEN", "127.0.0.1:0".to_owned()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
