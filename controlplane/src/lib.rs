@@ -184,6 +184,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             source::LocalSource::new(dir, Some(config.state_dir.join("last-good-config")));
         // The first read happens before serving, so the first request finds it.
         let sinks = Sinks {
+            status_file: config.state_dir.join("status.json"),
             trust_domain: config.trust_domain.clone(),
             hub: Arc::clone(&hub),
             registry: Arc::clone(&registry),
@@ -253,8 +254,32 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 const POLL: Duration = Duration::from_millis(100);
 const SETTLE: Duration = Duration::from_millis(150);
 
+/// What the control plane reports about its configuration: the version in force, the
+/// problems of files that are not in force, and its subscribers. Served on the debug
+/// port and written to `<state>/status.json` at each change.
+pub fn status_json(hub: &distribution::Hub, problems: &[model::Problem]) -> serde_json::Value {
+    serde_json::json!({
+        "version": hub.version(),
+        "problems": problems.iter().map(|p| serde_json::json!({
+            "source": p.origin.source,
+            "document": p.origin.index,
+            "object": p.object,
+            "path": p.path,
+            "reason": p.reason,
+            "text": p.to_string(),
+        })).collect::<Vec<_>>(),
+        "subscribers": hub.subscribers().into_iter().map(|(node, s)| (node, serde_json::json!({
+            "connected": s.connected,
+            "sent": s.sent,
+            "acked": s.acked,
+            "nacked": s.nacked.map(|(v, r)| serde_json::json!({"version": v, "reason": r})),
+        }))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
 /// Where an accepted configuration goes.
 struct Sinks {
+    status_file: std::path::PathBuf,
     trust_domain: String,
     hub: Arc<distribution::Hub>,
     registry: Arc<registry::Registry>,
@@ -275,6 +300,10 @@ impl Sinks {
         }
         *self.problems.lock().unwrap_or_else(|p| p.into_inner()) = source.problems().to_vec();
         *self.in_force.write().unwrap_or_else(|p| p.into_inner()) = docs;
+        let status = status_json(&self.hub, source.problems());
+        if let Err(e) = std::fs::write(&self.status_file, status.to_string()) {
+            tracing::warn!(file = %self.status_file.display(), error = %e, "cannot write the status");
+        }
     }
 }
 

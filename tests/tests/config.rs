@@ -202,6 +202,16 @@ async fn folder_changes_reach_the_agent_and_bad_files_change_nothing() {
     }
     let problems = cp.problems();
     assert_eq!(problems[0].path, "spec.addresses[0]", "{problems:?}");
+    // … and it is visible in the status file, next to the version in force.
+    let status: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(folder.root.join("state/status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        status["problems"][0]["path"], "spec.addresses[0]",
+        "{status}"
+    );
+    assert_eq!(status["version"], good_version, "{status}");
     assert!(problems[0].origin.source.ends_with("workloads.yaml"));
     tokio::time::sleep(Duration::from_millis(500)).await;
     let c = rx.borrow().clone();

@@ -282,6 +282,7 @@ fn default_lab_connects_every_pod_and_captures_the_enrolled_ones() {
 
     let status = ok(&["lab", "status"]);
     assert!(status.contains("control plane: running"), "{status}");
+    assert!(status.contains("every file is in force"), "{status}");
     assert!(status.contains("ready"), "{status}");
 
     // A workload that leaves takes its certificate with it.

@@ -857,6 +857,30 @@ pub fn status() -> anyhow::Result<()> {
         state.controlplane_pid,
         RUN_DIR
     )?;
+    // Configuration files the control plane refused (the last good version is in force).
+    let cp_status = run_dir().join("controlplane/state/status.json");
+    if let Ok(text) = std::fs::read_to_string(&cp_status)
+        && let Ok(status) = serde_json::from_str::<serde_json::Value>(&text)
+    {
+        let problems = status["problems"].as_array().cloned().unwrap_or_default();
+        writeln!(
+            out,
+            "configuration version {}: {}",
+            status["version"],
+            if problems.is_empty() {
+                "every file is in force".to_owned()
+            } else {
+                format!(
+                    "{} problems (the last good versions stay in force):",
+                    problems.len()
+                )
+            }
+        )?;
+        for p in problems {
+            writeln!(out, "  {}", p["text"].as_str().unwrap_or_default())?;
+        }
+        writeln!(out)?;
+    }
     // Certificates by pod namespace path, from the agents.
     let mut certs: BTreeMap<PathBuf, String> = BTreeMap::new();
     for a in &state.agents {
