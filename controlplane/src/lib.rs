@@ -9,6 +9,7 @@ pub mod config;
 pub mod distribution;
 #[cfg(test)]
 mod kube_mock;
+pub mod kubernetes;
 pub mod limit;
 pub mod model;
 pub mod registry;
