@@ -26,6 +26,9 @@ pub struct LocalSource {
     /// The last good documents of each file, and their text.
     good: BTreeMap<PathBuf, Vec<Document>>,
     good_text: BTreeMap<PathBuf, String>,
+    /// The last parse of each file, reused while its text is the same (a change to one
+    /// file does not parse the others again).
+    parsed: BTreeMap<PathBuf, (String, Vec<Document>, Vec<Problem>)>,
     problems: Vec<Problem>,
 }
 
@@ -125,12 +128,21 @@ impl LocalSource {
             .collect();
         let mut candidate: BTreeMap<PathBuf, Vec<Document>> = BTreeMap::new();
         let mut fresh: BTreeMap<PathBuf, (Vec<Document>, String)> = BTreeMap::new();
+        self.parsed.retain(|f, _| files.contains(f));
         let mut problems = Vec::new();
         for f in &files {
             let source = f.display().to_string();
             match std::fs::read_to_string(f) {
                 Ok(text) => {
-                    let (docs, p) = parse(&source, &text);
+                    let (docs, p) = match self.parsed.get(f) {
+                        Some((old, docs, p)) if *old == text => (docs.clone(), p.clone()),
+                        _ => {
+                            let (docs, p) = parse(&source, &text);
+                            self.parsed
+                                .insert(f.clone(), (text.clone(), docs.clone(), p.clone()));
+                            (docs, p)
+                        }
+                    };
                     if p.is_empty() {
                         candidate.insert(f.clone(), docs.clone());
                         fresh.insert(f.clone(), (docs, text));
