@@ -87,6 +87,16 @@ impl NodeTokens {
     }
 }
 
+/// The bearer token of a gRPC request's `authorization` metadata (empty if none).
+pub fn bearer_token<T>(req: &tonic::Request<T>) -> String {
+    req.metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
 /// How callers are authenticated.
 pub enum Authenticator {
     Tokens(NodeTokens),

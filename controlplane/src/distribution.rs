@@ -206,15 +206,6 @@ pub struct Distribution {
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<ConfigUpdate, Status>> + Send>>;
 
-fn bearer<T>(req: &Request<T>) -> String {
-    req.metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_owned()
-}
-
 #[tonic::async_trait]
 impl ConfigService for Distribution {
     type SubscribeStream = UpdateStream;
@@ -225,7 +216,7 @@ impl ConfigService for Distribution {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let node = self
             .auth
-            .authenticate(&bearer(&request))
+            .authenticate(&crate::auth::bearer_token(&request))
             .await
             .map_err(|e| {
                 tracing::warn!(reason = e.reason(), "config subscription refused");

@@ -37,6 +37,14 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
             .get(ns)
             .and_then(|m| m.labels.get(label).cloned())
     };
+    // The waypoint an object uses: its own label, else its namespace's.
+    let waypoint_of = |m: &Metadata, ns: &str| -> String {
+        m.labels
+            .get(USE_WAYPOINT_LABEL)
+            .cloned()
+            .or_else(|| ns_label(ns, USE_WAYPOINT_LABEL))
+            .unwrap_or_default()
+    };
     let mut out = BTreeMap::new();
     let mut workloads: Vec<(&Metadata, wire::Workload)> = Vec::new();
     for d in docs {
@@ -44,13 +52,7 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
             let ns = w.metadata.namespace.as_deref().unwrap_or_default();
             let enrolled = ns_label(ns, MESH_LABEL).as_deref() == Some("enabled")
                 && w.metadata.labels.get(MESH_LABEL).map(String::as_str) != Some("disabled");
-            let waypoint = w
-                .metadata
-                .labels
-                .get(USE_WAYPOINT_LABEL)
-                .cloned()
-                .or_else(|| ns_label(ns, USE_WAYPOINT_LABEL))
-                .unwrap_or_default();
+            let waypoint = waypoint_of(&w.metadata, ns);
             let body = wire::Workload {
                 service_account: w.spec.service_account.clone(),
                 node: w.spec.node.clone(),
@@ -115,13 +117,7 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                         },
                     })
                     .collect();
-                let waypoint = s
-                    .metadata
-                    .labels
-                    .get(USE_WAYPOINT_LABEL)
-                    .cloned()
-                    .or_else(|| ns_label(ns, USE_WAYPOINT_LABEL))
-                    .unwrap_or_default();
+                let waypoint = waypoint_of(&s.metadata, ns);
                 out.insert(
                     key("Service", &s.metadata),
                     Body::Service(wire::Service {

@@ -84,15 +84,6 @@ pub struct CaService {
     pub bundle: watch::Receiver<Bundle>,
 }
 
-fn bearer<T>(req: &Request<T>) -> String {
-    req.metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_owned()
-}
-
 impl CaService {
     async fn create(
         &self,
@@ -155,7 +146,7 @@ impl CertificateService for CaService {
         &self,
         request: Request<CreateCertificateRequest>,
     ) -> Result<Response<CreateCertificateResponse>, Status> {
-        let token = bearer(&request);
+        let token = crate::auth::bearer_token(&request);
         let peer = request.remote_addr();
         let req = request.into_inner();
         match self.create(&token, &req).await {
@@ -183,7 +174,11 @@ impl CertificateService for CaService {
         &self,
         request: Request<WatchTrustBundleRequest>,
     ) -> Result<Response<Self::WatchTrustBundleStream>, Status> {
-        if let Err(e) = self.auth.authenticate(&bearer(&request)).await {
+        if let Err(e) = self
+            .auth
+            .authenticate(&crate::auth::bearer_token(&request))
+            .await
+        {
             let refusal = Refusal::from(e);
             tracing::warn!(reason = refusal.reason(), "trust bundle watch refused");
             return Err(refusal.status());
