@@ -23,6 +23,15 @@ fn key(kind: &str, m: &Metadata) -> Key {
     )
 }
 
+/// A label selector as the wire carries it (none: an empty map, which selects all).
+fn selector_map(
+    selector: Option<&crate::model::LabelSelector>,
+) -> std::collections::HashMap<String, String> {
+    selector
+        .map(|s| s.match_labels.clone().into_iter().collect())
+        .unwrap_or_default()
+}
+
 /// The distributed form of a set of documents.
 pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
     let namespaces: BTreeMap<&str, &Metadata> = docs
@@ -166,12 +175,7 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                             Action::Audit => "AUDIT",
                         }
                         .to_owned(),
-                        selector: p
-                            .spec
-                            .selector
-                            .as_ref()
-                            .map(|s| s.match_labels.clone().into_iter().collect())
-                            .unwrap_or_default(),
+                        selector: selector_map(p.spec.selector.as_ref()),
                         rules,
                     }),
                 );
@@ -185,12 +189,7 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                             MtlsMode::Permissive => "PERMISSIVE",
                         }
                         .to_owned(),
-                        selector: p
-                            .spec
-                            .selector
-                            .as_ref()
-                            .map(|s| s.match_labels.clone().into_iter().collect())
-                            .unwrap_or_default(),
+                        selector: selector_map(p.spec.selector.as_ref()),
                     }),
                 );
             }

@@ -358,3 +358,34 @@ impl Drop for Agent {
         let _ = std::fs::remove_dir_all(&self.state_dir);
     }
 }
+
+/// The configuration of an in-process control plane whose state, configuration folder
+/// (`config/`) and node tokens (`tokens.yaml`) live under `root`, listening on `listen`
+/// with its webhook on an ephemeral loopback port; `extra` adds or overrides variables.
+pub fn control_plane_config(
+    root: &Path,
+    listen: &str,
+    extra: &[(&str, String)],
+) -> controlplane::config::Config {
+    let mut env: std::collections::HashMap<String, String> = [
+        (
+            "WEFT_CP_STATE_DIR",
+            root.join("state").display().to_string(),
+        ),
+        (
+            "WEFT_CP_CONFIG_DIR",
+            root.join("config").display().to_string(),
+        ),
+        (
+            "WEFT_CP_NODE_TOKENS",
+            root.join("tokens.yaml").display().to_string(),
+        ),
+        ("WEFT_CP_LISTEN", listen.to_owned()),
+        ("WEFT_CP_WEBHOOK_LISTEN", "127.0.0.1:0".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+    controlplane::config::Config::from_source(&env).expect("a valid test configuration")
+}

@@ -73,27 +73,7 @@ impl Dirs {
     }
 
     fn config(&self, listen: &str, extra: &[(&str, String)]) -> Config {
-        let mut env: std::collections::HashMap<String, String> = [
-            (
-                "WEFT_CP_STATE_DIR",
-                self.root.join("state").display().to_string(),
-            ),
-            (
-                "WEFT_CP_CONFIG_DIR",
-                self.root.join("config").display().to_string(),
-            ),
-            (
-                "WEFT_CP_NODE_TOKENS",
-                self.root.join("tokens.yaml").display().to_string(),
-            ),
-            ("WEFT_CP_LISTEN", listen.to_owned()),
-            ("WEFT_CP_WEBHOOK_LISTEN", "127.0.0.1:0".to_owned()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect();
-        env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
-        Config::from_source(&env).unwrap()
+        tests::control_plane_config(&self.root, listen, extra)
     }
 
     fn token(&self, node: &str) -> String {
