@@ -1,9 +1,22 @@
 //! The control plane's configuration, from `WEFT_*` variables through a
 //! [`api::config::Source`].
+//!
+//! Two modes: **local** (`WEFT_CP_SOURCE=local`, the default when `WEFT_CP_CONFIG_DIR` is
+//! set): the configuration is a folder of documents, the root CA is kept in the state
+//! folder and agents authenticate with node bootstrap tokens. **Kubernetes**
+//! (`WEFT_CP_SOURCE=kubernetes`, the default otherwise): the configuration is watched
+//! from the API server, the root CA is kept in a Secret and agents authenticate with
+//! their service account tokens (TokenReview).
 
-use std::{net::IpAddr, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use api::config::{Error, Source, duration, parsed};
+
+use crate::validate::{dns_label, dns_subdomain};
 
 pub const STATE_DIR: &str = "WEFT_CP_STATE_DIR";
 pub const CONFIG_DIR: &str = "WEFT_CP_CONFIG_DIR";
@@ -21,6 +34,42 @@ pub const CSR_RATE: &str = "WEFT_CSR_RATE";
 pub const SERVING_NAMES: &str = "WEFT_CP_SERVING_NAMES";
 pub const SERVING_IPS: &str = "WEFT_CP_SERVING_IPS";
 pub const WEBHOOK_LISTEN: &str = "WEFT_CP_WEBHOOK_LISTEN";
+pub const SOURCE: &str = "WEFT_CP_SOURCE";
+pub const NAMESPACE: &str = "WEFT_CP_NAMESPACE";
+pub const CA_SECRET: &str = "WEFT_CA_SECRET";
+pub const AGENT_SERVICE_ACCOUNT: &str = "WEFT_CP_AGENT_SERVICE_ACCOUNT";
+pub const TOKEN_AUDIENCES: &str = "WEFT_CP_TOKEN_AUDIENCES";
+
+/// Where the configuration comes from, and with it how the CA keeps its root and how
+/// agents authenticate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    Local(Local),
+    Kubernetes(Kubernetes),
+}
+
+/// Local mode (the lab, machines without Kubernetes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Local {
+    /// The folder of YAML documents.
+    pub config_dir: PathBuf,
+    /// The node bootstrap tokens (a YAML map `node: token`).
+    pub node_tokens: PathBuf,
+}
+
+/// Kubernetes mode: the API server is found in-cluster or through a kubeconfig.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kubernetes {
+    /// The control plane's namespace, where the CA Secret is kept.
+    pub namespace: String,
+    /// The Secret that keeps the root CA (unless a CA is plugged in from files).
+    pub ca_secret: String,
+    /// The agents' service account: only its tokens are accepted.
+    pub agent_namespace: String,
+    pub agent_service_account: String,
+    /// The audiences an agent's token must be for; empty: the API server's own.
+    pub token_audiences: Vec<String>,
+}
 
 /// A CA plugged in from files instead of Weft's own root.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,9 +84,8 @@ pub struct PluggedCa {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub state_dir: PathBuf,
-    pub config_dir: Option<PathBuf>,
+    pub mode: Mode,
     pub listen: SocketAddr,
-    pub node_tokens: PathBuf,
     pub trust_domain: String,
     pub cert_lifetime: Duration,
     pub cert_max_lifetime: Duration,
@@ -116,11 +164,7 @@ impl Config {
         };
         Ok(Config {
             webhook_listen,
-            node_tokens: source
-                .get(NODE_TOKENS)
-                .map(PathBuf::from)
-                .unwrap_or_else(|| state_dir.join("node-tokens.yaml")),
-            config_dir: source.get(CONFIG_DIR).map(PathBuf::from),
+            mode: mode(source, &state_dir)?,
             listen: parsed(source, LISTEN, SocketAddr::from(([0, 0, 0, 0], 15012)))?,
             trust_domain,
             cert_lifetime,
@@ -141,6 +185,84 @@ impl Config {
     }
 }
 
+fn mode(source: &impl Source, state_dir: &Path) -> Result<Mode, Error> {
+    let config_dir = source.get(CONFIG_DIR).map(PathBuf::from);
+    let chosen = source.get(SOURCE);
+    let name = chosen.as_deref().unwrap_or(if config_dir.is_some() {
+        "local"
+    } else {
+        "kubernetes"
+    });
+    match name {
+        "local" => Ok(Mode::Local(Local {
+            config_dir: config_dir.ok_or(Error::Missing {
+                key: CONFIG_DIR,
+                reason: "local mode reads its configuration from that folder",
+            })?,
+            node_tokens: source
+                .get(NODE_TOKENS)
+                .map(PathBuf::from)
+                .unwrap_or_else(|| state_dir.join("node-tokens.yaml")),
+        })),
+        "kubernetes" => {
+            if let Some(dir) = config_dir {
+                return Err(Error::Invalid {
+                    key: CONFIG_DIR,
+                    value: dir.display().to_string(),
+                    reason: format!(
+                        "a configuration folder is for local mode, and {SOURCE} is kubernetes"
+                    ),
+                });
+            }
+            let namespace = source
+                .get(NAMESPACE)
+                .unwrap_or_else(|| "weft-system".to_owned());
+            let invalid = |key, value: &str, reason: String| Error::Invalid {
+                key,
+                value: value.to_owned(),
+                reason,
+            };
+            dns_label(&namespace).map_err(|e| invalid(NAMESPACE, &namespace, e))?;
+            let agent = source
+                .get(AGENT_SERVICE_ACCOUNT)
+                .unwrap_or_else(|| format!("{namespace}/weft-agent"));
+            let (agent_namespace, agent_service_account) =
+                agent.split_once('/').ok_or_else(|| {
+                    invalid(
+                        AGENT_SERVICE_ACCOUNT,
+                        &agent,
+                        "expected <namespace>/<service account>".to_owned(),
+                    )
+                })?;
+            dns_label(agent_namespace)
+                .and_then(|()| dns_subdomain(agent_service_account))
+                .map_err(|e| invalid(AGENT_SERVICE_ACCOUNT, &agent, e))?;
+            let ca_secret = source
+                .get(CA_SECRET)
+                .unwrap_or_else(|| "weft-root-ca".to_owned());
+            dns_subdomain(&ca_secret).map_err(|e| invalid(CA_SECRET, &ca_secret, e))?;
+            Ok(Mode::Kubernetes(Kubernetes {
+                agent_namespace: agent_namespace.to_owned(),
+                agent_service_account: agent_service_account.to_owned(),
+                namespace,
+                ca_secret,
+                token_audiences: source
+                    .get(TOKEN_AUDIENCES)
+                    .unwrap_or_else(|| "weft".to_owned())
+                    .split(',')
+                    .map(|a| a.trim().to_owned())
+                    .filter(|a| !a.is_empty())
+                    .collect(),
+            }))
+        }
+        other => Err(Error::Invalid {
+            key: SOURCE,
+            value: other.to_owned(),
+            reason: "expected \"local\" or \"kubernetes\"".to_owned(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -149,16 +271,111 @@ mod tests {
 
     #[test]
     fn defaults_and_errors() {
-        let c = Config::from_source(&HashMap::<&str, &str>::new()).unwrap();
+        let c = Config::from_source(&HashMap::from([(CONFIG_DIR, "/etc/weft")])).unwrap();
         assert_eq!(c.listen, "0.0.0.0:15012".parse().unwrap());
         assert_eq!(c.trust_domain, "cluster.local");
         assert_eq!(c.cert_lifetime, Duration::from_secs(86400));
         assert_eq!(c.plugged_ca, None);
-        let e = Config::from_source(&HashMap::from([(CA_CERT, "/x")])).unwrap_err();
+        let e =
+            Config::from_source(&HashMap::from([(CONFIG_DIR, "/c"), (CA_CERT, "/x")])).unwrap_err();
         assert!(e.to_string().contains("together"), "{e}");
         let e = Config::from_source(&HashMap::from([(TRUST_DOMAIN, "Bad Domain")])).unwrap_err();
         assert!(e.to_string().starts_with("WEFT_TRUST_DOMAIN="), "{e}");
         let e = Config::from_source(&HashMap::from([(CERT_LIFETIME, "200h")])).unwrap_err();
         assert!(e.to_string().contains("longer than"), "{e}");
+    }
+
+    #[test]
+    fn local_mode() {
+        let c = Config::from_source(&HashMap::from([
+            (STATE_DIR, "/var/lib/weft"),
+            (CONFIG_DIR, "/etc/weft"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            c.mode,
+            Mode::Local(Local {
+                config_dir: "/etc/weft".into(),
+                node_tokens: "/var/lib/weft/node-tokens.yaml".into(),
+            })
+        );
+        // Asked for by name, local mode needs its folder.
+        let e = Config::from_source(&HashMap::from([(SOURCE, "local")])).unwrap_err();
+        assert!(
+            e.to_string().starts_with("WEFT_CP_CONFIG_DIR is not set"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn kubernetes_mode() {
+        // Without a folder, Kubernetes is the default.
+        let c = Config::from_source(&HashMap::<&str, &str>::new()).unwrap();
+        assert_eq!(
+            c.mode,
+            Mode::Kubernetes(Kubernetes {
+                namespace: "weft-system".into(),
+                ca_secret: "weft-root-ca".into(),
+                agent_namespace: "weft-system".into(),
+                agent_service_account: "weft-agent".into(),
+                token_audiences: vec!["weft".into()],
+            })
+        );
+        let c = Config::from_source(&HashMap::from([
+            (SOURCE, "kubernetes"),
+            (NAMESPACE, "mesh"),
+            (CA_SECRET, "mesh-ca"),
+            (TOKEN_AUDIENCES, ""),
+        ]))
+        .unwrap();
+        let Mode::Kubernetes(k) = c.mode else {
+            panic!("{:?}", c.mode)
+        };
+        assert_eq!(k.namespace, "mesh");
+        assert_eq!(k.ca_secret, "mesh-ca");
+        assert_eq!(
+            (k.agent_namespace.as_str(), k.agent_service_account.as_str()),
+            ("mesh", "weft-agent"),
+            "the agent's namespace follows the control plane's"
+        );
+        assert!(k.token_audiences.is_empty(), "the API server's audiences");
+        let c = Config::from_source(&HashMap::from([
+            (AGENT_SERVICE_ACCOUNT, "nodes/agent"),
+            (TOKEN_AUDIENCES, "weft, weft-ca"),
+        ]))
+        .unwrap();
+        let Mode::Kubernetes(k) = c.mode else {
+            panic!("{:?}", c.mode)
+        };
+        assert_eq!(k.agent_namespace, "nodes");
+        assert_eq!(k.agent_service_account, "agent");
+        assert_eq!(k.token_audiences, vec!["weft", "weft-ca"]);
+    }
+
+    #[test]
+    fn mode_errors_name_the_variable() {
+        for (env, key) in [
+            (vec![(SOURCE, "etcd")], SOURCE),
+            (
+                vec![(SOURCE, "kubernetes"), (CONFIG_DIR, "/etc/weft")],
+                CONFIG_DIR,
+            ),
+            (vec![(NAMESPACE, "Weft_System")], NAMESPACE),
+            (
+                vec![(AGENT_SERVICE_ACCOUNT, "weft-agent")],
+                AGENT_SERVICE_ACCOUNT,
+            ),
+            (
+                vec![(AGENT_SERVICE_ACCOUNT, "a/b/c")],
+                AGENT_SERVICE_ACCOUNT,
+            ),
+            (vec![(CA_SECRET, "")], CA_SECRET),
+        ] {
+            let e = Config::from_source(&HashMap::from_iter(env.clone())).unwrap_err();
+            assert!(
+                e.to_string().starts_with(&format!("{key}=")),
+                "{env:?}: {e}"
+            );
+        }
     }
 }

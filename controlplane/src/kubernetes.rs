@@ -1,19 +1,71 @@
-//! From Kubernetes objects to the model: a pure function, so that what a cluster holds
+//! From Kubernetes objects to the model: pure functions, so that what a cluster holds
 //! becomes the same documents a local folder would, and every later step (validation,
-//! translation, distribution) is shared. Pods become `Workload`s (address, node,
-//! service account, labels); pods that cannot be in the mesh — not scheduled yet, no
-//! address, or on the host's network — are left out. The watches that feed this arrive
-//! with the Kubernetes source.
+//! last-good, translation, distribution) is shared.
+//!
+//! - Pods become `Workload`s (address, node, service account, labels); pods that cannot
+//!   be in the mesh — not scheduled yet, no address, finished, or on the host's network
+//!   — are left out.
+//! - Namespaces, Services and EndpointSlices keep their shape. Only the slices of
+//!   Services that exist are taken (the slice controller may briefly lead or lag).
+//! - The Gateway API kinds and Weft's CRDs arrive as the API server sends them and are
+//!   parsed like a file's documents, so a bad object is refused with its field path.
+//!   Gateways of other classes than `weft-waypoint` belong to other controllers and are
+//!   left out, and so are routes none of whose parents is Weft's (a waypoint Gateway or
+//!   a Service); a route's parents that are other controllers' Gateways are dropped.
+//!
+//! The watches that feed this are in `kubernetes/watch.rs`; `kubernetes/source.rs` keeps
+//! the last good version of each object.
 
-use std::collections::BTreeMap;
+pub mod source;
+pub mod watch;
 
-use k8s_openapi::api::core::v1 as core;
-
-use crate::model::{
-    self, Document, IntOrString, Metadata, Object, Origin, ServicePort, ServiceSpec, WorkloadSpec,
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
 };
 
-fn metadata(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Metadata {
+use k8s_openapi::{
+    api::{core::v1 as core, discovery::v1 as discovery},
+    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr},
+};
+use kube::core::DynamicObject;
+
+use crate::{
+    model::{
+        self, Document, EndpointConditions, IntOrString, Metadata, Object, ObjectReference, Origin,
+        Problem, ServicePort, ServiceSpec, WorkloadSpec,
+    },
+    validate::WAYPOINT_CLASS,
+};
+
+/// What the watches hold, kind by kind.
+#[derive(Debug, Clone, Default)]
+pub struct Cluster {
+    pub namespaces: Vec<Arc<core::Namespace>>,
+    pub pods: Vec<Arc<core::Pod>>,
+    pub services: Vec<Arc<core::Service>>,
+    pub endpoint_slices: Vec<Arc<discovery::EndpointSlice>>,
+    pub gateways: Vec<Arc<DynamicObject>>,
+    pub http_routes: Vec<Arc<DynamicObject>>,
+    pub grpc_routes: Vec<Arc<DynamicObject>>,
+    pub authorization_policies: Vec<Arc<DynamicObject>>,
+    pub peer_authentications: Vec<Arc<DynamicObject>>,
+    pub workloads: Vec<Arc<DynamicObject>>,
+}
+
+/// Each object of the cluster that Weft reads, by the name of its source (`kubernetes
+/// Kind namespace/name`): its document, or why it cannot be one.
+pub type Objects = BTreeMap<String, Result<Document, Vec<Problem>>>;
+
+/// The source name of a Kubernetes object, as problems and status show it.
+pub fn source_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("kubernetes {kind} {ns}/{name}"),
+        None => format!("kubernetes {kind} {name}"),
+    }
+}
+
+fn metadata(m: &ObjectMeta) -> Metadata {
     Metadata {
         name: m.name.clone().unwrap_or_default(),
         namespace: m.namespace.clone(),
@@ -22,103 +74,340 @@ fn metadata(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> M
     }
 }
 
-fn origin(kind: &str, m: &Metadata, index: usize) -> Origin {
-    Origin {
-        source: format!(
-            "kubernetes {kind} {}/{}",
-            m.namespace.as_deref().unwrap_or_default(),
-            m.name
-        ),
-        index,
+fn document(kind: &str, object: Object) -> (String, Document) {
+    let m = object.metadata();
+    let source = source_name(kind, m.namespace.as_deref(), &m.name);
+    let origin = Origin {
+        source: source.clone(),
+        index: 1,
+    };
+    (source, Document { origin, object })
+}
+
+/// A Namespace as it is.
+pub fn namespace(ns: &core::Namespace) -> Document {
+    let metadata = metadata(&ns.metadata);
+    document(
+        "Namespace",
+        Object::Namespace(model::Namespace { metadata }),
+    )
+    .1
+}
+
+/// A Pod's `Workload`, if the pod can be in the mesh.
+pub fn workload(pod: &core::Pod) -> Option<Document> {
+    let spec = pod.spec.as_ref()?;
+    if spec.host_network == Some(true) {
+        return None;
+    }
+    let node = spec.node_name.clone()?;
+    let status = pod.status.as_ref()?;
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let addresses: Vec<String> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .map(|ip| ip.ip.clone())
+        .collect();
+    if addresses.is_empty() {
+        return None;
+    }
+    let object = Object::Workload(model::Workload {
+        api_version: "weft.dev/v1alpha1".to_owned(),
+        kind: "Workload".to_owned(),
+        metadata: metadata(&pod.metadata),
+        spec: WorkloadSpec {
+            service_account: spec
+                .service_account_name
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
+            node,
+            addresses,
+        },
+    });
+    Some(document("Pod", object).1)
+}
+
+/// A Service as Weft reads it.
+pub fn service(svc: &core::Service) -> Document {
+    let spec = svc.spec.clone().unwrap_or_default();
+    let ports = spec
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| ServicePort {
+            name: p.name.clone(),
+            port: i64::from(p.port),
+            target_port: p.target_port.as_ref().map(|t| match t {
+                intstr::IntOrString::Int(n) => IntOrString::Int(i64::from(*n)),
+                intstr::IntOrString::String(s) => IntOrString::String(s.clone()),
+            }),
+            protocol: p.protocol.clone(),
+        })
+        .collect();
+    let object = Object::Service(model::Service {
+        metadata: metadata(&svc.metadata),
+        spec: ServiceSpec {
+            cluster_ip: spec.cluster_ip,
+            cluster_ips: spec.cluster_ips.unwrap_or_default(),
+            ports,
+            selector: spec.selector.unwrap_or_default(),
+        },
+    });
+    document("Service", object).1
+}
+
+/// An EndpointSlice as Weft reads it.
+pub fn endpoint_slice(slice: &discovery::EndpointSlice) -> Document {
+    let endpoints = slice
+        .endpoints
+        .iter()
+        .map(|e| model::Endpoint {
+            addresses: e.addresses.clone(),
+            conditions: EndpointConditions {
+                ready: e.conditions.as_ref().and_then(|c| c.ready),
+            },
+            node_name: e.node_name.clone(),
+            target_ref: e.target_ref.as_ref().map(|t| ObjectReference {
+                kind: t.kind.clone(),
+                namespace: t.namespace.clone(),
+                name: t.name.clone(),
+            }),
+        })
+        .collect();
+    let ports = slice
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| model::EndpointPort {
+            name: p.name.clone(),
+            port: p.port.map(i64::from),
+            protocol: p.protocol.clone(),
+        })
+        .collect();
+    let object = Object::EndpointSlice(model::EndpointSlice {
+        metadata: metadata(&slice.metadata),
+        address_type: slice.address_type.clone(),
+        endpoints,
+        ports,
+    });
+    document("EndpointSlice", object).1
+}
+
+/// Parses a Gateway API or Weft object of `kind` (a kind of [`model::KINDS`]) the way a
+/// document of a file is parsed: unknown fields and wrong values are refused with their
+/// field path.
+pub fn custom(kind: &str, object: &DynamicObject) -> Result<Document, Vec<Problem>> {
+    let namespace = object.metadata.namespace.as_deref();
+    let name = object.metadata.name.as_deref().unwrap_or_default();
+    let source = source_name(kind, namespace, name);
+    let origin = Origin {
+        source: source.clone(),
+        index: 1,
+    };
+    let problem = |path: String, reason: String| {
+        vec![Problem {
+            origin: origin.clone(),
+            object: Some(match namespace {
+                Some(ns) => format!("{kind} {ns}/{name}"),
+                None => format!("{kind} {name}"),
+            }),
+            path,
+            reason,
+        }]
+    };
+    let Some((api_version, _)) = model::KINDS.iter().find(|(_, k)| *k == kind) else {
+        return Err(problem("kind".to_owned(), format!("unknown kind {kind:?}")));
+    };
+    let mut value = serde_json::to_value(object)
+        .map_err(|e| problem(String::new(), format!("cannot be read: {e}")))?;
+    if let Some(fields) = value.as_object_mut() {
+        // The watch says what the object is; the API server's own fields are not Weft's.
+        fields.insert("apiVersion".to_owned(), (*api_version).into());
+        fields.insert("kind".to_owned(), kind.into());
+        if let Some(meta) = fields.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            meta.remove("managedFields");
+        }
+    }
+    without_defaults(kind, &mut value);
+    let value = serde_yaml_ng::to_value(&value)
+        .map_err(|e| problem(String::new(), format!("cannot be read: {e}")))?;
+    let object = model::documents::from_value(kind, value).map_err(|(p, r)| problem(p, r))?;
+    Ok(Document { origin, object })
+}
+
+/// Removes the values the API server fills in for fields Weft does not implement, where
+/// they mean what leaving them out means (a Gateway listener's `allowedRoutes` defaults
+/// to routes of the Gateway's own namespace, as a waypoint's do). The admission webhook
+/// reads objects this way too.
+pub(crate) fn without_defaults(kind: &str, value: &mut serde_json::Value) {
+    if kind != "Gateway" {
+        return;
+    }
+    let same_namespace = serde_json::json!({"namespaces": {"from": "Same"}});
+    let listeners = value
+        .pointer_mut("/spec/listeners")
+        .and_then(|l| l.as_array_mut());
+    for listener in listeners.into_iter().flatten() {
+        if let Some(fields) = listener.as_object_mut()
+            && fields.get("allowedRoutes") == Some(&same_namespace)
+        {
+            fields.remove("allowedRoutes");
+        }
     }
 }
 
-/// The model documents of a cluster's Namespaces, Pods and Services.
-pub fn documents(
-    namespaces: &[core::Namespace],
-    pods: &[core::Pod],
-    services: &[core::Service],
-) -> Vec<Document> {
-    let mut out = Vec::new();
-    for ns in namespaces {
-        let m = metadata(&ns.metadata);
-        out.push(Document {
-            origin: origin("Namespace", &m, out.len() + 1),
-            object: Object::Namespace(model::Namespace { metadata: m }),
-        });
+fn class_of(gateway: &DynamicObject) -> Option<&str> {
+    gateway
+        .data
+        .pointer("/spec/gatewayClassName")
+        .and_then(|c| c.as_str())
+}
+
+fn key_of(object: &DynamicObject) -> (String, String) {
+    (
+        object.metadata.namespace.clone().unwrap_or_default(),
+        object.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+/// Which controller a route's parent belongs to.
+#[derive(Debug, PartialEq, Eq)]
+enum Parent {
+    /// A waypoint Gateway or a Service (a mesh route, GAMMA).
+    Weft,
+    /// A Gateway of another class.
+    Foreign,
+    /// A Gateway that does not exist (validation says so), or a kind Weft does not know.
+    Unknown,
+}
+
+fn parent(
+    parent: &serde_json::Value,
+    route_namespace: &str,
+    weft: &BTreeSet<(String, String)>,
+    foreign: &BTreeSet<(String, String)>,
+) -> Parent {
+    let field = |f: &str| parent.get(f).and_then(|v| v.as_str());
+    let kind = field("kind").unwrap_or("Gateway");
+    let group = field("group").unwrap_or(match kind {
+        "Service" => "",
+        _ => "gateway.networking.k8s.io",
+    });
+    let key = (
+        field("namespace").unwrap_or(route_namespace).to_owned(),
+        field("name").unwrap_or_default().to_owned(),
+    );
+    match (group, kind) {
+        ("" | "core", "Service") => Parent::Weft,
+        ("gateway.networking.k8s.io", "Gateway") if weft.contains(&key) => Parent::Weft,
+        ("gateway.networking.k8s.io", "Gateway") if foreign.contains(&key) => Parent::Foreign,
+        _ => Parent::Unknown,
     }
-    for pod in pods {
-        let Some(spec) = &pod.spec else { continue };
-        if spec.host_network == Some(true) {
-            continue;
+}
+
+/// A route of Weft's, without its other controllers' parents; `None` for a route that
+/// is not Weft's.
+fn weft_route(
+    route: &DynamicObject,
+    weft: &BTreeSet<(String, String)>,
+    foreign: &BTreeSet<(String, String)>,
+) -> Option<DynamicObject> {
+    let namespace = route.metadata.namespace.as_deref().unwrap_or_default();
+    let parents = route
+        .data
+        .pointer("/spec/parentRefs")
+        .and_then(|p| p.as_array())?;
+    let kinds: Vec<Parent> = parents
+        .iter()
+        .map(|p| parent(p, namespace, weft, foreign))
+        .collect();
+    if !kinds.contains(&Parent::Weft) {
+        return None;
+    }
+    let mut route = route.clone();
+    if kinds.contains(&Parent::Foreign)
+        && let Some(list) = route
+            .data
+            .pointer_mut("/spec/parentRefs")
+            .and_then(|p| p.as_array_mut())
+    {
+        let mut kinds = kinds.iter();
+        list.retain(|_| kinds.next() != Some(&Parent::Foreign));
+    }
+    Some(route)
+}
+
+/// The documents of a cluster: every object Weft reads, translated or refused.
+pub fn documents(cluster: &Cluster) -> Objects {
+    let mut out = Objects::new();
+    let mut put = |doc: Document| {
+        out.insert(doc.origin.source.clone(), Ok(doc));
+    };
+    for ns in &cluster.namespaces {
+        put(namespace(ns));
+    }
+    for pod in &cluster.pods {
+        if let Some(doc) = workload(pod) {
+            put(doc);
         }
-        let Some(node) = spec.node_name.clone() else {
-            continue;
-        };
-        let addresses: Vec<String> = pod
-            .status
+    }
+    let mut services = BTreeSet::new();
+    for svc in &cluster.services {
+        let doc = service(svc);
+        let m = doc.object.metadata();
+        services.insert((m.namespace.clone().unwrap_or_default(), m.name.clone()));
+        put(doc);
+    }
+    for slice in &cluster.endpoint_slices {
+        let owner = slice
+            .metadata
+            .labels
             .as_ref()
-            .and_then(|s| s.pod_ips.as_ref())
-            .map(|ips| ips.iter().map(|ip| ip.ip.clone()).collect())
-            .unwrap_or_default();
-        if addresses.is_empty() {
-            continue;
+            .and_then(|l| l.get(model::SERVICE_NAME_LABEL));
+        let ns = slice.metadata.namespace.clone().unwrap_or_default();
+        if owner.is_some_and(|svc| services.contains(&(ns, svc.clone()))) {
+            put(endpoint_slice(slice));
         }
-        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
-        if matches!(phase, Some("Succeeded" | "Failed")) {
-            continue;
-        }
-        let m = metadata(&pod.metadata);
-        out.push(Document {
-            origin: origin("Pod", &m, out.len() + 1),
-            object: Object::Workload(model::Workload {
-                api_version: "weft.dev/v1alpha1".to_owned(),
-                kind: "Workload".to_owned(),
-                metadata: m,
-                spec: WorkloadSpec {
-                    service_account: spec
-                        .service_account_name
-                        .clone()
-                        .unwrap_or_else(|| "default".to_owned()),
-                    node,
-                    addresses,
-                },
-            }),
-        });
     }
-    for svc in services {
-        let Some(spec) = &svc.spec else { continue };
-        let m = metadata(&svc.metadata);
-        let ports = spec
-            .ports
-            .iter()
-            .flatten()
-            .map(|p| ServicePort {
-                name: p.name.clone(),
-                port: i64::from(p.port),
-                target_port: p.target_port.as_ref().map(|t| match t {
-                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => {
-                        IntOrString::Int(i64::from(*n))
-                    }
-                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => {
-                        IntOrString::String(s.clone())
-                    }
-                }),
-                protocol: p.protocol.clone(),
-            })
-            .collect();
-        out.push(Document {
-            origin: origin("Service", &m, out.len() + 1),
-            object: Object::Service(model::Service {
-                metadata: m,
-                spec: ServiceSpec {
-                    cluster_ip: spec.cluster_ip.clone(),
-                    cluster_ips: spec.cluster_ips.clone().unwrap_or_default(),
-                    ports,
-                    selector: spec.selector.clone().unwrap_or_default(),
-                },
-            }),
-        });
+    let (weft, foreign): (Vec<_>, Vec<_>) = cluster
+        .gateways
+        .iter()
+        .partition(|g| class_of(g) == Some(WAYPOINT_CLASS));
+    let weft_keys: BTreeSet<(String, String)> = weft.iter().map(|g| key_of(g)).collect();
+    let foreign_keys: BTreeSet<(String, String)> = foreign.iter().map(|g| key_of(g)).collect();
+    let mut put_custom = |kind: &str, object: &DynamicObject| {
+        let translated = custom(kind, object);
+        let source = source_name(
+            kind,
+            object.metadata.namespace.as_deref(),
+            object.metadata.name.as_deref().unwrap_or_default(),
+        );
+        out.insert(source, translated);
+    };
+    for gateway in weft {
+        put_custom("Gateway", gateway);
+    }
+    for (kind, routes) in [
+        ("HTTPRoute", &cluster.http_routes),
+        ("GRPCRoute", &cluster.grpc_routes),
+    ] {
+        for route in routes {
+            if let Some(route) = weft_route(route, &weft_keys, &foreign_keys) {
+                put_custom(kind, &route);
+            }
+        }
+    }
+    for (kind, objects) in [
+        ("AuthorizationPolicy", &cluster.authorization_policies),
+        ("PeerAuthentication", &cluster.peer_authentications),
+        ("Workload", &cluster.workloads),
+    ] {
+        for object in objects {
+            put_custom(kind, object);
+        }
     }
     out
 }
@@ -127,52 +416,72 @@ pub fn documents(
 mod tests {
     use super::*;
 
-    fn pod(json: serde_json::Value) -> core::Pod {
-        serde_json::from_value(json).unwrap()
+    fn arc<T: serde::de::DeserializeOwned>(json: serde_json::Value) -> Arc<T> {
+        Arc::new(serde_json::from_value(json).unwrap())
+    }
+
+    fn pod(json: serde_json::Value) -> Arc<core::Pod> {
+        arc(json)
+    }
+
+    fn shop() -> Cluster {
+        Cluster {
+            namespaces: vec![arc(serde_json::json!({
+                "metadata": {"name": "shop", "labels": {"weft.dev/mesh": "enabled"}},
+            }))],
+            pods: vec![
+                pod(serde_json::json!({
+                    "metadata": {"name": "cart-1", "namespace": "shop", "labels": {"app": "cart"}},
+                    "spec": {"nodeName": "node-1", "serviceAccountName": "cart", "containers": []},
+                    "status": {"phase": "Running", "podIPs": [{"ip": "10.244.1.3"}, {"ip": "fd00::3"}]},
+                })),
+                // Not scheduled yet.
+                pod(serde_json::json!({
+                    "metadata": {"name": "pending", "namespace": "shop"},
+                    "spec": {"containers": []},
+                })),
+                // On the host's network: never in the mesh.
+                pod(serde_json::json!({
+                    "metadata": {"name": "host", "namespace": "shop"},
+                    "spec": {"nodeName": "node-1", "hostNetwork": true, "containers": []},
+                    "status": {"podIPs": [{"ip": "192.0.2.1"}]},
+                })),
+                // Finished.
+                pod(serde_json::json!({
+                    "metadata": {"name": "job", "namespace": "shop"},
+                    "spec": {"nodeName": "node-1", "containers": []},
+                    "status": {"phase": "Succeeded", "podIPs": [{"ip": "10.244.1.9"}]},
+                })),
+            ],
+            services: vec![arc(serde_json::json!({
+                "metadata": {"name": "cart", "namespace": "shop"},
+                "spec": {"clusterIP": "10.96.0.10", "selector": {"app": "cart"},
+                         "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
+            }))],
+            ..Cluster::default()
+        }
+    }
+
+    fn ok(objects: &Objects) -> Vec<Document> {
+        objects
+            .values()
+            .map(|o| o.clone().expect("translated"))
+            .collect()
     }
 
     #[test]
     fn pods_become_workloads_and_the_rest_validates() {
-        let namespaces: Vec<core::Namespace> = vec![
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "shop", "labels": {"weft.dev/mesh": "enabled"}},
-            }))
-            .unwrap(),
-        ];
-        let pods = vec![
-            pod(serde_json::json!({
-                "metadata": {"name": "cart-1", "namespace": "shop", "labels": {"app": "cart"}},
-                "spec": {"nodeName": "node-1", "serviceAccountName": "cart", "containers": []},
-                "status": {"phase": "Running", "podIPs": [{"ip": "10.244.1.3"}, {"ip": "fd00::3"}]},
-            })),
-            // Not scheduled yet.
-            pod(serde_json::json!({
-                "metadata": {"name": "pending", "namespace": "shop"},
-                "spec": {"containers": []},
-            })),
-            // On the host's network: never in the mesh.
-            pod(serde_json::json!({
-                "metadata": {"name": "host", "namespace": "shop"},
-                "spec": {"nodeName": "node-1", "hostNetwork": true, "containers": []},
-                "status": {"podIPs": [{"ip": "192.0.2.1"}]},
-            })),
-            // Finished.
-            pod(serde_json::json!({
-                "metadata": {"name": "job", "namespace": "shop"},
-                "spec": {"nodeName": "node-1", "containers": []},
-                "status": {"phase": "Succeeded", "podIPs": [{"ip": "10.244.1.9"}]},
-            })),
-        ];
-        let services: Vec<core::Service> = vec![
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "cart", "namespace": "shop"},
-                "spec": {"clusterIP": "10.96.0.10", "selector": {"app": "cart"},
-                         "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
-            }))
-            .unwrap(),
-        ];
-        let docs = documents(&namespaces, &pods, &services);
-        assert_eq!(docs.len(), 3, "{docs:#?}");
+        let objects = documents(&shop());
+        let sources: Vec<&str> = objects.keys().map(String::as_str).collect();
+        assert_eq!(
+            sources,
+            vec![
+                "kubernetes Namespace shop",
+                "kubernetes Pod shop/cart-1",
+                "kubernetes Service shop/cart",
+            ]
+        );
+        let docs = ok(&objects);
         let Object::Workload(w) = &docs[1].object else {
             panic!("{:?}", docs[1])
         };
@@ -189,5 +498,169 @@ mod tests {
         };
         assert_eq!(s.endpoints.len(), 1);
         assert!(s.endpoints[0].enrolled);
+    }
+
+    #[test]
+    fn endpoint_slices_of_existing_services_only() {
+        let mut cluster = shop();
+        let slice = |name: &str, service: &str| -> Arc<discovery::EndpointSlice> {
+            arc(serde_json::json!({
+                "metadata": {"name": name, "namespace": "shop",
+                             "labels": {"kubernetes.io/service-name": service}},
+                "addressType": "IPv4",
+                "endpoints": [{"addresses": ["10.244.1.3"], "conditions": {"ready": false},
+                               "nodeName": "node-1",
+                               "targetRef": {"kind": "Pod", "namespace": "shop", "name": "cart-1"}}],
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+            }))
+        };
+        cluster.endpoint_slices = vec![slice("cart-x1", "cart"), slice("gone-x1", "gone")];
+        let objects = documents(&cluster);
+        assert!(objects.contains_key("kubernetes EndpointSlice shop/cart-x1"));
+        assert!(!objects.contains_key("kubernetes EndpointSlice shop/gone-x1"));
+        let docs = ok(&objects);
+        assert!(crate::validate::validate(&docs).is_empty());
+        let res = crate::resources::translate(&docs, "cluster.local");
+        let api::proto::config::resource::Body::Service(s) =
+            &res[&("Service".into(), "shop".into(), "cart".into())]
+        else {
+            panic!()
+        };
+        assert!(s.endpoints.is_empty(), "the only endpoint is not ready");
+    }
+
+    fn dynamic(json: serde_json::Value) -> Arc<DynamicObject> {
+        arc(json)
+    }
+
+    fn waypoint(name: &str, class: &str) -> Arc<DynamicObject> {
+        dynamic(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": name, "namespace": "shop", "resourceVersion": "7",
+                         "managedFields": [{"manager": "kubectl"}]},
+            "spec": {"gatewayClassName": class,
+                     "listeners": [{"name": "mesh", "port": 15008, "protocol": "HBONE",
+                                    "allowedRoutes": {"namespaces": {"from": "Same"}}}]},
+            "status": {"conditions": []},
+        }))
+    }
+
+    fn route(name: &str, parents: serde_json::Value) -> Arc<DynamicObject> {
+        dynamic(serde_json::json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"parentRefs": parents,
+                     "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                                "backendRefs": [{"group": "", "kind": "Service", "name": "cart",
+                                                 "port": 80, "weight": 1}]}]},
+        }))
+    }
+
+    #[test]
+    fn gateway_api_objects_of_weft_only() {
+        let mut cluster = shop();
+        cluster.gateways = vec![
+            waypoint("shop-waypoint", "weft-waypoint"),
+            waypoint("ingress", "istio"),
+        ];
+        let gw = |name: &str| serde_json::json!({"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": name});
+        cluster.http_routes = vec![
+            // To the waypoint, and to another controller's Gateway.
+            route(
+                "both",
+                serde_json::json!([gw("ingress"), gw("shop-waypoint")]),
+            ),
+            // A mesh route on a Service.
+            route(
+                "mesh",
+                serde_json::json!([{"group": "", "kind": "Service", "name": "cart"}]),
+            ),
+            // Someone else's.
+            route("theirs", serde_json::json!([gw("ingress")])),
+            // A waypoint that does not exist: validation will say so.
+            route(
+                "typo",
+                serde_json::json!([gw("shop-waypiont"), {"kind": "Service", "name": "cart"}]),
+            ),
+        ];
+        let objects = documents(&cluster);
+        assert!(objects.contains_key("kubernetes Gateway shop/shop-waypoint"));
+        assert!(!objects.contains_key("kubernetes Gateway shop/ingress"));
+        assert!(!objects.contains_key("kubernetes HTTPRoute shop/theirs"));
+        let docs = ok(&objects);
+        let Some(Object::HttpRoute(both)) = docs
+            .iter()
+            .map(|d| &d.object)
+            .find(|o| o.metadata().name == "both")
+        else {
+            panic!("{docs:#?}")
+        };
+        let parents: Vec<&str> = both
+            .spec
+            .parent_refs
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(
+            parents,
+            vec!["shop-waypoint"],
+            "the other controller's parent is dropped"
+        );
+        let problems = crate::validate::validate(&docs);
+        assert_eq!(problems.len(), 1, "{problems:#?}");
+        assert_eq!(problems[0].origin.source, "kubernetes HTTPRoute shop/typo");
+        assert_eq!(problems[0].path, "spec.parentRefs[0]");
+    }
+
+    #[test]
+    fn weft_objects_are_parsed_with_field_paths() {
+        let policy = |rules: serde_json::Value| {
+            dynamic(serde_json::json!({
+                "apiVersion": "security.weft.dev/v1alpha1", "kind": "AuthorizationPolicy",
+                "metadata": {"name": "p", "namespace": "shop", "uid": "u-1", "generation": 3},
+                "spec": {"action": "ALLOW", "rules": rules},
+            }))
+        };
+        let good = custom(
+            "AuthorizationPolicy",
+            &policy(serde_json::json!([{"from": [{"source": {"namespaces": ["shop"]}}]}])),
+        )
+        .unwrap();
+        assert_eq!(good.origin.source, "kubernetes AuthorizationPolicy shop/p");
+        assert_eq!(good.object.describe(), "AuthorizationPolicy shop/p");
+
+        let bad = custom(
+            "AuthorizationPolicy",
+            &policy(serde_json::json!([{"to": [{"operation": {"hosts": ["a"]}}]}])),
+        )
+        .unwrap_err();
+        assert_eq!(bad[0].path, "spec.rules[0].to[0].operation.hosts");
+        assert!(bad[0].reason.contains("unknown field `hosts`"), "{bad:?}");
+        assert_eq!(bad[0].object.as_deref(), Some("AuthorizationPolicy shop/p"));
+
+        // A Workload of a VM, as the CRD stores it.
+        let vm = custom(
+            "Workload",
+            &dynamic(serde_json::json!({
+                "apiVersion": "weft.dev/v1alpha1", "kind": "Workload",
+                "metadata": {"name": "vm-1", "namespace": "shop"},
+                "spec": {"serviceAccount": "legacy", "node": "vm-host-1", "addresses": ["192.0.2.10"]},
+            })),
+        )
+        .unwrap();
+        let Object::Workload(w) = vm.object else {
+            panic!()
+        };
+        assert_eq!(w.spec.addresses, vec!["192.0.2.10"]);
+    }
+
+    #[test]
+    fn a_gateway_keeps_what_it_says_beyond_the_defaults() {
+        let mut gateway = (*waypoint("shop-waypoint", "weft-waypoint")).clone();
+        gateway.data["spec"]["listeners"][0]["allowedRoutes"] =
+            serde_json::json!({"namespaces": {"from": "All"}});
+        let problems = custom("Gateway", &gateway).unwrap_err();
+        assert_eq!(problems[0].path, "spec.listeners[0].allowedRoutes");
+        assert!(problems[0].reason.contains("allowedRoutes"), "{problems:?}");
     }
 }

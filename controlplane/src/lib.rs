@@ -1,6 +1,8 @@
 //! Weft's control plane: the certificate authority (`ca`), node authentication
-//! (`auth`), the registry of workloads and their nodes (`registry`), rate limiting
-//! (`limit`) and the gRPC server (`server`). `start` ties them together.
+//! (`auth`), the configuration sources (`source`: a local folder; `kubernetes`: the API
+//! server's watches), the registry of workloads and their nodes (`registry`), rate
+//! limiting (`limit`), distribution (`distribution`) and the gRPC server (`server`).
+//! `start` ties them together, in the mode the configuration names (`config::Mode`).
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -26,7 +28,8 @@ use tokio::sync::{oneshot, watch};
 
 use crate::{
     ca::Authority,
-    config::Config,
+    config::{Config, Mode},
+    model::{Document, Problem},
     server::{Bundle, CaService},
 };
 
@@ -39,20 +42,30 @@ pub struct Running {
     /// Where the admission webhook listens, when it does.
     pub webhook_addr: Option<SocketAddr>,
     problems: Arc<std::sync::Mutex<Vec<model::Problem>>>,
+    in_force: Arc<std::sync::RwLock<Vec<Document>>>,
     webhook_task: Option<tokio::task::JoinHandle<()>>,
     /// The roots agents must trust, PEM (also written to `<state>/ca/trust-bundle.pem`).
     pub trust_bundle_pem: String,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
     bundle_task: tokio::task::JoinHandle<()>,
-    source_task: Option<tokio::task::JoinHandle<()>>,
+    source_task: tokio::task::JoinHandle<()>,
 }
 
 impl Running {
-    /// The problems of configuration files that are not in force.
+    /// The problems of configuration files (or Kubernetes objects) that are not in
+    /// force.
     pub fn problems(&self) -> Vec<model::Problem> {
         self.problems
             .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The documents in force.
+    pub fn documents(&self) -> Vec<Document> {
+        self.in_force
+            .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
@@ -64,9 +77,7 @@ impl Running {
             let _ = tx.send(());
         }
         self.bundle_task.abort();
-        if let Some(t) = &self.source_task {
-            t.abort();
-        }
+        self.source_task.abort();
         if let Some(t) = &self.webhook_task {
             t.abort();
         }
@@ -81,33 +92,57 @@ impl Running {
     }
 }
 
-fn load_authority(config: &Config) -> anyhow::Result<Authority> {
+/// The mode with what it needs at run time.
+enum Runtime {
+    Local(config::Local),
+    /// With the API server's client.
+    Kubernetes(config::Kubernetes, kube::Client),
+}
+
+async fn load_authority(config: &Config, runtime: &Runtime) -> anyhow::Result<Authority> {
     let settings = ca::Settings {
         trust_domain: config.trust_domain.clone(),
         default_lifetime: config.cert_lifetime,
         max_lifetime: config.cert_max_lifetime,
     };
-    match &config.plugged_ca {
-        Some(p) => {
-            let read = |path: &Path| {
-                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
-            };
-            let chain = match &p.chain {
-                Some(c) => read(c)?,
-                None => String::new(),
-            };
-            let authority = Authority::from_pem(
-                &read(&p.cert)?,
-                &read(&p.key)?,
-                &chain,
-                &read(&p.root)?,
+    if let Some(p) = &config.plugged_ca {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+        };
+        let chain = match &p.chain {
+            Some(c) => read(c)?,
+            None => String::new(),
+        };
+        let authority = Authority::from_pem(
+            &read(&p.cert)?,
+            &read(&p.key)?,
+            &chain,
+            &read(&p.root)?,
+            settings,
+        )
+        .context("loading the plugged-in CA")?;
+        tracing::info!(cert = %p.cert.display(), "using the plugged-in CA");
+        return Ok(authority);
+    }
+    match runtime {
+        Runtime::Kubernetes(k, client) => {
+            let (authority, created) = ca::kubernetes::load_or_create(
+                client.clone(),
+                &k.namespace,
+                &k.ca_secret,
                 settings,
             )
-            .context("loading the plugged-in CA")?;
-            tracing::info!(cert = %p.cert.display(), "using the plugged-in CA");
+            .await
+            .with_context(|| {
+                format!(
+                    "loading the root CA from the Secret {}/{}",
+                    k.namespace, k.ca_secret
+                )
+            })?;
+            tracing::info!(secret = %format!("{}/{}", k.namespace, k.ca_secret), created, "using Weft's own root CA");
             Ok(authority)
         }
-        None => {
+        Runtime::Local(_) => {
             let dir = config.state_dir.join("ca");
             let (authority, created) =
                 ca::local::load_or_create(&dir, settings).context("loading the root CA")?;
@@ -132,11 +167,31 @@ fn current_roots(authority: &Authority, extra: &Path) -> Vec<Vec<u8>> {
     roots
 }
 
-/// Loads the CA, binds the listener and starts serving.
+/// Loads the CA, reads the configuration, binds the listeners and starts serving. In
+/// Kubernetes mode the API server is found in the cluster or through a kubeconfig, and
+/// serving starts once every watched kind has been listed.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let runtime = match &config.mode {
+        Mode::Local(local) => Runtime::Local(local.clone()),
+        Mode::Kubernetes(k) => {
+            let client = kube::Client::try_default().await.context(
+                "connecting to the Kubernetes API server (in a pod, or through a kubeconfig); \
+                 for local mode set WEFT_CP_CONFIG_DIR",
+            )?;
+            Runtime::Kubernetes(k.clone(), client)
+        }
+    };
+    launch(config, runtime, kubernetes::watch::Settings::default()).await
+}
+
+async fn launch(
+    config: Config,
+    runtime: Runtime,
+    watch_settings: kubernetes::watch::Settings,
+) -> anyhow::Result<Running> {
     std::fs::create_dir_all(config.state_dir.join("ca"))
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
-    let authority = Arc::new(load_authority(&config)?);
+    let authority = Arc::new(load_authority(&config, &runtime).await?);
     let extra = config.state_dir.join("ca/extra-roots.pem");
     let (bundle_tx, bundle_rx) = watch::channel(Bundle {
         version: 1,
@@ -173,28 +228,56 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (cert, key) = authority
         .serving_certificate(&config.serving_names, &config.serving_ips)
         .context("issuing the serving certificate")?;
-    let auth = Arc::new(auth::Authenticator::Tokens(auth::NodeTokens::new(
-        config.node_tokens.clone(),
-    )));
+    let auth = Arc::new(match &runtime {
+        Runtime::Kubernetes(k, client) => {
+            auth::Authenticator::Kubernetes(auth::TokenReviewer::new(
+                client.clone(),
+                &k.agent_namespace,
+                &k.agent_service_account,
+                k.token_audiences.clone(),
+            ))
+        }
+        Runtime::Local(local) => {
+            auth::Authenticator::Tokens(auth::NodeTokens::new(local.node_tokens.clone()))
+        }
+    });
     let registry = Arc::new(registry::Registry::default());
     let hub = Arc::new(distribution::Hub::new());
     let problems = Arc::new(std::sync::Mutex::new(Vec::new()));
     let in_force = Arc::new(std::sync::RwLock::new(Vec::new()));
-    let source_task = config.config_dir.clone().map(|dir| {
-        let mut source =
-            source::LocalSource::new(dir, Some(config.state_dir.join("last-good-config")));
-        // The first read happens before serving, so the first request finds it.
-        let sinks = Sinks {
-            status_file: config.state_dir.join("status.json"),
-            trust_domain: config.trust_domain.clone(),
-            hub: Arc::clone(&hub),
-            registry: Arc::clone(&registry),
-            problems: Arc::clone(&problems),
-            in_force: Arc::clone(&in_force),
-        };
-        sinks.apply(&mut source);
-        tokio::spawn(follow_folder(source, sinks))
-    });
+    let sinks = Sinks {
+        status_file: config.state_dir.join("status.json"),
+        trust_domain: config.trust_domain.clone(),
+        hub: Arc::clone(&hub),
+        registry: Arc::clone(&registry),
+        problems: Arc::clone(&problems),
+        in_force: Arc::clone(&in_force),
+    };
+    // The first read happens before serving, so the first request finds it.
+    let source_task = match &runtime {
+        Runtime::Local(local) => {
+            let mut source = source::LocalSource::new(
+                local.config_dir.clone(),
+                Some(config.state_dir.join("last-good-config")),
+            );
+            let docs = source.reload();
+            sinks.put_in_force(docs, source.problems());
+            tokio::spawn(follow_folder(source, sinks))
+        }
+        Runtime::Kubernetes(_, client) => {
+            let mut watches = kubernetes::watch::Watches::start(client, &watch_settings);
+            watches.synced().await;
+            let mut source = kubernetes::source::KubernetesSource::default();
+            let docs = source.reload(&watches.snapshot());
+            sinks.put_in_force(docs, source.problems());
+            tokio::spawn(kubernetes::source::follow(
+                watches,
+                source,
+                SETTLE,
+                move |docs, problems| sinks.put_in_force(docs, problems),
+            ))
+        }
+    };
     let service = CaService {
         authority: Arc::clone(&authority),
         registry,
@@ -216,7 +299,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tracing::info!(%addr, "admission webhook listening");
             (
                 Some(addr),
-                Some(tokio::spawn(webhook::serve(listener, tls, in_force))),
+                Some(tokio::spawn(webhook::serve(
+                    listener,
+                    tls,
+                    Arc::clone(&in_force),
+                ))),
             )
         }
         None => (None, None),
@@ -241,6 +328,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         hub,
         webhook_addr,
         problems,
+        in_force,
         webhook_task,
         trust_bundle_pem,
         shutdown: Some(tx),
@@ -250,8 +338,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-/// How often the configuration folder is looked at, and how long a burst of changes may
-/// settle before it is read (edits that come together become one push).
+/// How often the configuration folder is looked at, and how long a burst of changes (to
+/// files, or to Kubernetes objects) may settle before it is read: changes that come
+/// together become one push.
 const POLL: Duration = Duration::from_millis(100);
 const SETTLE: Duration = Duration::from_millis(150);
 
@@ -289,9 +378,8 @@ struct Sinks {
 }
 
 impl Sinks {
-    /// Reads the source and puts what is good in force.
-    fn apply(&self, source: &mut source::LocalSource) {
-        let docs = source.reload();
+    /// Puts the good part of a source in force and records the problems of the rest.
+    fn put_in_force(&self, docs: Vec<Document>, problems: &[Problem]) {
         self.registry.update(&docs, &self.trust_domain);
         if let Some(version) = self
             .hub
@@ -299,9 +387,9 @@ impl Sinks {
         {
             tracing::info!(version, documents = docs.len(), "configuration published");
         }
-        *self.problems.lock().unwrap_or_else(|p| p.into_inner()) = source.problems().to_vec();
+        *self.problems.lock().unwrap_or_else(|p| p.into_inner()) = problems.to_vec();
         *self.in_force.write().unwrap_or_else(|p| p.into_inner()) = docs;
-        let status = status_json(&self.hub, source.problems());
+        let status = status_json(&self.hub, problems);
         if let Err(e) = std::fs::write(&self.status_file, status.to_string()) {
             tracing::warn!(file = %self.status_file.display(), error = %e, "cannot write the status");
         }
@@ -316,7 +404,8 @@ async fn follow_folder(mut source: source::LocalSource, sinks: Sinks) {
             tokio::time::sleep(POLL).await;
         }
         tokio::time::sleep(SETTLE).await;
-        sinks.apply(&mut source);
+        let docs = source.reload();
+        sinks.put_in_force(docs, source.problems());
     }
 }
 

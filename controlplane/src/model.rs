@@ -1,8 +1,8 @@
 //! The documents operators declare, in the shape they write them (Kubernetes YAML):
-//! `Namespace` and `Service` (core v1), Weft's `Workload` (weft.dev/v1alpha1) for
-//! workloads that are not pods, `AuthorizationPolicy` and `PeerAuthentication`
-//! (security.weft.dev/v1alpha1), and the Gateway API's `Gateway`, `HTTPRoute` and
-//! `GRPCRoute` (gateway.networking.k8s.io/v1). Parsing gives every document its origin
+//! `Namespace` and `Service` (core v1), `EndpointSlice` (discovery.k8s.io/v1), Weft's
+//! `Workload` (weft.dev/v1alpha1) for workloads that are not pods, `AuthorizationPolicy`
+//! and `PeerAuthentication` (security.weft.dev/v1alpha1), and the Gateway API's
+//! `Gateway`, `HTTPRoute` and `GRPCRoute` (gateway.networking.k8s.io/v1). Parsing gives every document its origin
 //! and every error its field path; `validate.rs` checks the meaning.
 
 pub mod documents;
@@ -62,6 +62,7 @@ pub struct Document {
 pub enum Object {
     Namespace(Namespace),
     Service(Service),
+    EndpointSlice(EndpointSlice),
     Workload(Workload),
     AuthorizationPolicy(AuthorizationPolicy),
     PeerAuthentication(PeerAuthentication),
@@ -75,6 +76,7 @@ impl Object {
         match self {
             Object::Namespace(_) => "Namespace",
             Object::Service(_) => "Service",
+            Object::EndpointSlice(_) => "EndpointSlice",
             Object::Workload(_) => "Workload",
             Object::AuthorizationPolicy(_) => "AuthorizationPolicy",
             Object::PeerAuthentication(_) => "PeerAuthentication",
@@ -88,6 +90,7 @@ impl Object {
         match self {
             Object::Namespace(o) => &o.metadata,
             Object::Service(o) => &o.metadata,
+            Object::EndpointSlice(o) => &o.metadata,
             Object::Workload(o) => &o.metadata,
             Object::AuthorizationPolicy(o) => &o.metadata,
             Object::PeerAuthentication(o) => &o.metadata,
@@ -111,6 +114,7 @@ impl Object {
 pub const KINDS: &[(&str, &str)] = &[
     ("v1", "Namespace"),
     ("v1", "Service"),
+    ("discovery.k8s.io/v1", "EndpointSlice"),
     ("weft.dev/v1alpha1", "Workload"),
     ("security.weft.dev/v1alpha1", "AuthorizationPolicy"),
     ("security.weft.dev/v1alpha1", "PeerAuthentication"),

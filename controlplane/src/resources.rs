@@ -1,14 +1,19 @@
 //! From validated documents to the resources that are distributed: a pure function, so
 //! the same translation serves every source (local folder, Kubernetes) and is tested on
 //! its own. Workloads learn whether they are in the mesh (namespace label, pod opt-out)
-//! and which waypoint serves them; Services get their endpoints from their selector.
+//! and which waypoint serves them; Services get their endpoints from their
+//! EndpointSlices when they have any (on Kubernetes: the ready ones), else from their
+//! selector.
 
 use std::collections::BTreeMap;
 
 use api::proto::config::{self as wire, PolicyRule, PolicySource, ServicePort, resource::Body};
 
 use crate::{
-    model::{Action, Document, IntOrString, Metadata, MtlsMode, Object},
+    model::{
+        Action, Document, EndpointSlice, IntOrString, Metadata, MtlsMode, Object,
+        SERVICE_NAME_LABEL,
+    },
     validate::{MESH_LABEL, USE_WAYPOINT_LABEL},
 };
 
@@ -30,6 +35,82 @@ fn selector_map(
     selector
         .map(|s| s.match_labels.clone().into_iter().collect())
         .unwrap_or_default()
+}
+
+/// The EndpointSlices of each Service, by `(namespace, service name)`.
+fn slices_by_service(docs: &[Document]) -> BTreeMap<(&str, &str), Vec<&EndpointSlice>> {
+    let mut out: BTreeMap<(&str, &str), Vec<&EndpointSlice>> = BTreeMap::new();
+    for d in docs {
+        if let Object::EndpointSlice(e) = &d.object
+            && let Some(service) = e.metadata.labels.get(SERVICE_NAME_LABEL)
+        {
+            let ns = e.metadata.namespace.as_deref().unwrap_or_default();
+            out.entry((ns, service.as_str())).or_default().push(e);
+        }
+    }
+    out
+}
+
+/// Workloads by name and by address, to find the workload behind an endpoint.
+struct WorkloadIndex<'a> {
+    by_name: BTreeMap<(&'a str, &'a str), usize>,
+    by_address: BTreeMap<&'a str, usize>,
+}
+
+impl<'a> WorkloadIndex<'a> {
+    fn new(workloads: &'a [(&'a Metadata, wire::Workload)]) -> Self {
+        let mut index = WorkloadIndex {
+            by_name: BTreeMap::new(),
+            by_address: BTreeMap::new(),
+        };
+        for (i, (m, w)) in workloads.iter().enumerate() {
+            let ns = m.namespace.as_deref().unwrap_or_default();
+            index.by_name.insert((ns, m.name.as_str()), i);
+            for a in &w.addresses {
+                index.by_address.entry(a.as_str()).or_insert(i);
+            }
+        }
+        index
+    }
+
+    /// The workloads (indexes) behind the ready endpoints of a Service's EndpointSlices,
+    /// each once. An endpoint is its workload when it refers to it (a Pod or Workload
+    /// target of that name) or else shares an address with it; an endpoint that is no
+    /// workload (a host-network pod, an address outside the cluster) has no identity and
+    /// is not distributed.
+    fn behind(&self, slices: &[&EndpointSlice], namespace: &str) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for slice in slices {
+            if slice.address_type == "FQDN" {
+                continue;
+            }
+            for e in &slice.endpoints {
+                if e.conditions.ready == Some(false) {
+                    continue;
+                }
+                let by_target = e.target_ref.as_ref().and_then(|t| {
+                    let kind = t.kind.as_deref()?;
+                    if kind != "Pod" && kind != "Workload" {
+                        return None;
+                    }
+                    let ns = t.namespace.as_deref().unwrap_or(namespace);
+                    self.by_name.get(&(ns, t.name.as_deref()?)).copied()
+                });
+                let found = by_target.or_else(|| {
+                    e.addresses
+                        .iter()
+                        .find_map(|a| self.by_address.get(a.as_str()).copied())
+                });
+                if let Some(i) = found
+                    && seen.insert(i)
+                {
+                    out.push(i);
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The distributed form of a set of documents.
@@ -74,14 +155,30 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
             out.insert(key("Workload", &w.metadata), Body::Workload(body));
         }
     }
+    let endpoint = |(m, w): &(&Metadata, wire::Workload)| {
+        let ns = m.namespace.as_deref().unwrap_or_default();
+        wire::Endpoint {
+            workload: format!("{ns}/{}", m.name),
+            addresses: w.addresses.clone(),
+            identity: format!("spiffe://{trust_domain}/ns/{ns}/sa/{}", w.service_account),
+            enrolled: w.enrolled,
+            node: w.node.clone(),
+        }
+    };
+    let slices = slices_by_service(docs);
+    let index = WorkloadIndex::new(&workloads);
     for d in docs {
         match &d.object {
             Object::Service(s) => {
                 let ns = s.metadata.namespace.as_deref().unwrap_or_default();
-                let endpoints = if s.spec.selector.is_empty() {
-                    Vec::new()
-                } else {
-                    workloads
+                let endpoints = match slices.get(&(ns, s.metadata.name.as_str())) {
+                    Some(slices) => index
+                        .behind(slices, ns)
+                        .into_iter()
+                        .map(|i| endpoint(&workloads[i]))
+                        .collect(),
+                    None if s.spec.selector.is_empty() => Vec::new(),
+                    None => workloads
                         .iter()
                         .filter(|(m, _)| {
                             m.namespace.as_deref() == Some(ns)
@@ -90,17 +187,8 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                                     .iter()
                                     .all(|(k, v)| m.labels.get(k) == Some(v))
                         })
-                        .map(|(m, w)| wire::Endpoint {
-                            workload: format!("{ns}/{}", m.name),
-                            addresses: w.addresses.clone(),
-                            identity: format!(
-                                "spiffe://{trust_domain}/ns/{ns}/sa/{}",
-                                w.service_account
-                            ),
-                            enrolled: w.enrolled,
-                            node: w.node.clone(),
-                        })
-                        .collect()
+                        .map(endpoint)
+                        .collect(),
                 };
                 let addresses = s
                     .spec
@@ -248,5 +336,63 @@ spec: {clusterIP: 10.96.0.10, selector: {app: cart}, ports: [{name: http, port: 
             "spiffe://cluster.local/ns/shop/sa/cart"
         );
         assert_eq!(s.endpoints[0].node, "node-1");
+    }
+
+    #[test]
+    fn endpoint_slices_give_the_ready_endpoints() {
+        let slices = "
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec: {clusterIP: 10.96.0.20, ports: [{port: 5432}]}
+---
+apiVersion: weft.dev/v1alpha1
+kind: Workload
+metadata: {name: db-vm, namespace: shop}
+spec: {serviceAccount: db, node: vm-1, addresses: [192.0.2.7]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: cart-abc, namespace: shop, labels: {kubernetes.io/service-name: cart}}
+addressType: IPv4
+endpoints:
+  - addresses: [10.244.1.3]
+    conditions: {ready: true}
+    targetRef: {kind: Pod, name: cart-1}
+  - addresses: [10.244.2.3]
+    conditions: {ready: false}
+    targetRef: {kind: Pod, name: cart-2}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-manual, namespace: shop, labels: {kubernetes.io/service-name: db}}
+addressType: IPv4
+endpoints:
+  - addresses: [192.0.2.7]
+  - addresses: [198.51.100.1]
+";
+        let (docs, problems) = crate::model::parse("t", &format!("{DOCS}{slices}"));
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(crate::validate::validate(&docs).is_empty());
+        let out = translate(&docs, "cluster.local");
+        let service = |name: &str| match &out[&("Service".into(), "shop".into(), name.into())] {
+            Body::Service(s) => s.clone(),
+            other => panic!("{other:?}"),
+        };
+        // The selector would pick both cart workloads; the slice says only one is ready.
+        let cart = service("cart");
+        let names: Vec<&str> = cart.endpoints.iter().map(|e| e.workload.as_str()).collect();
+        assert_eq!(names, vec!["shop/cart-1"]);
+        // A Service without a selector: its endpoint that is a workload (by address) is
+        // distributed with that workload's identity; the one outside the mesh is not.
+        let db = service("db");
+        assert_eq!(db.endpoints.len(), 1, "{db:?}");
+        assert_eq!(db.endpoints[0].workload, "shop/db-vm");
+        assert_eq!(
+            db.endpoints[0].identity,
+            "spiffe://cluster.local/ns/shop/sa/db"
+        );
+        assert_eq!(db.endpoints[0].node, "vm-1");
     }
 }

@@ -156,34 +156,9 @@ impl LocalSource {
                 Err(e) => tracing::warn!(file = %source, error = %e, "cannot read"),
             }
         }
-        // Validate the set; a file with a problem falls back to its last good version,
-        // until the set is clean (each round removes at least one file's new version).
-        for _ in 0..=files.len() {
-            let all: Vec<Document> = candidate.values().flatten().cloned().collect();
-            let found = validate(&all);
-            if found.is_empty() {
-                break;
-            }
-            let mut reverted = false;
-            for p in &found {
-                let file = PathBuf::from(&p.origin.source);
-                let new = candidate.get(&file);
-                let old = self.good.get(&file);
-                if new != old {
-                    match old {
-                        Some(old) => candidate.insert(file.clone(), old.clone()),
-                        None => candidate.remove(&file),
-                    };
-                    reverted = true;
-                }
-            }
-            problems.extend(found);
-            if !reverted {
-                // The last good set itself no longer validates (a referenced file was
-                // deleted): keep it as it is rather than serve nothing.
-                break;
-            }
-        }
+        problems.extend(keep_last_good(&mut candidate, &self.good, |p| {
+            PathBuf::from(&p.origin.source)
+        }));
         problems.dedup();
         for p in &problems {
             tracing::warn!(problem = %p, "configuration refused; the last good version stays in force");
@@ -202,6 +177,50 @@ impl LocalSource {
         self.persist();
         self.good.values().flatten().cloned().collect()
     }
+}
+
+/// Validates `candidate` (the new version of each unit of configuration: a file, a
+/// Kubernetes object) as a set. A unit with a problem falls back to its version in
+/// `good` (or leaves the set, if it never was good), until the set is clean; each round
+/// takes back at least one new version. Returns every problem found on the way. Units
+/// are named by `unit_of`, from the origin of a problem.
+pub(crate) fn keep_last_good<K: Ord + Clone>(
+    candidate: &mut BTreeMap<K, Vec<Document>>,
+    good: &BTreeMap<K, Vec<Document>>,
+    unit_of: impl Fn(&Problem) -> K,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for _ in 0..=candidate.len() {
+        let all: Vec<Document> = candidate.values().flatten().cloned().collect();
+        let found = validate(&all);
+        if found.is_empty() {
+            break;
+        }
+        let mut reverted = false;
+        for p in &found {
+            let unit = unit_of(p);
+            let new = candidate.get(&unit);
+            let old = good.get(&unit);
+            if new != old {
+                match old {
+                    Some(old) => candidate.insert(unit, old.clone()),
+                    None => candidate.remove(&unit),
+                };
+                reverted = true;
+            }
+        }
+        for p in found {
+            if !problems.contains(&p) {
+                problems.push(p);
+            }
+        }
+        if !reverted {
+            // The last good set itself no longer validates (a unit it referred to is
+            // gone): keep it as it is rather than serve nothing.
+            break;
+        }
+    }
+    problems
 }
 
 #[cfg(test)]

@@ -10,8 +10,8 @@ use std::{
 };
 
 use crate::model::{
-    Action, AuthorizationPolicy, BackendRef, Document, IntOrString, LabelSelector, Metadata,
-    Object, Origin, ParentRef, PathMatchType, Problem, parse,
+    Action, AuthorizationPolicy, BackendRef, Document, EndpointSlice, IntOrString, LabelSelector,
+    Metadata, Object, Origin, ParentRef, PathMatchType, Problem, SERVICE_NAME_LABEL, parse,
 };
 
 /// Enrollment label (namespace: `enabled`; pod: `disabled` opts out).
@@ -44,7 +44,7 @@ impl Check<'_> {
 }
 
 /// DNS-1123 label (namespaces, most names).
-fn dns_label(s: &str) -> Result<(), String> {
+pub(crate) fn dns_label(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 63 {
         return Err(format!("{s:?} must be 1 to 63 characters"));
     }
@@ -62,7 +62,7 @@ fn dns_label(s: &str) -> Result<(), String> {
 }
 
 /// DNS-1123 subdomain (object names that may hold dots).
-fn dns_subdomain(s: &str) -> Result<(), String> {
+pub(crate) fn dns_subdomain(s: &str) -> Result<(), String> {
     if s.is_empty() || s.len() > 253 {
         return Err(format!("{s:?} must be 1 to 253 characters"));
     }
@@ -248,13 +248,16 @@ pub fn validate(docs: &[Document]) -> Vec<Problem> {
                         c.bad(path, format!("{ip:?} is not an IP address"));
                     }
                 }
+                // Kubernetes allows one port number once per protocol (DNS: 53/UDP and
+                // 53/TCP).
                 let mut ports = BTreeSet::new();
                 for (i, p) in s.spec.ports.iter().enumerate() {
+                    let protocol = p.protocol.as_deref().unwrap_or("TCP");
                     match port(p.port) {
                         Err(e) => c.bad(format!("spec.ports[{i}].port"), e),
-                        Ok(n) if !ports.insert(n) => c.bad(
+                        Ok(n) if !ports.insert((n, protocol)) => c.bad(
                             format!("spec.ports[{i}].port"),
-                            format!("port {n} appears twice"),
+                            format!("port {n} ({protocol}) appears twice"),
                         ),
                         Ok(_) => {}
                     }
@@ -273,6 +276,7 @@ pub fn validate(docs: &[Document]) -> Vec<Problem> {
                     }
                 }
             }
+            Object::EndpointSlice(e) => endpoint_slice(&mut c, &index, e),
             Object::Workload(w) => {
                 let ns = w.metadata.namespace.as_deref().unwrap_or_default();
                 waypoint_label(&mut c, &index, ns, &w.metadata);
@@ -528,6 +532,57 @@ fn backends(c: &mut Check<'_>, index: &Index<'_>, ns: &str, rule: &str, refs: &[
                 format!("{path}.weight"),
                 format!("{w} is not between 0 and 1000000"),
             );
+        }
+    }
+}
+
+fn endpoint_slice(c: &mut Check<'_>, index: &Index<'_>, e: &EndpointSlice) {
+    let ns = e.metadata.namespace.as_deref().unwrap_or_default();
+    match e.metadata.labels.get(SERVICE_NAME_LABEL) {
+        None => c.bad(
+            format!("metadata.labels.{SERVICE_NAME_LABEL}"),
+            "required: it names the Service the slice belongs to",
+        ),
+        Some(svc) if !index.services.contains(&(ns, svc.as_str())) => c.bad(
+            format!("metadata.labels.{SERVICE_NAME_LABEL}"),
+            format!("no Service {ns}/{svc} is declared"),
+        ),
+        Some(_) => {}
+    }
+    let family = match e.address_type.as_str() {
+        "IPv4" => Some(true),
+        "IPv6" => Some(false),
+        "FQDN" => None,
+        other => {
+            c.bad(
+                "addressType",
+                format!("{other:?}: expected \"IPv4\", \"IPv6\" or \"FQDN\""),
+            );
+            None
+        }
+    };
+    if let Some(v4) = family {
+        for (i, endpoint) in e.endpoints.iter().enumerate() {
+            for (j, a) in endpoint.addresses.iter().enumerate() {
+                match a.parse::<IpAddr>() {
+                    Ok(ip) if ip.is_ipv4() == v4 => {}
+                    Ok(_) => c.bad(
+                        format!("endpoints[{i}].addresses[{j}]"),
+                        format!("{a:?} is not an {} address", e.address_type),
+                    ),
+                    Err(_) => c.bad(
+                        format!("endpoints[{i}].addresses[{j}]"),
+                        format!("{a:?} is not an IP address"),
+                    ),
+                }
+            }
+        }
+    }
+    for (i, p) in e.ports.iter().enumerate() {
+        if let Some(n) = p.port
+            && let Err(e) = port(n)
+        {
+            c.bad(format!("ports[{i}].port"), e);
         }
     }
 }

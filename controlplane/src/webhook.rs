@@ -2,6 +2,8 @@
 //! object (AdmissionReview, `POST /validate`, HTTPS on 15017) and the same validation
 //! as `weftctl validate` answers — against the configuration in force, so references
 //! and conflicts are checked too. A refusal lists every problem with its field path.
+//! The values the API server fills in by default are read as the Kubernetes source reads
+//! them, and Gateways of other classes are left to their controllers.
 
 use std::{
     convert::Infallible,
@@ -16,7 +18,10 @@ use kube::core::{
     admission::{AdmissionRequest, AdmissionResponse, AdmissionReview},
 };
 
-use crate::model::{Document, parse};
+use crate::{
+    model::{Document, parse},
+    validate::WAYPOINT_CLASS,
+};
 
 /// Largest AdmissionReview accepted (the API server sends at most a few MiB).
 const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -42,11 +47,21 @@ pub fn review(body: &[u8], in_force: &[Document]) -> serde_json::Value {
         }
     };
     let response = AdmissionResponse::from(&request);
+    let kind = request.kind.kind.as_str();
+    let class = request
+        .object
+        .as_ref()
+        .and_then(|o| o.data.pointer("/spec/gatewayClassName"))
+        .and_then(|c| c.as_str());
     let response = match &request.object {
         // Deletions take nothing away that validation protects.
         None => response,
+        // Another controller's Gateway is not Weft's to judge.
+        Some(_) if kind == "Gateway" && class != Some(WAYPOINT_CLASS) => response,
         Some(object) => {
-            let text = serde_json::to_string(object).unwrap_or_default();
+            let mut value = serde_json::to_value(object).unwrap_or_default();
+            crate::kubernetes::without_defaults(kind, &mut value);
+            let text = value.to_string();
             let (docs, mut problems) = parse(SOURCE, &text);
             if let Some(doc) = docs.first() {
                 let key = doc.object.describe();
@@ -233,6 +248,49 @@ mod tests {
         assert_eq!(out["response"]["allowed"], false, "{out}");
         let message = out["response"]["status"]["message"].as_str().unwrap();
         assert!(message.contains("no waypoint serves"), "{message}");
+    }
+
+    fn gateway_review(class: &str, protocol: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1",
+            "kind": "AdmissionReview",
+            "request": {
+                "uid": "0f4c1b52-3e0c-4a8e-9d49-6a1b5e1b7f10",
+                "kind": {"group": "gateway.networking.k8s.io", "version": "v1", "kind": "Gateway"},
+                "resource": {"group": "gateway.networking.k8s.io", "version": "v1", "resource": "gateways"},
+                "name": "gw",
+                "namespace": "shop",
+                "operation": "CREATE",
+                "userInfo": {"username": "admin"},
+                "object": {
+                    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+                    "metadata": {"name": "gw", "namespace": "shop"},
+                    "spec": {"gatewayClassName": class, "listeners": [{
+                        "name": "mesh", "port": 15008, "protocol": protocol,
+                        // What the API server adds when the listener says nothing.
+                        "allowedRoutes": {"namespaces": {"from": "Same"}},
+                    }]},
+                },
+                "dryRun": false,
+            },
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn gateways_as_the_api_server_sends_them() {
+        let out = review(&gateway_review("weft-waypoint", "HBONE"), &[]);
+        assert_eq!(out["response"]["allowed"], true, "{out}");
+        let out = review(&gateway_review("weft-waypoint", "HTTP"), &[]);
+        assert_eq!(out["response"]["allowed"], false, "{out}");
+        let message = out["response"]["status"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("spec.listeners[0].protocol: "),
+            "{message}"
+        );
+        // Another controller's Gateway.
+        let out = review(&gateway_review("istio", "HTTP"), &[]);
+        assert_eq!(out["response"]["allowed"], true, "{out}");
     }
 
     #[test]

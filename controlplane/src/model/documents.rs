@@ -83,6 +83,65 @@ pub struct ServicePort {
     pub protocol: Option<String>,
 }
 
+// --- EndpointSlice (discovery.k8s.io/v1)
+
+/// The label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointSlice {
+    pub metadata: Metadata,
+    /// `IPv4`, `IPv6` or `FQDN`.
+    pub address_type: String,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub ports: Vec<EndpointPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    pub addresses: Vec<String>,
+    #[serde(default)]
+    pub conditions: EndpointConditions,
+    #[serde(default)]
+    pub node_name: Option<String>,
+    #[serde(default)]
+    pub target_ref: Option<ObjectReference>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointConditions {
+    /// Unknown (absent) counts as ready, as Kubernetes asks of consumers.
+    #[serde(default)]
+    pub ready: Option<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectReference {
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EndpointPort {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub port: Option<i64>,
+    #[serde(default)]
+    pub protocol: Option<String>,
+}
+
 // --- Workload (weft.dev/v1alpha1)
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -467,6 +526,7 @@ pub fn from_value(kind: &str, value: serde_yaml_ng::Value) -> Result<Object, (St
     Ok(match kind {
         "Namespace" => Object::Namespace(typed(value)?),
         "Service" => Object::Service(typed(value)?),
+        "EndpointSlice" => Object::EndpointSlice(typed(value)?),
         "Workload" => Object::Workload(typed(value)?),
         "AuthorizationPolicy" => Object::AuthorizationPolicy(typed(value)?),
         "PeerAuthentication" => Object::PeerAuthentication(typed(value)?),
