@@ -50,6 +50,12 @@ pub mod maps {
     pub const ORIGINAL_DST_BY_SOCKET: &str = "ORIGINAL_DST_BY_SOCKET";
     /// Per-CPU array of `u64` counters indexed by [`super::Decision`].
     pub const DECISIONS: &str = "DECISIONS";
+    /// [`super::InboundKey`] → [`super::InboundAddr`]: the addresses of enrolled pods
+    /// whose inbound plaintext connections are steered to the agent.
+    pub const INBOUND_ADDRS: &str = "INBOUND_ADDRS";
+    /// Sockhash [`super::InboundKey`] → the agent's inbound plaintext listener (15006)
+    /// in the namespace that owns the address.
+    pub const INBOUND_LISTENERS: &str = "INBOUND_LISTENERS";
 }
 
 /// Program names, as the agent finds them in the object and pins them.
@@ -57,6 +63,7 @@ pub mod programs {
     pub const CONNECT4: &str = "weft_connect4";
     pub const CONNECT6: &str = "weft_connect6";
     pub const SOCKOPS: &str = "weft_sockops";
+    pub const SK_LOOKUP: &str = "weft_sk_lookup";
 }
 
 /// Capacity of the original-destination maps (LRU: stale entries age out).
@@ -65,6 +72,9 @@ pub const ORIGINAL_DST_CAPACITY: u32 = 65_536;
 pub const ENROLLED_NETNS_CAPACITY: u32 = 4_096;
 /// Capacity of the excluded port map.
 pub const EXCLUDED_PORTS_CAPACITY: u32 = 256;
+/// Capacity of the inbound address and listener maps (a pod may have an IPv4 and an
+/// IPv6 address).
+pub const INBOUND_CAPACITY: u32 = 2 * ENROLLED_NETNS_CAPACITY;
 
 /// Why a capture program did what it did. Indexes the `DECISIONS` counters.
 ///
@@ -96,11 +106,30 @@ pub enum Decision {
     OriginalDstMissing = 9,
     /// `sockops` could not write the socket map.
     SocketRecordFailed = 10,
+    /// `sk_lookup`: an inbound plaintext connection to an enrolled pod was steered to
+    /// the agent's 15006 listener.
+    InboundSteered = 11,
+    /// `sk_lookup`: an inbound connection to the HBONE port, left to its listener.
+    InboundHbone = 12,
+    /// `sk_lookup`: a connection from inside the namespace itself (loopback), left alone
+    /// (the agent's own leg to the application is one).
+    InboundLocal = 13,
+    /// `sk_lookup`: the destination address is not an enrolled pod's.
+    InboundNotEnrolled = 14,
+    /// `sk_lookup`: a connection from outside to one of the agent's own ports, dropped.
+    InboundAgentPort = 15,
+    /// `sk_lookup`: the destination port is excluded by configuration.
+    InboundExcludedPort = 16,
+    /// `sk_lookup`: the pod is enrolled but no agent listener is there (the agent is
+    /// restarting); dropped, so the client retries rather than bypassing the mesh.
+    InboundNoListener = 17,
+    /// `sk_lookup`: not TCP.
+    InboundNotTcp = 18,
 }
 
 impl Decision {
     /// Number of slots in the counter array; one past the highest value.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 19;
 
     pub const ALL: [Decision; Self::COUNT as usize] = [
         Decision::Redirected,
@@ -114,6 +143,14 @@ impl Decision {
         Decision::OriginalDstRecorded,
         Decision::OriginalDstMissing,
         Decision::SocketRecordFailed,
+        Decision::InboundSteered,
+        Decision::InboundHbone,
+        Decision::InboundLocal,
+        Decision::InboundNotEnrolled,
+        Decision::InboundAgentPort,
+        Decision::InboundExcludedPort,
+        Decision::InboundNoListener,
+        Decision::InboundNotTcp,
     ];
 
     /// A stable label value for metrics.
@@ -130,6 +167,14 @@ impl Decision {
             Decision::OriginalDstRecorded => "original_dst_recorded",
             Decision::OriginalDstMissing => "original_dst_missing",
             Decision::SocketRecordFailed => "socket_record_failed",
+            Decision::InboundSteered => "inbound_steered",
+            Decision::InboundHbone => "inbound_hbone",
+            Decision::InboundLocal => "inbound_local",
+            Decision::InboundNotEnrolled => "inbound_not_enrolled",
+            Decision::InboundAgentPort => "inbound_agent_port",
+            Decision::InboundExcludedPort => "inbound_excluded_port",
+            Decision::InboundNoListener => "inbound_no_listener",
+            Decision::InboundNotTcp => "inbound_not_tcp",
         }
     }
 }
@@ -209,6 +254,25 @@ pub struct SocketKey {
 }
 const _: () = assert!(size_of::<SocketKey>() == 32);
 
+/// Key of the inbound maps: a pod address in the 16-byte form of [`SockAddr::addr`]
+/// (IPv4 mapped).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct InboundKey {
+    pub addr: [u8; 16],
+}
+const _: () = assert!(size_of::<InboundKey>() == 16);
+
+/// Value of `INBOUND_ADDRS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InboundAddr {
+    /// Reserved for per-address switches; zero today.
+    pub flags: u32,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<InboundAddr>() == 8);
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: these types are `#[repr(C)]`, `Copy`, contain only integers and arrays of
@@ -221,6 +285,10 @@ mod user {
     unsafe impl aya::Pod for super::OriginalDst {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::SocketKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::InboundKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::InboundAddr {}
 }
 
 #[cfg(test)]
@@ -234,6 +302,7 @@ mod tests {
         }
         assert_eq!(Decision::Redirected as u32, 0);
         assert_eq!(Decision::SocketRecordFailed as u32, 10);
+        assert_eq!(Decision::InboundNotTcp as u32, 18);
     }
 
     #[test]

@@ -29,7 +29,8 @@ static ENROLLED_NETNS: HashMap<u64, EnrolledNetns> =
     HashMap::with_max_entries(ENROLLED_NETNS_CAPACITY, 0);
 
 #[map]
-static EXCLUDED_PORTS: HashMap<u16, u8> = HashMap::with_max_entries(EXCLUDED_PORTS_CAPACITY, 0);
+pub(crate) static EXCLUDED_PORTS: HashMap<u16, u8> =
+    HashMap::with_max_entries(EXCLUDED_PORTS_CAPACITY, 0);
 
 #[map]
 static ORIGINAL_DST_BY_COOKIE: LruHashMap<u64, OriginalDst> =
@@ -43,7 +44,7 @@ static ORIGINAL_DST_BY_SOCKET: LruHashMap<SocketKey, OriginalDst> =
 static DECISIONS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Decision::COUNT, 0);
 
 #[inline(always)]
-fn count(decision: Decision) {
+pub(crate) fn count(decision: Decision) {
     if let Some(slot) = DECISIONS.get_ptr_mut(decision as u32) {
         // SAFETY: a per-CPU slot is only touched by programs on this CPU, and a program
         // is not preempted by another program on the same CPU mid-update.

@@ -7,6 +7,8 @@
 //! * `weft_sockops` (`sockops`): when the redirected connection sends its SYN, its local
 //!   address is known; the original destination moves to a map keyed by namespace and
 //!   local address, which is what the agent sees as the peer of the accepted socket.
+//! * `weft_sk_lookup` (`sk_lookup`, per enrolled namespace): a plaintext connection
+//!   arriving for an enrolled pod is handed to the agent's inbound listener.
 //!
 //! Every decision is counted per reason (`agent_common::Decision`).
 //!
@@ -17,6 +19,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod capture;
+#[cfg(target_arch = "bpf")]
+mod inbound;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {

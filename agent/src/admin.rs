@@ -209,6 +209,50 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Regi
     }
 }
 
+/// `GET /healthz/ready`: 200 while `ready`, 503 otherwise (starting or draining).
+pub async fn serve_readiness(
+    listener: tokio::net::TcpListener,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            continue;
+        };
+        let ready = Arc::clone(&ready);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let ready = ready.load(std::sync::atomic::Ordering::Acquire);
+                async move {
+                    Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
+                        (&Method::GET, "/healthz/ready") if ready => {
+                            let mut r = Response::new(Full::new(Bytes::from_static(b"ready\n")));
+                            r.headers_mut().insert(
+                                hyper::header::CONTENT_TYPE,
+                                hyper::header::HeaderValue::from_static("text/plain"),
+                            );
+                            r
+                        }
+                        (&Method::GET, "/healthz/ready") => error(
+                            StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: starting, waiting for configuration, or draining",
+                            "not_ready",
+                        ),
+                        _ => error(
+                            StatusCode::NOT_FOUND,
+                            "only GET /healthz/ready is served here",
+                            "not_found",
+                        ),
+                    })
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
 fn metrics_response(registry: &Registry) -> Response<Full<Bytes>> {
     let mut text = String::new();
     match prometheus_client::encoding::text::encode(&mut text, registry) {

@@ -16,6 +16,13 @@ pub const ADMIN_SOCKET: &str = "WEFT_ADMIN_SOCKET";
 pub const EXCLUDED_PORTS: &str = "WEFT_EXCLUDED_PORTS";
 pub const METRICS_ADDR: &str = "WEFT_METRICS_ADDR";
 pub const CONNECT_TIMEOUT: &str = "WEFT_CONNECT_TIMEOUT";
+pub const READINESS_ADDR: &str = "WEFT_READINESS_ADDR";
+pub const TLS_HANDSHAKE_TIMEOUT: &str = "WEFT_TLS_HANDSHAKE_TIMEOUT";
+pub const HBONE_MAX_HEADER_LIST_SIZE: &str = "WEFT_HBONE_MAX_HEADER_LIST_SIZE";
+pub const HBONE_MAX_STREAMS: &str = "WEFT_HBONE_MAX_STREAMS";
+pub const HBONE_KEEPALIVE_INTERVAL: &str = "WEFT_HBONE_KEEPALIVE_INTERVAL";
+pub const HBONE_KEEPALIVE_TIMEOUT: &str = "WEFT_HBONE_KEEPALIVE_TIMEOUT";
+pub const HBONE_POOL_IDLE_TIMEOUT: &str = "WEFT_HBONE_POOL_IDLE_TIMEOUT";
 pub const DRAIN_TIMEOUT: &str = "WEFT_DRAIN_TIMEOUT";
 pub const LOG_FORMAT: &str = "WEFT_LOG_FORMAT";
 pub const CONTROLPLANE: &str = "WEFT_CONTROLPLANE";
@@ -65,8 +72,10 @@ pub struct Config {
     pub excluded_ports: BTreeSet<u16>,
     /// Prometheus metrics listener (in the agent's own namespace); `None` turns it off.
     pub metrics_addr: Option<SocketAddr>,
-    /// Deadline for the agent's upstream `connect()`.
-    pub connect_timeout: Duration,
+    /// Readiness listener (`GET /healthz/ready`); `None` turns it off.
+    pub readiness_addr: Option<SocketAddr>,
+    /// HBONE limits and timeouts, and the deadline of upstream `connect()`s.
+    pub hbone: crate::hbone::Settings,
     /// How long open connections may run on after SIGTERM.
     pub drain_timeout: Duration,
     pub log_format: LogFormat,
@@ -95,14 +104,51 @@ impl Config {
             .map(PathBuf::from)
             .unwrap_or_else(|| state_dir.join("admin.sock"));
 
-        let metrics_addr = match source.get(METRICS_ADDR).as_deref() {
-            None => Some(SocketAddr::from(([0, 0, 0, 0], agent_common::METRICS_PORT))),
-            Some("off") => None,
-            Some(v) => Some(v.parse().map_err(|e| Error::Invalid {
-                key: METRICS_ADDR,
+        let listen_addr = |key: &'static str, port: u16| match source.get(key).as_deref() {
+            None => Ok(Some(SocketAddr::from(([0, 0, 0, 0], port)))),
+            Some("off") => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|e| Error::Invalid {
+                key,
                 value: v.to_owned(),
                 reason: format!("not an address and port, nor \"off\": {e}"),
-            })?),
+            }),
+        };
+        let metrics_addr = listen_addr(METRICS_ADDR, agent_common::METRICS_PORT)?;
+        let readiness_addr = listen_addr(READINESS_ADDR, agent_common::READINESS_PORT)?;
+        let defaults = crate::hbone::Settings::default();
+        let hbone = crate::hbone::Settings {
+            connect_timeout: api::config::duration(
+                source,
+                CONNECT_TIMEOUT,
+                defaults.connect_timeout,
+            )?,
+            handshake_timeout: api::config::duration(
+                source,
+                TLS_HANDSHAKE_TIMEOUT,
+                defaults.handshake_timeout,
+            )?,
+            max_header_list_size: bounded(
+                source,
+                HBONE_MAX_HEADER_LIST_SIZE,
+                defaults.max_header_list_size,
+                1024..=1024 * 1024,
+            )?,
+            max_streams: bounded(source, HBONE_MAX_STREAMS, defaults.max_streams, 1..=10_000)?,
+            keepalive_interval: api::config::duration(
+                source,
+                HBONE_KEEPALIVE_INTERVAL,
+                defaults.keepalive_interval,
+            )?,
+            keepalive_timeout: api::config::duration(
+                source,
+                HBONE_KEEPALIVE_TIMEOUT,
+                defaults.keepalive_timeout,
+            )?,
+            pool_idle_timeout: api::config::duration(
+                source,
+                HBONE_POOL_IDLE_TIMEOUT,
+                defaults.pool_idle_timeout,
+            )?,
         };
 
         let log_format = match source.get(LOG_FORMAT).as_deref() {
@@ -160,11 +206,8 @@ impl Config {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/sys/fs/bpf")),
             excluded_ports: parse_ports(source.get(EXCLUDED_PORTS).as_deref().unwrap_or(""))?,
-            connect_timeout: api::config::duration(
-                source,
-                CONNECT_TIMEOUT,
-                Duration::from_secs(10),
-            )?,
+            hbone,
+            readiness_addr,
             drain_timeout: api::config::duration(source, DRAIN_TIMEOUT, Duration::from_secs(30))?,
             node_name,
             state_dir,
@@ -228,6 +271,30 @@ fn hostname() -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
+/// A whole number within `range`, or `default` when unset.
+fn bounded(
+    source: &impl Source,
+    key: &'static str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, Error> {
+    let Some(v) = source.get(key) else {
+        return Ok(default);
+    };
+    match v.trim().parse::<u32>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(Error::Invalid {
+            key,
+            value: v,
+            reason: format!(
+                "expected a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -248,7 +315,8 @@ mod tests {
         assert_eq!(c.admin_socket, PathBuf::from("/run/weft/node-a/admin.sock"));
         assert_eq!(c.metrics_addr, Some("0.0.0.0:15020".parse().unwrap()));
         assert!(c.excluded_ports.is_empty());
-        assert_eq!(c.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.hbone, crate::hbone::Settings::default());
+        assert_eq!(c.readiness_addr, Some("0.0.0.0:15021".parse().unwrap()));
         assert_eq!(c.cgroup, None);
         assert_eq!(c.controlplane, None);
         assert_eq!(c.trust_domain, "cluster.local");
@@ -287,7 +355,7 @@ mod tests {
     #[test]
     fn durations_need_units() {
         let c = config(&[(CONNECT_TIMEOUT, "250ms"), (DRAIN_TIMEOUT, "2m")]).unwrap();
-        assert_eq!(c.connect_timeout, Duration::from_millis(250));
+        assert_eq!(c.hbone.connect_timeout, Duration::from_millis(250));
         assert_eq!(c.drain_timeout, Duration::from_secs(120));
         for bad in ["10", "10d", "s", "0s"] {
             let e = Config::from_source(&HashMap::from([(NODE_NAME, "n"), (CONNECT_TIMEOUT, bad)]))
@@ -309,6 +377,22 @@ mod tests {
         assert_eq!(config(&[(METRICS_ADDR, "off")]).unwrap().metrics_addr, None);
         let e = Config::from_source(&HashMap::from([(NODE_NAME, "Node_A")])).unwrap_err();
         assert!(e.to_string().contains("WEFT_NODE_NAME"), "{e}");
+        let e = config(&[(HBONE_MAX_STREAMS, "0")]).unwrap_err();
+        assert!(
+            e.to_string().starts_with("WEFT_HBONE_MAX_STREAMS=\"0\""),
+            "{e}"
+        );
+        let c = config(&[
+            (HBONE_MAX_STREAMS, "8"),
+            (HBONE_MAX_HEADER_LIST_SIZE, "4096"),
+            (TLS_HANDSHAKE_TIMEOUT, "2s"),
+            (READINESS_ADDR, "off"),
+        ])
+        .unwrap();
+        assert_eq!(c.hbone.max_streams, 8);
+        assert_eq!(c.hbone.max_header_list_size, 4096);
+        assert_eq!(c.hbone.handshake_timeout, Duration::from_secs(2));
+        assert_eq!(c.readiness_addr, None);
         let e = config(&[(LOG_FORMAT, "xml")]).unwrap_err();
         assert!(e.to_string().contains("\"text\" or \"json\""), "{e}");
     }

@@ -7,6 +7,8 @@
 //! maps/<MAP_NAME>    every map; a restarted agent reuses them (and their contents)
 //! progs/<program>    the attached programs, for inspection
 //! links/<program>    the cgroup links; a link stays attached while pinned
+//! links/sk_lookup/<netns cookie>
+//!                    the inbound `sk_lookup` link of each enrolled namespace
 //! ```
 //!
 //! On start the agent loads the object it embeds and, for each program, looks for a
@@ -24,14 +26,14 @@ use std::{
 };
 
 use agent_common::{
-    Decision, EnrolledNetns, OriginalDst, SockAddr, SocketKey, maps as map_names,
-    programs as prog_names,
+    Decision, EnrolledNetns, InboundAddr, InboundKey, OriginalDst, SockAddr, SocketKey,
+    maps as map_names, programs as prog_names,
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray},
+    maps::{HashMap, MapData, MapError, PerCpuArray, SockHash},
     programs::{
-        CgroupAttachMode, Program, ProgramError,
+        CgroupAttachMode, Program, ProgramError, SkLookup,
         links::{FdLink, LinkError, PinnedLink},
         loaded_programs,
     },
@@ -40,12 +42,14 @@ use aya::{
 /// The compiled `agent-ebpf` object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
-const MAPS: [&str; 5] = [
+const MAPS: [&str; 7] = [
     map_names::ENROLLED_NETNS,
     map_names::EXCLUDED_PORTS,
     map_names::ORIGINAL_DST_BY_COOKIE,
     map_names::ORIGINAL_DST_BY_SOCKET,
     map_names::DECISIONS,
+    map_names::INBOUND_ADDRS,
+    map_names::INBOUND_LISTENERS,
 ];
 
 const PROGRAMS: [&str; 3] = [
@@ -195,8 +199,13 @@ pub struct Capture {
     excluded_ports: Mutex<HashMap<MapData, u16, u8>>,
     original_dst: Mutex<HashMap<MapData, SocketKey, OriginalDst>>,
     decisions: PerCpuArray<MapData, u64>,
-    // Keeps the program fds of this load; the pinned links keep the attached ones.
-    _ebpf: Ebpf,
+    inbound_addrs: Mutex<HashMap<MapData, InboundKey, InboundAddr>>,
+    inbound_listeners: Mutex<SockHash<MapData, InboundKey>>,
+    /// Tag of the loaded `sk_lookup` program, to adopt pinned per-namespace links.
+    sk_lookup_tag: u64,
+    // Keeps the program fds of this load (and lets `sk_lookup` attach); the pinned
+    // links keep the attached ones.
+    ebpf: Mutex<Ebpf>,
     _links: Vec<FdLink>,
 }
 
@@ -215,7 +224,7 @@ impl Capture {
     /// and opens the shared maps.
     pub fn load(bpffs: &Path, pin_dir: &Path, cgroup: Option<&Path>) -> Result<Self, Error> {
         ensure_bpffs(bpffs)?;
-        for sub in ["maps", "progs", "links"] {
+        for sub in ["maps", "progs", "links", "links/sk_lookup"] {
             let dir = pin_dir.join(sub);
             std::fs::create_dir_all(&dir).map_err(|source| Error::PinDir { path: dir, source })?;
         }
@@ -259,6 +268,18 @@ impl Capture {
             attachments.push((name, attachment));
         }
 
+        let sk_lookup_tag = {
+            let name = prog_names::SK_LOOKUP;
+            let program: &mut SkLookup = ebpf
+                .program_mut(name)
+                .ok_or(Error::MissingProgram { name })?
+                .try_into()
+                .map_err(prog_err(name))?;
+            program.load().map_err(prog_err(name))?;
+            pin_program(name, |p| program.pin(p), &pin_dir.join("progs").join(name))?;
+            program.info().map_err(prog_err(name))?.tag()
+        };
+
         let take = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(Error::MissingMap { name })
         };
@@ -270,6 +291,10 @@ impl Capture {
             .map_err(map_err(map_names::ORIGINAL_DST_BY_SOCKET))?;
         let decisions = PerCpuArray::try_from(take(&mut ebpf, map_names::DECISIONS)?)
             .map_err(map_err(map_names::DECISIONS))?;
+        let inbound_addrs = HashMap::try_from(take(&mut ebpf, map_names::INBOUND_ADDRS)?)
+            .map_err(map_err(map_names::INBOUND_ADDRS))?;
+        let inbound_listeners = SockHash::try_from(take(&mut ebpf, map_names::INBOUND_LISTENERS)?)
+            .map_err(map_err(map_names::INBOUND_LISTENERS))?;
 
         Ok(Capture {
             pin_dir: pin_dir.to_owned(),
@@ -279,9 +304,108 @@ impl Capture {
             excluded_ports: Mutex::new(excluded_ports),
             original_dst: Mutex::new(original_dst),
             decisions,
-            _ebpf: ebpf,
+            inbound_addrs: Mutex::new(inbound_addrs),
+            inbound_listeners: Mutex::new(inbound_listeners),
+            sk_lookup_tag,
+            ebpf: Mutex::new(ebpf),
             _links: links,
         })
+    }
+
+    fn sk_lookup_link_path(&self, netns_cookie: u64) -> PathBuf {
+        self.pin_dir
+            .join("links/sk_lookup")
+            .join(netns_cookie.to_string())
+    }
+
+    /// Attaches the inbound program to a namespace, or adopts the link a previous agent
+    /// pinned for it. The link stays attached while pinned, also while no agent runs;
+    /// [`Capture::detach_inbound`] removes the pin.
+    pub fn attach_inbound(
+        &self,
+        netns_cookie: u64,
+        netns: &File,
+    ) -> Result<(FdLink, Attachment), Error> {
+        let name = prog_names::SK_LOOKUP;
+        adopt_or_attach(
+            name,
+            self.sk_lookup_tag,
+            &self.sk_lookup_link_path(netns_cookie),
+            || {
+                let mut ebpf = lock(&self.ebpf);
+                let program: &mut SkLookup = ebpf
+                    .program_mut(name)
+                    .ok_or(Error::MissingProgram { name })?
+                    .try_into()
+                    .map_err(prog_err(name))?;
+                let id = program.attach(netns).map_err(prog_err(name))?;
+                let link = program.take_link(id).map_err(prog_err(name))?;
+                Ok(FdLink::from(link))
+            },
+        )
+    }
+
+    /// Removes the pin of a namespace's inbound link; it detaches when the last fd of
+    /// it (the caller's) closes.
+    pub fn detach_inbound(&self, netns_cookie: u64) -> Result<(), Error> {
+        let path = self.sk_lookup_link_path(netns_cookie);
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(Error::Pin {
+                name: prog_names::SK_LOOKUP,
+                path,
+                source: Box::new(source),
+            }),
+        }
+    }
+
+    /// Namespace cookies with a pinned inbound link.
+    pub fn inbound_link_cookies(&self) -> Vec<u64> {
+        std::fs::read_dir(self.pin_dir.join("links/sk_lookup"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect()
+    }
+
+    /// Steers inbound plaintext connections for `addr` to `listener` (the 15006
+    /// listener in the namespace that owns `addr`).
+    pub fn steer_inbound(
+        &self,
+        addr: std::net::IpAddr,
+        listener: &impl std::os::fd::AsRawFd,
+    ) -> Result<(), Error> {
+        let key = inbound_key(addr);
+        lock(&self.inbound_listeners)
+            .insert(key, listener.as_raw_fd(), 0)
+            .map_err(map_err(map_names::INBOUND_LISTENERS))?;
+        lock(&self.inbound_addrs)
+            .insert(key, InboundAddr { flags: 0, _pad: 0 }, 0)
+            .map_err(map_err(map_names::INBOUND_ADDRS))
+    }
+
+    /// Stops steering inbound connections for `addr`.
+    pub fn unsteer_inbound(&self, addr: std::net::IpAddr) -> Result<(), Error> {
+        let key = inbound_key(addr);
+        match lock(&self.inbound_addrs).remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(e) => return Err(map_err(map_names::INBOUND_ADDRS)(e)),
+        }
+        match lock(&self.inbound_listeners).remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(map_err(map_names::INBOUND_LISTENERS)(e)),
+        }
+    }
+
+    /// The addresses in the inbound map (which survives restarts).
+    pub fn inbound_addrs(&self) -> Vec<std::net::IpAddr> {
+        lock(&self.inbound_addrs)
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| std::net::Ipv6Addr::from(k.addr).to_canonical())
+            .collect()
     }
 
     pub fn cgroup(&self) -> &Path {
@@ -364,6 +488,15 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves the map itself intact (the kernel
     // owns it), so a poisoned lock is safe to use.
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn inbound_key(addr: std::net::IpAddr) -> InboundKey {
+    InboundKey {
+        addr: match addr {
+            std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            std::net::IpAddr::V6(a) => a.octets(),
+        },
+    }
 }
 
 /// The map key for a client socket at `peer` in namespace `netns_cookie`.

@@ -11,7 +11,7 @@
 use std::{
     collections::BTreeMap,
     io,
-    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     sync::Arc,
 };
@@ -26,6 +26,7 @@ use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
 use crate::{
     ebpf::{self, Capture},
     identity::CertManager,
+    mesh::{Mesh, Pod},
     metrics::Metrics,
     netns::{self, Netns, NetnsId},
     outbound::Outbound,
@@ -80,6 +81,8 @@ struct Enrolled {
     identity: Option<Identity>,
     /// Where the identity's certificate is managed; released when this entry goes.
     certs: Option<CertManager>,
+    /// The inbound `sk_lookup` link (pinned) and the addresses steered by it.
+    inbound: Option<(aya::programs::links::FdLink, Vec<IpAddr>)>,
 }
 
 impl Enrolled {
@@ -133,6 +136,7 @@ pub struct Enrollments {
     trust_domain: String,
     capture: Arc<Capture>,
     outbound: Arc<Outbound>,
+    mesh: Arc<Mesh>,
     metrics: Arc<Metrics>,
     state_file: PathBuf,
     enrolled: Mutex<BTreeMap<NetnsId, Enrolled>>,
@@ -142,17 +146,17 @@ impl Enrollments {
     pub fn new(
         capture: Arc<Capture>,
         outbound: Arc<Outbound>,
-        metrics: Arc<Metrics>,
+        mesh: Arc<Mesh>,
         state_dir: &Path,
-        certs: Option<CertManager>,
         trust_domain: &str,
     ) -> Self {
         Enrollments {
-            certs,
+            certs: mesh.certs.clone(),
             trust_domain: trust_domain.to_owned(),
             capture,
             outbound,
-            metrics,
+            metrics: Arc::clone(&mesh.metrics),
+            mesh,
             state_file: state_dir.join("enrollments.json"),
             enrolled: Mutex::new(BTreeMap::new()),
         }
@@ -201,6 +205,28 @@ impl Enrollments {
                 tracing::warn!(cookie, error = %e, "removing a stale enrollment failed");
             }
         }
+        // Inbound links and addresses of namespaces nobody serves any more.
+        for cookie in self.capture.inbound_link_cookies() {
+            if !served.contains(&cookie)
+                && let Err(e) = self.capture.detach_inbound(cookie)
+            {
+                tracing::warn!(cookie, error = %e, "removing a stale inbound link failed");
+            }
+        }
+        let steered: Vec<IpAddr> = self
+            .enrolled
+            .lock()
+            .await
+            .values()
+            .flat_map(|e| e.inbound.iter().flat_map(|(_, a)| a.iter().copied()))
+            .collect();
+        for addr in self.capture.inbound_addrs() {
+            if !steered.contains(&addr)
+                && let Err(e) = self.capture.unsteer_inbound(addr)
+            {
+                tracing::warn!(%addr, error = %e, "removing a stale inbound address failed");
+            }
+        }
         if let Err(e) = self.save(&*self.enrolled.lock().await) {
             tracing::warn!(error = %e, "saving enrollment state failed");
         }
@@ -235,6 +261,13 @@ impl Enrollments {
             }
             _ => None,
         };
+        let addresses = netns.addresses().await?;
+        let pod = Arc::new(Pod {
+            netns: Arc::clone(&netns),
+            workload: workload.clone(),
+            identity: identity.clone(),
+            addresses: addresses.clone(),
+        });
         let mut entry = Enrolled {
             netns: Arc::clone(&netns),
             listeners: Vec::new(),
@@ -242,26 +275,53 @@ impl Enrollments {
             workload,
             identity,
             certs,
+            inbound: None,
         };
-        let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, agent_common::OUTBOUND_PORT));
-        let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, agent_common::OUTBOUND_PORT));
-        for addr in [v4, v6] {
-            let listener = match listen(&netns, addr).await {
-                Ok(l) => l,
-                // A namespace without IPv6 has no ::1; IPv6 connections cannot be made
-                // from it either.
-                Err(Error::Listen { source, .. })
-                    if addr.is_ipv6() && source.raw_os_error() == Some(libc::EADDRNOTAVAIL) =>
-                {
-                    tracing::info!(netns = %path.display(), "no IPv6 loopback; IPv4 capture only");
+        let outbound = Arc::clone(&self.outbound);
+        let pod_ = Arc::clone(&pod);
+        entry
+            .listen_pair(agent_common::OUTBOUND_PORT, true, move |l| {
+                tokio::spawn(Arc::clone(&outbound).serve(Arc::clone(&pod_), l))
+            })
+            .await?;
+        // With an identity the pod is in the mesh both ways: HBONE in, and plaintext
+        // in steered to the agent.
+        if entry.identity.is_some() && self.mesh.certs.is_some() {
+            let (mesh, pod_) = (Arc::clone(&self.mesh), Arc::clone(&pod));
+            entry
+                .listen_pair(agent_common::HBONE_PORT, false, move |l| {
+                    tokio::spawn(crate::inbound::serve_hbone(
+                        Arc::clone(&mesh),
+                        Arc::clone(&pod_),
+                        l,
+                    ))
+                })
+                .await?;
+            let (mesh, pod_) = (Arc::clone(&self.mesh), Arc::clone(&pod));
+            let plaintext = entry
+                .listen_pair(agent_common::INBOUND_PLAINTEXT_PORT, true, move |l| {
+                    tokio::spawn(crate::inbound::serve_plaintext(
+                        Arc::clone(&mesh),
+                        Arc::clone(&pod_),
+                        l,
+                    ))
+                })
+                .await?;
+            let (file, _) = netns::open(path)?;
+            let (link, attachment) = self.capture.attach_inbound(netns.cookie(), &file)?;
+            let mut steered = Vec::new();
+            for addr in &addresses {
+                let Some(fd) = plaintext
+                    .iter()
+                    .find(|(a, _)| a.is_ipv4() == addr.is_ipv4())
+                else {
                     continue;
-                }
-                Err(e) => return Err(e),
-            };
-            entry.listeners.push(addr);
-            entry.accept_tasks.push(tokio::spawn(
-                Arc::clone(&self.outbound).serve(Arc::clone(&netns), listener),
-            ));
+                };
+                self.capture.steer_inbound(*addr, &fd.1)?;
+                steered.push(*addr);
+            }
+            tracing::info!(netns = %path.display(), ?attachment, addresses = ?steered, "inbound capture ready");
+            entry.inbound = Some((link, steered));
         }
         self.capture.enroll(netns.cookie())?;
         let report = entry.report();
@@ -295,6 +355,12 @@ impl Enrollments {
         };
         let cookie = enrolled[&id].netns.cookie();
         self.capture.unenroll(cookie)?;
+        if let Some((_, addrs)) = &enrolled[&id].inbound {
+            for addr in addrs {
+                self.capture.unsteer_inbound(*addr)?;
+            }
+            self.capture.detach_inbound(cookie)?;
+        }
         let entry = enrolled.remove(&id).expect("present: looked up above");
         let report = entry.report();
         drop(entry);
@@ -353,6 +419,56 @@ impl Enrollments {
         let tmp = self.state_file.with_extension("json.tmp");
         std::fs::write(&tmp, bytes).map_err(err)?;
         std::fs::rename(&tmp, &self.state_file).map_err(err)
+    }
+}
+
+/// A listener's address and a duplicate of its descriptor (for the inbound sockhash).
+type ListenerFd = (SocketAddr, std::os::fd::OwnedFd);
+
+impl Enrolled {
+    /// Listens on `port` over IPv4 and IPv6 (loopback or any address) and starts a
+    /// task on each listener. A namespace without IPv6 gets the IPv4 listener only.
+    async fn listen_pair(
+        &mut self,
+        port: u16,
+        loopback: bool,
+        spawn: impl Fn(TcpListener) -> JoinHandle<()>,
+    ) -> Result<Vec<ListenerFd>, Error> {
+        let (v4, v6): (IpAddr, IpAddr) = if loopback {
+            (Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into())
+        } else {
+            (Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into())
+        };
+        let mut out = Vec::new();
+        for addr in [SocketAddr::new(v4, port), SocketAddr::new(v6, port)] {
+            let listener = match listen(&self.netns, addr).await {
+                Ok(l) => l,
+                // A namespace without IPv6 has no ::1; IPv6 connections cannot be made
+                // from it either.
+                Err(Error::Listen { source, .. })
+                    if addr.is_ipv6()
+                        && matches!(
+                            source.raw_os_error(),
+                            Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
+                        ) =>
+                {
+                    tracing::info!(netns = %self.netns.path().display(), port, "no IPv6; IPv4 only");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let fd = std::os::fd::AsFd::as_fd(&listener)
+                .try_clone_to_owned()
+                .map_err(|source| Error::Listen {
+                    path: self.netns.path().to_owned(),
+                    addr,
+                    source,
+                })?;
+            out.push((addr, fd));
+            self.listeners.push(addr);
+            self.accept_tasks.push(spawn(listener));
+        }
+        Ok(out)
     }
 }
 

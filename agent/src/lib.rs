@@ -7,18 +7,25 @@
 
 pub mod admin;
 pub mod config;
+pub mod copy;
 pub mod discovery;
 pub mod ebpf;
 pub mod enroll;
+pub mod hbone;
 pub mod identity;
+pub mod inbound;
+pub mod mesh;
 pub mod metrics;
 pub mod netns;
 pub mod outbound;
+pub mod policy;
+pub mod view;
 
 use std::{sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 
 use crate::{config::Config, ebpf::Capture, enroll::Enrollments, metrics::Metrics};
 
@@ -37,13 +44,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let mut registry = Registry::default();
     metrics.register(&mut registry, Arc::clone(&capture));
+    metrics.register_traffic(&mut registry);
     let registry = Arc::new(registry);
 
-    let outbound = Arc::new(outbound::Outbound::new(
-        Arc::clone(&capture),
-        Arc::clone(&metrics),
-        config.connect_timeout,
-    ));
     let certs = match &config.controlplane {
         Some(cp) => Some(cert_manager(cp, &config.trust_domain)?),
         None => {
@@ -64,12 +67,57 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let (view_tx, view_rx) = watch::channel(Arc::new(view::View::default()));
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let mesh = Arc::new(mesh::Mesh {
+        settings: config.hbone.clone(),
+        metrics: Arc::clone(&metrics),
+        pool: hbone::Pool::new(config.hbone.clone(), certs.clone()),
+        certs: certs.clone(),
+        view: view_rx,
+        tracker: mesh::Tracker::default(),
+        drain: drain_rx,
+    });
+    // Each configuration becomes the data path's view; connections it denies close.
+    let view_task = config_rx.clone().map(|mut rx| {
+        let mesh = Arc::clone(&mesh);
+        tokio::spawn(async move {
+            loop {
+                let config = Arc::clone(&rx.borrow_and_update());
+                let _ = view_tx.send(Arc::new(view::View::new(Arc::clone(&config))));
+                let revoked = mesh.tracker.revoke(&config);
+                if revoked > 0 {
+                    tracing::info!(
+                        revoked,
+                        version = config.version,
+                        "closed connections the new policies deny"
+                    );
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    });
+    let sweep_task = {
+        let mesh = Arc::clone(&mesh);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                mesh.pool.sweep();
+            }
+        })
+    };
+    let outbound = Arc::new(outbound::Outbound::new(
+        Arc::clone(&capture),
+        Arc::clone(&mesh),
+    ));
     let enrollments = Arc::new(Enrollments::new(
         Arc::clone(&capture),
         outbound,
-        Arc::clone(&metrics),
+        Arc::clone(&mesh),
         &config.state_dir,
-        certs,
         &config.trust_domain,
     ));
     enrollments.restore().await;
@@ -81,7 +129,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         capture: Arc::clone(&capture),
         metrics: Arc::clone(&metrics),
         registry: Arc::clone(&registry),
-        config: config_rx,
+        config: config_rx.clone(),
     });
     let admin_task = tokio::spawn(admin.serve(admin_listener));
 
@@ -99,6 +147,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
 
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readiness_task = match config.readiness_addr {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the readiness listener {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "readiness listening");
+            Some(tokio::spawn(admin::serve_readiness(
+                listener,
+                Arc::clone(&ready),
+            )))
+        }
+        None => None,
+    };
+    // Ready once the programs are attached, enrollments are back and, with a control
+    // plane, the first configuration has arrived.
+    if let Some(rx) = &config_rx {
+        let mut rx = rx.clone();
+        let ready = Arc::clone(&ready);
+        tokio::spawn(async move {
+            if rx.wait_for(|c| c.version > 0).await.is_ok() {
+                ready.store(true, std::sync::atomic::Ordering::Release);
+                tracing::info!("configuration received: ready");
+            }
+        });
+    } else {
+        ready.store(true, std::sync::atomic::Ordering::Release);
+    }
+
     tracing::info!(
         node = %config.node_name,
         cgroup = %capture.cgroup().display(),
@@ -108,18 +185,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     shutdown_signal().await?;
     tracing::info!("shutting down: no new connections; draining open ones");
+    ready.store(false, std::sync::atomic::Ordering::Release);
     admin_task.abort();
-    if let Some(task) = metrics_task {
-        task.abort();
-    }
     enrollments.stop_accepting().await;
+    let _ = drain_tx.send(true);
+    let active = || metrics.outbound.active.get() + metrics.traffic.inbound_active.get();
     let deadline = Instant::now() + config.drain_timeout;
-    while metrics.outbound.active.get() > 0 && Instant::now() < deadline {
+    while active() > 0 && Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let left = metrics.outbound.active.get();
+    let left = active();
     if left > 0 {
         tracing::warn!(connections = left, "drain deadline reached; closing");
+    } else {
+        tracing::info!("drained");
+    }
+    for task in [metrics_task, readiness_task, view_task, Some(sweep_task)]
+        .into_iter()
+        .flatten()
+    {
+        task.abort();
     }
     let _ = std::fs::remove_file(&config.admin_socket);
     Ok(())

@@ -52,9 +52,121 @@ pub struct Outbound {
     pub failures: Family<ReasonLabels, Counter>,
 }
 
+/// Which agent reports a connection: the client's (`source`) or the server's
+/// (`destination`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Reporter {
+    Source,
+    Destination,
+}
+
+impl EncodeLabelValue for Reporter {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(match self {
+            Reporter::Source => "source",
+            Reporter::Destination => "destination",
+        })
+    }
+}
+
+/// The labels of a connection, with the names mesh dashboards already use. Unknown
+/// values are `unknown`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub reporter: Reporter,
+    pub source_workload: String,
+    pub source_workload_namespace: String,
+    pub source_principal: String,
+    pub destination_workload: String,
+    pub destination_workload_namespace: String,
+    pub destination_principal: String,
+    pub destination_service: String,
+    pub request_protocol: &'static str,
+    /// `mutual_tls` or `none`.
+    pub connection_security_policy: &'static str,
+    /// `-` when nothing went wrong; else what did (`DENIED`, `UF` upstream failure,
+    /// `REVOKED` closed by a policy change, `DRAINED`).
+    pub response_flags: &'static str,
+}
+
+impl Default for ConnectionLabels {
+    fn default() -> Self {
+        let unknown = || "unknown".to_owned();
+        ConnectionLabels {
+            reporter: Reporter::Source,
+            source_workload: unknown(),
+            source_workload_namespace: unknown(),
+            source_principal: unknown(),
+            destination_workload: unknown(),
+            destination_workload_namespace: unknown(),
+            destination_principal: unknown(),
+            destination_service: unknown(),
+            request_protocol: "tcp",
+            connection_security_policy: "none",
+            response_flags: "-",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AuthorizationLabels {
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    #[prometheus(flatten)]
+    pub connection: ConnectionLabels,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    pub reporter: Reporter,
+    pub reason: &'static str,
+}
+
+/// Connection metrics of the mesh data path, both directions.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    pub opened: Family<ConnectionLabels, Counter>,
+    pub closed: Family<ConnectionLabels, Counter>,
+    pub sent_bytes: Family<ConnectionLabels, Counter>,
+    pub received_bytes: Family<ConnectionLabels, Counter>,
+    pub authorization: Family<AuthorizationLabels, Counter>,
+    pub failures: Family<FailureLabels, Counter>,
+    /// Inbound connections being served now.
+    pub inbound_active: Gauge,
+    /// HBONE connections the client pool opened.
+    pub hbone_connections_opened: Counter,
+}
+
+impl Traffic {
+    pub fn failure(&self, reporter: Reporter, reason: &'static str) {
+        self.failures
+            .get_or_create(&FailureLabels { reporter, reason })
+            .inc();
+    }
+
+    pub fn authorization(&self, connection: &ConnectionLabels, allowed: bool) {
+        self.authorization
+            .get_or_create(&AuthorizationLabels {
+                connection: connection.clone(),
+                decision: if allowed { "allow" } else { "deny" },
+            })
+            .inc();
+    }
+
+    /// Counts a connection that ended: `sent` is what went from the client to the
+    /// server, `received` the reverse, as the reporter saw them.
+    pub fn closed(&self, labels: &ConnectionLabels, sent: u64, received: u64) {
+        self.closed.get_or_create(labels).inc();
+        self.sent_bytes.get_or_create(labels).inc_by(sent);
+        self.received_bytes.get_or_create(labels).inc_by(received);
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub outbound: Outbound,
+    pub traffic: Traffic,
     pub enrolled_namespaces: Gauge,
 }
 
@@ -95,6 +207,54 @@ impl Metrics {
             self.enrolled_namespaces.clone(),
         );
         registry.register_collector(Box::new(DecisionCollector { capture }));
+        let t = &self.traffic;
+        registry.register(
+            "inbound_connections_active",
+            "Inbound connections (HBONE and plaintext) being served now",
+            t.inbound_active.clone(),
+        );
+        registry.register(
+            "hbone_connections_opened",
+            "HTTP/2 connections the HBONE client pool opened",
+            t.hbone_connections_opened.clone(),
+        );
+        registry.register(
+            "connection_failures",
+            "Connections that failed, by reporter and reason",
+            t.failures.clone(),
+        );
+    }
+
+    /// Registers the connection metrics under `weft_tcp_*`, with the labels of
+    /// [`ConnectionLabels`].
+    pub fn register_traffic(&self, registry: &mut Registry) {
+        let registry = registry.sub_registry_with_prefix("weft_tcp");
+        let t = &self.traffic;
+        registry.register(
+            "connections_opened",
+            "TCP connections opened through the mesh",
+            t.opened.clone(),
+        );
+        registry.register(
+            "connections_closed",
+            "TCP connections through the mesh that ended",
+            t.closed.clone(),
+        );
+        registry.register(
+            "sent_bytes",
+            "Bytes sent from the client to the server",
+            t.sent_bytes.clone(),
+        );
+        registry.register(
+            "received_bytes",
+            "Bytes sent from the server back to the client",
+            t.received_bytes.clone(),
+        );
+        registry.register(
+            "authorization_decisions",
+            "L4 authorization decisions on inbound connections",
+            t.authorization.clone(),
+        );
     }
 }
 

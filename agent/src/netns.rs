@@ -10,6 +10,7 @@
 use std::{
     fs::File,
     io,
+    net::IpAddr,
     os::{fd::AsRawFd as _, unix::fs::MetadataExt as _},
     path::{Path, PathBuf},
     sync::mpsc,
@@ -102,9 +103,15 @@ pub fn open(path: &Path) -> Result<(File, NetnsId), Error> {
     Ok((file, id))
 }
 
-struct SocketRequest {
-    domain: Domain,
-    reply: oneshot::Sender<io::Result<Socket>>,
+#[derive(Debug)]
+enum Request {
+    Socket {
+        domain: Domain,
+        reply: oneshot::Sender<io::Result<Socket>>,
+    },
+    Addresses {
+        reply: oneshot::Sender<io::Result<Vec<IpAddr>>>,
+    },
 }
 
 /// A handle on an entered network namespace: creates sockets inside it.
@@ -113,15 +120,7 @@ pub struct Netns {
     path: PathBuf,
     id: NetnsId,
     cookie: u64,
-    requests: mpsc::Sender<SocketRequest>,
-}
-
-impl std::fmt::Debug for SocketRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SocketRequest")
-            .field("domain", &self.domain)
-            .finish()
-    }
+    requests: mpsc::Sender<Request>,
 }
 
 impl Netns {
@@ -129,7 +128,7 @@ impl Netns {
     /// The thread ends when the handle is dropped.
     pub async fn enter(path: &Path) -> Result<Self, Error> {
         let (file, id) = open(path)?;
-        let (requests, rx) = mpsc::channel::<SocketRequest>();
+        let (requests, rx) = mpsc::channel::<Request>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let thread_path = path.to_owned();
         std::thread::Builder::new()
@@ -182,7 +181,25 @@ impl Netns {
             path: self.path.clone(),
         };
         self.requests
-            .send(SocketRequest { domain, reply })
+            .send(Request::Socket { domain, reply })
+            .map_err(|_| gone())?;
+        rx.await
+            .map_err(|_| gone())?
+            .map_err(|source| Error::Socket {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
+    /// The addresses of the namespace's interfaces, except loopback and IPv6
+    /// link-local ones: the pod's own addresses.
+    pub async fn addresses(&self) -> Result<Vec<IpAddr>, Error> {
+        let (reply, rx) = oneshot::channel();
+        let gone = || Error::WorkerGone {
+            path: self.path.clone(),
+        };
+        self.requests
+            .send(Request::Addresses { reply })
             .map_err(|_| gone())?;
         rx.await
             .map_err(|_| gone())?
@@ -193,11 +210,53 @@ impl Netns {
     }
 }
 
+/// `getifaddrs` in the calling thread's namespace.
+fn interface_addresses() -> io::Result<Vec<IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: `head` receives a list that is freed below with `freeifaddrs`.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut cur = head;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list `getifaddrs` returned, not freed yet.
+        let entry = unsafe { &*cur };
+        cur = entry.ifa_next;
+        if entry.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: `ifa_addr` is non-null and points to a sockaddr whose family says
+        // which structure it is.
+        let family = i32::from(unsafe { (*entry.ifa_addr).sa_family });
+        let ip = match family {
+            libc::AF_INET => {
+                // SAFETY: the family is AF_INET, so this is a `sockaddr_in`.
+                let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
+                IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+            }
+            libc::AF_INET6 => {
+                // SAFETY: the family is AF_INET6, so this is a `sockaddr_in6`.
+                let sin6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
+                IpAddr::from(sin6.sin6_addr.s6_addr)
+            }
+            _ => continue,
+        };
+        let link_local = matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
+        if !ip.is_loopback() && !link_local && !out.contains(&ip) {
+            out.push(ip);
+        }
+    }
+    // SAFETY: `head` came from `getifaddrs` and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Ok(out)
+}
+
 fn worker(
     file: File,
     path: PathBuf,
     ready: oneshot::Sender<io::Result<()>>,
-    requests: mpsc::Receiver<SocketRequest>,
+    requests: mpsc::Receiver<Request>,
 ) {
     // SAFETY: setns on this thread only; `file` is an open namespace file.
     let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
@@ -210,9 +269,16 @@ fn worker(
         return;
     }
     tracing::debug!(netns = %path.display(), "netns worker started");
-    while let Ok(SocketRequest { domain, reply }) = requests.recv() {
-        let socket = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP));
-        let _ = reply.send(socket);
+    while let Ok(request) = requests.recv() {
+        match request {
+            Request::Socket { domain, reply } => {
+                let socket = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP));
+                let _ = reply.send(socket);
+            }
+            Request::Addresses { reply } => {
+                let _ = reply.send(interface_addresses());
+            }
+        }
     }
     tracing::debug!(netns = %path.display(), "netns worker stopped");
 }

@@ -3,8 +3,8 @@
 //!
 //! The upstream socket is created inside the same namespace (so the destination sees
 //! the pod's own address) and carries the agent's mark, so the capture programs leave
-//! it alone. Today the upstream leg is plain TCP; HBONE replaces it for mesh
-//! destinations.
+//! it alone. A destination in the mesh is reached over HBONE with the pod's own
+//! identity; anything else over plain TCP (see [`crate::view`] for the routing).
 
 use std::{
     net::SocketAddr,
@@ -12,14 +12,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use socket2::Domain;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument as _;
 
 use crate::{
+    copy::{self, Counted},
     ebpf::Capture,
-    metrics::{self, Direction, DirectionLabels, ReasonLabels},
-    netns::{self, Netns},
+    hbone::{self, ConnectError, connect_marked},
+    mesh::{Mesh, Pod},
+    metrics::{self, ConnectionLabels, Direction, DirectionLabels, ReasonLabels, Reporter},
+    netns,
+    view::{Route, RouteError, random_pick},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -28,11 +31,6 @@ pub enum Error {
     NoOriginalDst { peer: SocketAddr },
     #[error(transparent)]
     Socket(#[from] netns::Error),
-    #[error("setting up the upstream socket failed: {source}")]
-    SocketSetup {
-        #[source]
-        source: std::io::Error,
-    },
     #[error("connecting to {dst} failed: {source}")]
     Connect {
         dst: SocketAddr,
@@ -46,6 +44,10 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Hbone(hbone::Error),
 }
 
 impl Error {
@@ -53,7 +55,8 @@ impl Error {
         match self {
             Error::NoOriginalDst { .. } => "no_original_dst",
             Error::Socket(e) => e.reason(),
-            Error::SocketSetup { .. } => "socket_setup",
+            Error::Route(e) => e.reason(),
+            Error::Hbone(e) => e.reason(),
             Error::Connect { .. } => "connect",
             Error::ConnectTimeout { .. } => "connect_timeout",
             Error::Io { .. } => "io",
@@ -64,53 +67,48 @@ impl Error {
 #[derive(Debug)]
 pub struct Outbound {
     capture: Arc<Capture>,
-    metrics: Arc<metrics::Metrics>,
-    connect_timeout: Duration,
+    mesh: Arc<Mesh>,
 }
 
 impl Outbound {
-    pub fn new(
-        capture: Arc<Capture>,
-        metrics: Arc<metrics::Metrics>,
-        connect_timeout: Duration,
-    ) -> Self {
-        Outbound {
-            capture,
-            metrics,
-            connect_timeout,
-        }
+    pub fn new(capture: Arc<Capture>, mesh: Arc<Mesh>) -> Self {
+        Outbound { capture, mesh }
+    }
+
+    fn metrics(&self) -> &metrics::Metrics {
+        &self.mesh.metrics
     }
 
     /// Accepts on one capture listener until the task is aborted (unenrollment).
     /// Connections already accepted run on in their own tasks.
-    pub async fn serve(self: Arc<Self>, netns: Arc<Netns>, listener: TcpListener) {
+    pub async fn serve(self: Arc<Self>, pod: Arc<Pod>, listener: TcpListener) {
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of descriptors or memory: back off instead of spinning.
-                    tracing::warn!(netns = %netns.path().display(), error = %e, "accept failed");
+                    tracing::warn!(netns = %pod.netns.path().display(), error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
             };
-            self.metrics.outbound.accepted.inc();
+            self.metrics().outbound.accepted.inc();
             let this = Arc::clone(&self);
-            let netns = Arc::clone(&netns);
-            let span = tracing::debug_span!("outbound", %peer, netns = %netns.path().display());
+            let pod = Arc::clone(&pod);
+            let span = tracing::debug_span!("outbound", %peer, pod = %pod.name());
             tokio::spawn(
                 async move {
-                    this.metrics.outbound.active.inc();
-                    if let Err(e) = this.proxy(&netns, stream, peer).await {
+                    let o = &this.metrics().outbound;
+                    o.active.inc();
+                    if let Err(e) = this.proxy(&pod, stream, peer).await {
                         tracing::debug!(error = %e, "outbound connection failed");
-                        this.metrics
-                            .outbound
-                            .failures
+                        o.failures
                             .get_or_create(&ReasonLabels { reason: e.reason() })
                             .inc();
+                        this.metrics().traffic.failure(Reporter::Source, e.reason());
                     }
-                    this.metrics.outbound.active.dec();
-                    this.metrics.outbound.closed.inc();
+                    o.active.dec();
+                    o.closed.inc();
                 }
                 .instrument(span),
             );
@@ -119,23 +117,123 @@ impl Outbound {
 
     async fn proxy(
         &self,
-        netns: &Netns,
+        pod: &Pod,
         mut downstream: TcpStream,
         peer: SocketAddr,
     ) -> Result<(), Error> {
         let start = Instant::now();
         let dst = self
             .capture
-            .take_original_dst(netns.cookie(), peer)
+            .take_original_dst(pod.netns.cookie(), peer)
             .ok_or(Error::NoOriginalDst { peer })?;
-        let mut upstream = self.connect(netns, dst).await?;
         let _ = downstream.set_nodelay(true);
-        let result = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
-        let (sent, received) = match &result {
-            Ok((sent, received)) => (*sent, *received),
-            Err(_) => (0, 0),
+        let view = self.mesh.view();
+        let route = view.route(dst, &mut random_pick)?;
+        let mut labels = ConnectionLabels {
+            reporter: Reporter::Source,
+            ..ConnectionLabels::default()
         };
-        let bytes = &self.metrics.outbound.bytes;
+        pod.as_source(&mut labels);
+        let counted = Counted::default();
+        let (result, target) = match (&route, &pod.identity) {
+            (
+                Route::Hbone {
+                    peer: hbone_peer,
+                    identity,
+                    authority,
+                    workload,
+                    service,
+                    ..
+                },
+                Some(source),
+            ) => {
+                labels.connection_security_policy = "mutual_tls";
+                labels.destination_principal = identity.to_string();
+                labels.destination_workload_namespace = identity.namespace().to_owned();
+                if let Some((_, name)) = workload.split_once('/') {
+                    labels.destination_workload = name.to_owned();
+                }
+                if let Some(s) = service {
+                    labels.destination_service = s.clone();
+                }
+                let tunnel = match self
+                    .mesh
+                    .pool
+                    .connect(&pod.netns, source, *hbone_peer, identity, *authority)
+                    .await
+                {
+                    Ok(t) => t,
+                    Err(e) => {
+                        labels.response_flags = if matches!(e, hbone::Error::Refused { status, .. } if status == hyper::StatusCode::UNAUTHORIZED)
+                        {
+                            "DENIED"
+                        } else {
+                            "UF"
+                        };
+                        self.log(&labels, peer, dst, 0, 0, start);
+                        return Err(Error::Hbone(e));
+                    }
+                };
+                if tunnel.new_connection {
+                    self.metrics().traffic.hbone_connections_opened.inc();
+                }
+                self.metrics().traffic.opened.get_or_create(&labels).inc();
+                let mut io = tunnel.io;
+                let r = copy::bidirectional(&mut downstream, &mut io, &counted).await;
+                drop(tunnel.slot);
+                (r, *authority)
+            }
+            (Route::Hbone { authority, .. }, None)
+            | (
+                Route::Passthrough {
+                    addr: authority, ..
+                },
+                _,
+            ) => {
+                // Outside the mesh, or a source without an identity: plain TCP.
+                if let Route::Passthrough {
+                    service: Some(s), ..
+                } = &route
+                {
+                    labels.destination_service = s.clone();
+                }
+                if let Some((ns, name)) = view.workload_name(authority.ip()) {
+                    labels.destination_workload = name;
+                    labels.destination_workload_namespace = ns;
+                }
+                let mut upstream = match connect_marked(
+                    &pod.netns,
+                    *authority,
+                    self.mesh.settings.connect_timeout,
+                )
+                .await
+                {
+                    Ok(s) => s,
+                    Err(e) => {
+                        labels.response_flags = "UF";
+                        self.log(&labels, peer, dst, 0, 0, start);
+                        return Err(match e {
+                            ConnectError::Socket(e) => Error::Socket(e),
+                            ConnectError::Io(source) => Error::Connect {
+                                dst: *authority,
+                                source,
+                            },
+                            ConnectError::Timeout => Error::ConnectTimeout {
+                                dst: *authority,
+                                timeout: self.mesh.settings.connect_timeout,
+                            },
+                        });
+                    }
+                };
+                self.metrics().traffic.opened.get_or_create(&labels).inc();
+                (
+                    copy::bidirectional(&mut downstream, &mut upstream, &counted).await,
+                    *authority,
+                )
+            }
+        };
+        let (sent, received) = counted.get();
+        let bytes = &self.metrics().outbound.bytes;
         bytes
             .get_or_create(&DirectionLabels {
                 direction: Direction::Sent,
@@ -146,39 +244,26 @@ impl Outbound {
                 direction: Direction::Received,
             })
             .inc_by(received);
-        tracing::info!(
-            target: "weft::access",
-            src = %peer,
-            dst = %dst,
-            netns = %netns.path().display(),
-            sent,
-            received,
-            duration_ms = start.elapsed().as_millis() as u64,
-            outcome = if result.is_ok() { "ok" } else { "error" },
-            "outbound connection"
-        );
-        result.map(|_| ()).map_err(|source| Error::Io { source })
+        self.metrics().traffic.closed(&labels, sent, received);
+        tracing::debug!(%target, "outbound connection ended");
+        self.log(&labels, peer, dst, sent, received, start);
+        result.map_err(|source| Error::Io { source })
     }
 
-    async fn connect(&self, netns: &Netns, dst: SocketAddr) -> Result<TcpStream, Error> {
-        let domain = if dst.is_ipv4() {
-            Domain::IPV4
-        } else {
-            Domain::IPV6
+    fn log(
+        &self,
+        labels: &ConnectionLabels,
+        src: SocketAddr,
+        dst: SocketAddr,
+        sent: u64,
+        received: u64,
+        start: Instant,
+    ) {
+        let decision = crate::policy::Decision {
+            allowed: labels.response_flags != "DENIED",
+            reason: "-".to_owned(),
+            audited: Vec::new(),
         };
-        let socket = netns.socket(domain).await?;
-        socket
-            .set_mark(agent_common::AGENT_SOCKET_MARK)
-            .and_then(|()| socket.set_tcp_nodelay(true))
-            .map_err(|source| Error::SocketSetup { source })?;
-        let socket = TcpSocket::from_std_stream(socket.into());
-        match tokio::time::timeout(self.connect_timeout, socket.connect(dst)).await {
-            Ok(Ok(stream)) => Ok(stream),
-            Ok(Err(source)) => Err(Error::Connect { dst, source }),
-            Err(_) => Err(Error::ConnectTimeout {
-                dst,
-                timeout: self.connect_timeout,
-            }),
-        }
+        crate::inbound::access_log(labels, src, dst, &decision, sent, received, start.elapsed());
     }
 }

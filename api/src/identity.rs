@@ -79,6 +79,14 @@ impl Identity {
     pub fn service_account(&self) -> &str {
         &self.service_account
     }
+
+    /// `<trust-domain>/ns/<namespace>/sa/<service-account>`: how policies name it.
+    pub fn unprefixed(&self) -> String {
+        format!(
+            "{}/ns/{}/sa/{}",
+            self.trust_domain, self.namespace, self.service_account
+        )
+    }
 }
 
 /// Trust domains are lowercase letters, digits, `.`, `-` and `_` (SPIFFE ID spec).

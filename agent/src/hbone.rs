@@ -1,0 +1,356 @@
+//! HBONE: TCP streams carried as HTTP/2 `CONNECT` streams over mutual TLS 1.3 (ALPN
+//! `h2`) between agents, on port 15008.
+//!
+//! The client side keeps a pool of HTTP/2 connections keyed by the source identity,
+//! the peer's address and the identity the peer must present; streams are multiplexed
+//! over a pooled connection up to a per-connection limit, after which another
+//! connection is opened. Connections idle for a while are closed.
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use api::identity::Identity;
+use http_body_util::Empty;
+use hyper::{Method, Request, StatusCode, body::Bytes, client::conn::http2, upgrade::Upgraded};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls_pki_types::ServerName;
+use socket2::Domain;
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::{identity::CertManager, netns::Netns};
+
+/// Limits and timeouts of HBONE, both sides.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// Deadline for the TLS handshake (and, client side, the HTTP/2 preface).
+    pub handshake_timeout: Duration,
+    /// Deadline for a TCP `connect()` (to a peer agent or to the application).
+    pub connect_timeout: Duration,
+    /// Largest header list accepted (HTTP/2 `SETTINGS_MAX_HEADER_LIST_SIZE`).
+    pub max_header_list_size: u32,
+    /// Streams per HTTP/2 connection, both what a client opens and what a server
+    /// accepts (`SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub max_streams: u32,
+    /// Interval of HTTP/2 keepalive pings; a peer that does not answer within
+    /// `keepalive_timeout` is dropped.
+    pub keepalive_interval: Duration,
+    pub keepalive_timeout: Duration,
+    /// A pooled client connection without streams for this long is closed.
+    pub pool_idle_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            handshake_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            max_header_list_size: 16 * 1024,
+            max_streams: 100,
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_timeout: Duration::from_secs(10),
+            pool_idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connecting to {peer} failed: {source}")]
+    Connect {
+        peer: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to {peer} timed out")]
+    ConnectTimeout { peer: SocketAddr },
+    #[error("TLS with {peer} failed: {source}")]
+    Tls {
+        peer: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the TLS handshake with {peer} timed out")]
+    TlsTimeout { peer: SocketAddr },
+    #[error("{peer} did not negotiate h2")]
+    NoH2 { peer: SocketAddr },
+    #[error("HTTP/2 with {peer} failed: {source}")]
+    H2 {
+        peer: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("{peer} answered CONNECT {authority} with {status}")]
+    Refused {
+        peer: SocketAddr,
+        authority: SocketAddr,
+        status: StatusCode,
+    },
+    #[error("socket: {0}")]
+    Socket(#[from] crate::netns::Error),
+    #[error("no certificate manager (no control plane)")]
+    NoCertificates,
+}
+
+impl Error {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Connect { .. } => "hbone_connect",
+            Error::ConnectTimeout { .. } => "hbone_connect_timeout",
+            Error::Tls { .. } => "hbone_tls",
+            Error::TlsTimeout { .. } => "hbone_tls_timeout",
+            Error::NoH2 { .. } => "hbone_no_h2",
+            Error::H2 { .. } => "hbone_h2",
+            Error::Refused { status, .. } if *status == StatusCode::UNAUTHORIZED => {
+                "hbone_unauthorized"
+            }
+            Error::Refused { .. } => "hbone_refused",
+            Error::Socket(e) => e.reason(),
+            Error::NoCertificates => "no_certificates",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PoolKey {
+    source: Identity,
+    peer: SocketAddr,
+    peer_identity: Identity,
+}
+
+#[derive(Debug)]
+struct Pooled {
+    sender: http2::SendRequest<Empty<Bytes>>,
+    streams: AtomicUsize,
+    idle_since: Mutex<Option<Instant>>,
+}
+
+/// Holds a stream's place on its pooled connection.
+#[derive(Debug)]
+pub struct StreamSlot(Arc<Pooled>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        if self.0.streams.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.0.idle_since.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
+    }
+}
+
+/// An open HBONE stream: its bytes, and its place on the pooled connection.
+#[derive(Debug)]
+pub struct Tunnel {
+    pub io: TokioIo<Upgraded>,
+    pub slot: StreamSlot,
+    /// Whether the stream was opened on a new connection.
+    pub new_connection: bool,
+}
+
+#[derive(Debug)]
+pub struct Pool {
+    settings: Settings,
+    certs: Option<CertManager>,
+    connections: Mutex<HashMap<PoolKey, Vec<Arc<Pooled>>>>,
+    pub opened: AtomicUsize,
+}
+
+impl Pool {
+    pub fn new(settings: Settings, certs: Option<CertManager>) -> Self {
+        Pool {
+            settings,
+            certs,
+            connections: Mutex::new(HashMap::new()),
+            opened: AtomicUsize::new(0),
+        }
+    }
+
+    /// Pooled connections open now.
+    pub fn connections(&self) -> usize {
+        self.lock().values().map(Vec::len).sum()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<Arc<Pooled>>>> {
+        self.connections.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot on a pooled connection that can take one more stream, if any.
+    fn reuse(&self, key: &PoolKey) -> Option<StreamSlot> {
+        let mut all = self.lock();
+        let list = all.get_mut(key)?;
+        list.retain(|c| !c.sender.is_closed());
+        let max = self.settings.max_streams as usize;
+        for c in list.iter() {
+            let mut n = c.streams.load(Ordering::Acquire);
+            while n < max {
+                match c
+                    .streams
+                    .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => return Some(StreamSlot(Arc::clone(c))),
+                    Err(now) => n = now,
+                }
+            }
+        }
+        None
+    }
+
+    /// Closes connections that had no stream for the idle timeout.
+    pub fn sweep(&self) {
+        let limit = self.settings.pool_idle_timeout;
+        let mut all = self.lock();
+        for list in all.values_mut() {
+            list.retain(|c| {
+                let idle = *c.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+                let expired = c.streams.load(Ordering::Acquire) == 0
+                    && idle.is_some_and(|t| t.elapsed() >= limit);
+                !expired && !c.sender.is_closed()
+            });
+        }
+        all.retain(|_, list| !list.is_empty());
+    }
+
+    /// Opens a `CONNECT authority` stream to `peer` (which must be `peer_identity`),
+    /// presenting `source`'s certificate; new TCP connections leave from `netns`.
+    pub async fn connect(
+        &self,
+        netns: &Netns,
+        source: &Identity,
+        peer: SocketAddr,
+        peer_identity: &Identity,
+        authority: SocketAddr,
+    ) -> Result<Tunnel, Error> {
+        let key = PoolKey {
+            source: source.clone(),
+            peer,
+            peer_identity: peer_identity.clone(),
+        };
+        let (slot, new_connection) = match self.reuse(&key) {
+            Some(slot) => (slot, false),
+            None => (self.open(netns, &key).await?, true),
+        };
+        let request = Request::builder()
+            .method(Method::CONNECT)
+            .uri(authority.to_string())
+            .body(Empty::new())
+            .expect("an ip:port authority is a valid CONNECT target");
+        let mut sender = slot.0.sender.clone();
+        let h2 = |source| Error::H2 { peer, source };
+        sender.ready().await.map_err(h2)?;
+        let mut response = sender.send_request(request).await.map_err(h2)?;
+        if response.status() != StatusCode::OK {
+            return Err(Error::Refused {
+                peer,
+                authority,
+                status: response.status(),
+            });
+        }
+        let upgraded = hyper::upgrade::on(&mut response).await.map_err(h2)?;
+        Ok(Tunnel {
+            io: TokioIo::new(upgraded),
+            slot,
+            new_connection,
+        })
+    }
+
+    /// Opens a new pooled connection and takes its first stream slot.
+    async fn open(&self, netns: &Netns, key: &PoolKey) -> Result<StreamSlot, Error> {
+        let certs = self.certs.as_ref().ok_or(Error::NoCertificates)?;
+        let peer = key.peer;
+        let tcp = connect_marked(netns, peer, self.settings.connect_timeout)
+            .await
+            .map_err(|e| match e {
+                ConnectError::Socket(e) => Error::Socket(e),
+                ConnectError::Io(source) => Error::Connect { peer, source },
+                ConnectError::Timeout => Error::ConnectTimeout { peer },
+            })?;
+        let tls =
+            tokio_rustls::TlsConnector::from(certs.client_config(&key.source, &key.peer_identity));
+        // The peer is verified by its SPIFFE identity, not a DNS name; the name only
+        // has to be well-formed.
+        let name = ServerName::IpAddress(peer.ip().into());
+        let stream =
+            match tokio::time::timeout(self.settings.handshake_timeout, tls.connect(name, tcp))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(source)) => return Err(Error::Tls { peer, source }),
+                Err(_) => return Err(Error::TlsTimeout { peer }),
+            };
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return Err(Error::NoH2 { peer });
+        }
+        let s = &self.settings;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_header_list_size(s.max_header_list_size)
+            .keep_alive_interval(s.keepalive_interval)
+            .keep_alive_timeout(s.keepalive_timeout)
+            .keep_alive_while_idle(true)
+            .initial_stream_window_size(WINDOW)
+            .initial_connection_window_size(CONNECTION_WINDOW)
+            .max_frame_size(FRAME)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| Error::H2 { peer, source })?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "HBONE connection ended");
+            }
+        });
+        self.opened.fetch_add(1, Ordering::Relaxed);
+        let pooled = Arc::new(Pooled {
+            sender,
+            streams: AtomicUsize::new(1),
+            idle_since: Mutex::new(None),
+        });
+        self.lock()
+            .entry(key.clone())
+            .or_default()
+            .push(Arc::clone(&pooled));
+        Ok(StreamSlot(pooled))
+    }
+}
+
+/// Flow-control windows and frame size, both sides: large enough that one stream can
+/// fill a fast link without waiting for window updates.
+pub const WINDOW: u32 = 4 * 1024 * 1024;
+pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
+pub const FRAME: u32 = 64 * 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Socket(#[from] crate::netns::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out")]
+    Timeout,
+}
+
+/// A TCP connection from inside `netns`, marked as the agent's so that no capture
+/// program touches it.
+pub async fn connect_marked(
+    netns: &Netns,
+    dst: SocketAddr,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let domain = if dst.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = netns.socket(domain).await?;
+    socket.set_mark(agent_common::AGENT_SOCKET_MARK)?;
+    socket.set_tcp_nodelay(true)?;
+    let socket = TcpSocket::from_std_stream(socket.into());
+    match tokio::time::timeout(timeout, socket.connect(dst)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ConnectError::Timeout),
+    }
+}

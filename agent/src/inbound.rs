@@ -1,0 +1,418 @@
+//! The inbound side of a pod: the HBONE listener (15008) and the plaintext capture
+//! listener (15006), both inside the pod's namespace.
+//!
+//! HBONE: mutual TLS with a client certificate of the trust domain, then HTTP/2 where
+//! every stream must be a `CONNECT` (else 400) to one of this pod's addresses on a
+//! port that is not the agent's (else 400), allowed by the pod's AuthorizationPolicies
+//! for the client's identity (else 401). Then the agent connects to the application
+//! and splices the stream to it.
+//!
+//! Plaintext (steered here by `sk_lookup`; the accepted socket's local address is
+//! what the client asked for): refused under PeerAuthentication STRICT, else checked
+//! against the policies with the client's address only.
+//!
+//! Every connection that gets through is tracked, and closed when a policy change
+//! denies it.
+
+use std::{
+    convert::Infallible,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use api::identity::Identity;
+use http_body_util::Empty;
+use hyper::{
+    Method, Request, Response, StatusCode,
+    body::{Bytes, Incoming},
+    server::conn::http2,
+};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    net::{TcpListener, TcpStream},
+};
+use tracing::Instrument as _;
+
+use crate::{
+    hbone::{self, connect_marked},
+    mesh::{self, Mesh, Pod},
+    metrics::{ConnectionLabels, Reporter},
+    policy,
+};
+
+/// Accepts HBONE connections until the task is aborted.
+pub async fn serve_hbone(mesh: Arc<Mesh>, pod: Arc<Pod>, listener: TcpListener) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(netns = %pod.netns.path().display(), error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let mesh = Arc::clone(&mesh);
+        let pod = Arc::clone(&pod);
+        let span = tracing::debug_span!("hbone", %peer, pod = %pod.name());
+        tokio::spawn(
+            async move {
+                if let Err(reason) = hbone_connection(&mesh, &pod, tcp, peer).await {
+                    mesh.metrics.traffic.failure(Reporter::Destination, reason);
+                    tracing::debug!(reason, "HBONE connection refused");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn hbone_connection(
+    mesh: &Arc<Mesh>,
+    pod: &Arc<Pod>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Result<(), &'static str> {
+    let (Some(certs), Some(identity)) = (&mesh.certs, &pod.identity) else {
+        return Err("no_identity");
+    };
+    let _ = tcp.set_nodelay(true);
+    let acceptor = tokio_rustls::TlsAcceptor::from(certs.server_config(identity));
+    let tls =
+        match tokio::time::timeout(mesh.settings.handshake_timeout, acceptor.accept(tcp)).await {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                return Err("tls_handshake");
+            }
+            Err(_) => return Err("tls_handshake_timeout"),
+        };
+    let client = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("no_client_certificate")
+        .and_then(|leaf| api::tls::spiffe_identity(leaf).map_err(|e| e.reason()))?;
+    let s = &mesh.settings;
+    let service = {
+        let mesh = Arc::clone(mesh);
+        let pod = Arc::clone(pod);
+        hyper::service::service_fn(move |req: Request<Incoming>| {
+            let mesh = Arc::clone(&mesh);
+            let pod = Arc::clone(&pod);
+            let client = client.clone();
+            async move { Ok::<_, Infallible>(connect_stream(mesh, pod, client, peer, req).await) }
+        })
+    };
+    let connection = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(s.max_streams)
+        .max_header_list_size(s.max_header_list_size)
+        .keep_alive_interval(s.keepalive_interval)
+        .keep_alive_timeout(s.keepalive_timeout)
+        .initial_stream_window_size(hbone::WINDOW)
+        .initial_connection_window_size(hbone::CONNECTION_WINDOW)
+        .max_frame_size(hbone::FRAME)
+        .serve_connection(TokioIo::new(tls), service);
+    tokio::pin!(connection);
+    let mut drain = mesh.drain.clone();
+    tokio::select! {
+        r = connection.as_mut() => return r.map_err(|_| "hbone_h2"),
+        _ = drain.wait_for(|d| *d) => {}
+    }
+    // Draining: GOAWAY, then let the open streams finish.
+    connection.as_mut().graceful_shutdown();
+    connection.await.map_err(|_| "hbone_h2")
+}
+
+fn status(code: StatusCode) -> Response<Empty<Bytes>> {
+    let mut r = Response::new(Empty::new());
+    *r.status_mut() = code;
+    r
+}
+
+/// Answers one stream of an HBONE connection.
+async fn connect_stream(
+    mesh: Arc<Mesh>,
+    pod: Arc<Pod>,
+    client: Identity,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Empty<Bytes>> {
+    let traffic = &mesh.metrics.traffic;
+    if req.method() != Method::CONNECT {
+        traffic.failure(Reporter::Destination, "hbone_not_connect");
+        return status(StatusCode::BAD_REQUEST);
+    }
+    let Some(target) = req
+        .uri()
+        .authority()
+        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+    else {
+        traffic.failure(Reporter::Destination, "hbone_bad_authority");
+        return status(StatusCode::BAD_REQUEST);
+    };
+    let target = SocketAddr::new(target.ip().to_canonical(), target.port());
+    if !pod.addresses.contains(&target.ip()) {
+        traffic.failure(Reporter::Destination, "hbone_foreign_authority");
+        return status(StatusCode::BAD_REQUEST);
+    }
+    if agent_common::AGENT_PORTS.contains(&target.port()) {
+        traffic.failure(Reporter::Destination, "hbone_agent_port");
+        return status(StatusCode::BAD_REQUEST);
+    }
+
+    let view = mesh.view();
+    let mut labels = ConnectionLabels {
+        reporter: Reporter::Destination,
+        connection_security_policy: "mutual_tls",
+        source_principal: client.to_string(),
+        source_workload_namespace: client.namespace().to_owned(),
+        ..ConnectionLabels::default()
+    };
+    if let Some((_, name)) = view.workload_name(peer.ip()) {
+        labels.source_workload = name;
+    }
+    pod.as_destination(&mut labels);
+    let source = policy::Source {
+        identity: Some(&client),
+        ip: peer.ip(),
+    };
+    let decision = mesh::authorize(&view.config, &pod, target.port(), &source);
+    traffic.authorization(&labels, decision.allowed);
+    for audit in &decision.audited {
+        tracing::info!(target: "weft::access", policy = %audit, src = %peer, src_identity = %client, dst = %target, "audit");
+    }
+    if !decision.allowed {
+        labels.response_flags = "DENIED";
+        access_log(&labels, peer, target, &decision, 0, 0, Duration::ZERO);
+        return status(StatusCode::UNAUTHORIZED);
+    }
+    let start = Instant::now();
+    let app = match connect_marked(&pod.netns, target, mesh.settings.connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%target, error = %e, "connecting to the application failed");
+            traffic.failure(Reporter::Destination, "upstream_connect");
+            labels.response_flags = "UF";
+            access_log(&labels, peer, target, &decision, 0, 0, start.elapsed());
+            return status(StatusCode::SERVICE_UNAVAILABLE);
+        }
+    };
+    traffic.opened.get_or_create(&labels).inc();
+    tokio::spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(error = %e, "HBONE upgrade failed");
+                mesh.metrics
+                    .traffic
+                    .failure(Reporter::Destination, "hbone_upgrade");
+                return;
+            }
+        };
+        let (_guard, revoked) =
+            mesh.tracker
+                .track(Arc::clone(&pod), Some(client), peer.ip(), target.port());
+        let mut tunnel = TokioIo::new(upgraded);
+        splice(
+            &mesh,
+            labels,
+            &mut tunnel,
+            app,
+            revoked,
+            peer,
+            target,
+            decision,
+            start,
+        )
+        .await;
+    });
+    status(StatusCode::OK)
+}
+
+/// Accepts plaintext connections steered here by `sk_lookup`, until aborted.
+pub async fn serve_plaintext(mesh: Arc<Mesh>, pod: Arc<Pod>, listener: TcpListener) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(netns = %pod.netns.path().display(), error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let mesh = Arc::clone(&mesh);
+        let pod = Arc::clone(&pod);
+        let span = tracing::debug_span!("plaintext", %peer, pod = %pod.name());
+        tokio::spawn(
+            async move {
+                if let Err(reason) = plaintext_connection(&mesh, &pod, tcp, peer).await {
+                    mesh.metrics.traffic.failure(Reporter::Destination, reason);
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn plaintext_connection(
+    mesh: &Arc<Mesh>,
+    pod: &Arc<Pod>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Result<(), &'static str> {
+    // Not rewritten by the kernel: the address the client connected to.
+    let target = tcp.local_addr().map_err(|_| "no_local_address")?;
+    let target = SocketAddr::new(target.ip().to_canonical(), target.port());
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    let view = mesh.view();
+    let mut labels = ConnectionLabels {
+        reporter: Reporter::Destination,
+        ..ConnectionLabels::default()
+    };
+    if let Some((ns, name)) = view.workload_name(peer.ip()) {
+        labels.source_workload = name;
+        labels.source_workload_namespace = ns;
+    }
+    pod.as_destination(&mut labels);
+    let traffic = &mesh.metrics.traffic;
+    let refuse = |tcp: TcpStream| {
+        // A reset tells the client at once that it was refused.
+        reset_on_close(&tcp);
+        drop(tcp);
+    };
+    if mesh::peer_mode(&view.config, pod) == policy::PeerMode::Strict {
+        let decision = policy::Decision {
+            allowed: false,
+            reason: "PeerAuthentication STRICT".to_owned(),
+            audited: Vec::new(),
+        };
+        traffic.authorization(&labels, false);
+        labels.response_flags = "DENIED";
+        access_log(&labels, peer, target, &decision, 0, 0, Duration::ZERO);
+        refuse(tcp);
+        return Err("plaintext_strict");
+    }
+    let source = policy::Source {
+        identity: None,
+        ip: peer.ip(),
+    };
+    let decision = mesh::authorize(&view.config, pod, target.port(), &source);
+    traffic.authorization(&labels, decision.allowed);
+    if !decision.allowed {
+        labels.response_flags = "DENIED";
+        access_log(&labels, peer, target, &decision, 0, 0, Duration::ZERO);
+        refuse(tcp);
+        return Err("plaintext_denied");
+    }
+    let start = Instant::now();
+    let app = match connect_marked(&pod.netns, target, mesh.settings.connect_timeout).await {
+        Ok(s) => s,
+        Err(_) => {
+            labels.response_flags = "UF";
+            access_log(&labels, peer, target, &decision, 0, 0, start.elapsed());
+            refuse(tcp);
+            return Err("upstream_connect");
+        }
+    };
+    let _ = tcp.set_nodelay(true);
+    traffic.opened.get_or_create(&labels).inc();
+    let (_guard, revoked) = mesh
+        .tracker
+        .track(Arc::clone(pod), None, peer.ip(), target.port());
+    let mut tcp = tcp;
+    splice(
+        mesh, labels, &mut tcp, app, revoked, peer, target, decision, start,
+    )
+    .await;
+    Ok(())
+}
+
+/// Copies both ways between the client side and the application until both are done,
+/// or until a policy change revokes the connection; then counts and logs it.
+#[allow(clippy::too_many_arguments)]
+async fn splice<C: AsyncRead + AsyncWrite + Unpin>(
+    mesh: &Mesh,
+    mut labels: ConnectionLabels,
+    client: &mut C,
+    mut app: TcpStream,
+    revoked: tokio::sync::oneshot::Receiver<()>,
+    peer: SocketAddr,
+    target: SocketAddr,
+    decision: policy::Decision,
+    start: Instant,
+) {
+    let traffic = &mesh.metrics.traffic;
+    traffic.inbound_active.inc();
+    let counted = crate::copy::Counted::default();
+    tokio::select! {
+        r = crate::copy::bidirectional(client, &mut app, &counted) => {
+            if r.is_err() {
+                labels.response_flags = "UC";
+            }
+        }
+        Ok(()) = revoked => {
+            labels.response_flags = "REVOKED";
+            reset_on_close(&app);
+            tracing::info!(%peer, %target, "connection closed: a policy change denies it");
+        }
+    }
+    traffic.inbound_active.dec();
+    let (sent, received) = counted.get();
+    let flags = labels.response_flags;
+    labels.response_flags = if flags == "UC" { "-" } else { flags };
+    traffic.closed(&labels, sent, received);
+    access_log(
+        &labels,
+        peer,
+        target,
+        &decision,
+        sent,
+        received,
+        start.elapsed(),
+    );
+}
+
+/// Makes the close of `tcp` a reset (`SO_LINGER` 0), so the peer learns at once that
+/// the connection was refused or cut. Closing a non-blocking socket with a zero linger
+/// does not wait.
+fn reset_on_close(tcp: &TcpStream) {
+    let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
+}
+
+/// One line per connection on the `weft::access` target.
+pub fn access_log(
+    labels: &ConnectionLabels,
+    src: SocketAddr,
+    dst: SocketAddr,
+    decision: &policy::Decision,
+    sent: u64,
+    received: u64,
+    duration: Duration,
+) {
+    tracing::info!(
+        target: "weft::access",
+        reporter = match labels.reporter {
+            Reporter::Source => "source",
+            Reporter::Destination => "destination",
+        },
+        src = %src,
+        dst = %dst,
+        src_workload = %format_args!("{}/{}", labels.source_workload_namespace, labels.source_workload),
+        src_identity = %labels.source_principal,
+        dst_workload = %format_args!("{}/{}", labels.destination_workload_namespace, labels.destination_workload),
+        dst_identity = %labels.destination_principal,
+        dst_service = %labels.destination_service,
+        security = labels.connection_security_policy,
+        decision = if decision.allowed { "allow" } else { "deny" },
+        policy = %decision.reason,
+        flags = labels.response_flags,
+        sent,
+        received,
+        duration_ms = duration.as_millis() as u64,
+        "connection"
+    );
+}

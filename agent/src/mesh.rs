@@ -1,0 +1,224 @@
+//! What the data path shares: settings, metrics, certificates, the indexed
+//! configuration, the HBONE pool, the registry of live inbound connections and the
+//! drain signal; and what it knows about each enrolled pod.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use api::{admin::WorkloadRef, identity::Identity};
+use tokio::sync::{oneshot, watch};
+
+use crate::{
+    discovery::Config,
+    hbone,
+    identity::CertManager,
+    metrics::{ConnectionLabels, Metrics},
+    netns::Netns,
+    policy,
+    view::View,
+};
+
+#[derive(Debug)]
+pub struct Mesh {
+    pub settings: hbone::Settings,
+    pub metrics: Arc<Metrics>,
+    pub certs: Option<CertManager>,
+    pub view: watch::Receiver<Arc<View>>,
+    pub pool: hbone::Pool,
+    pub tracker: Tracker,
+    /// Turns `true` when the agent starts draining.
+    pub drain: watch::Receiver<bool>,
+}
+
+impl Mesh {
+    pub fn view(&self) -> Arc<View> {
+        Arc::clone(&self.view.borrow())
+    }
+}
+
+/// An enrolled pod as the data path sees it.
+#[derive(Debug)]
+pub struct Pod {
+    pub netns: Arc<Netns>,
+    pub workload: Option<WorkloadRef>,
+    pub identity: Option<Identity>,
+    /// The addresses of the pod's interfaces.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl Pod {
+    /// `namespace/name`, or `unknown`.
+    pub fn name(&self) -> String {
+        self.workload.as_ref().map_or_else(
+            || "unknown".to_owned(),
+            |w| format!("{}/{}", w.namespace, w.name),
+        )
+    }
+
+    /// Fills the destination side of `labels` with this pod.
+    pub fn as_destination(&self, labels: &mut ConnectionLabels) {
+        if let Some(w) = &self.workload {
+            labels.destination_workload = w.name.clone();
+            labels.destination_workload_namespace = w.namespace.clone();
+        }
+        if let Some(id) = &self.identity {
+            labels.destination_principal = id.to_string();
+        }
+    }
+
+    /// Fills the source side of `labels` with this pod.
+    pub fn as_source(&self, labels: &mut ConnectionLabels) {
+        if let Some(w) = &self.workload {
+            labels.source_workload = w.name.clone();
+            labels.source_workload_namespace = w.namespace.clone();
+        }
+        if let Some(id) = &self.identity {
+            labels.source_principal = id.to_string();
+        }
+    }
+}
+
+/// The part of the configuration that decides a connection to a pod, as the pod's
+/// workload has it; `None` when the workload is not in the configuration (then
+/// nothing is allowed).
+pub fn authorize(
+    config: &Config,
+    pod: &Pod,
+    port: u16,
+    source: &policy::Source<'_>,
+) -> policy::Decision {
+    let Some(w) = &pod.workload else {
+        return policy::Decision {
+            allowed: false,
+            reason: "pod without workload".to_owned(),
+            audited: Vec::new(),
+        };
+    };
+    let key = ("Workload".to_owned(), w.namespace.clone(), w.name.clone());
+    let Some(workload) = config.workloads.get(&key) else {
+        return policy::Decision {
+            allowed: false,
+            reason: "workload not in the configuration yet".to_owned(),
+            audited: Vec::new(),
+        };
+    };
+    policy::authorize(
+        config,
+        &policy::Target {
+            namespace: &w.namespace,
+            labels: &workload.labels,
+            port,
+        },
+        source,
+    )
+}
+
+/// The peer authentication mode of a pod; STRICT while its workload is unknown.
+pub fn peer_mode(config: &Config, pod: &Pod) -> policy::PeerMode {
+    let Some(w) = &pod.workload else {
+        return policy::PeerMode::Strict;
+    };
+    let key = ("Workload".to_owned(), w.namespace.clone(), w.name.clone());
+    match config.workloads.get(&key) {
+        Some(workload) => policy::peer_mode(config, &w.namespace, &workload.labels),
+        None => policy::PeerMode::Strict,
+    }
+}
+
+/// A live inbound connection, re-checked when the policies change.
+#[derive(Debug)]
+struct Tracked {
+    pod: Arc<Pod>,
+    source_identity: Option<Identity>,
+    source_ip: IpAddr,
+    port: u16,
+    close: oneshot::Sender<()>,
+}
+
+/// The live inbound connections.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    next: AtomicU64,
+    live: Mutex<HashMap<u64, Tracked>>,
+}
+
+/// Removes its connection from the tracker when dropped.
+#[derive(Debug)]
+pub struct TrackGuard<'a> {
+    tracker: &'a Tracker,
+    id: u64,
+}
+
+impl Drop for TrackGuard<'_> {
+    fn drop(&mut self) {
+        self.tracker.lock().remove(&self.id);
+    }
+}
+
+impl Tracker {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Tracked>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a connection; the receiver fires when a policy change denies it.
+    pub fn track(
+        &self,
+        pod: Arc<Pod>,
+        source_identity: Option<Identity>,
+        source_ip: IpAddr,
+        port: u16,
+    ) -> (TrackGuard<'_>, oneshot::Receiver<()>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (close, closed) = oneshot::channel();
+        self.lock().insert(
+            id,
+            Tracked {
+                pod,
+                source_identity,
+                source_ip,
+                port,
+                close,
+            },
+        );
+        (TrackGuard { tracker: self, id }, closed)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Closes every tracked connection that `config` no longer allows; returns how
+    /// many.
+    pub fn revoke(&self, config: &Config) -> usize {
+        let mut live = self.lock();
+        let denied: Vec<u64> = live
+            .iter()
+            .filter(|(_, t)| {
+                let source = policy::Source {
+                    identity: t.source_identity.as_ref(),
+                    ip: t.source_ip,
+                };
+                let plaintext_refused = t.source_identity.is_none()
+                    && peer_mode(config, &t.pod) == policy::PeerMode::Strict;
+                plaintext_refused || !authorize(config, &t.pod, t.port, &source).allowed
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &denied {
+            if let Some(t) = live.remove(id) {
+                let _ = t.close.send(());
+            }
+        }
+        denied.len()
+    }
+}

@@ -1,0 +1,463 @@
+//! L4 authorization and peer authentication, decided from the configuration the agent
+//! holds.
+//!
+//! Which AuthorizationPolicies apply to a workload: those of the root namespace
+//! (`weft-system`, mesh-wide) and those of the workload's own namespace, each when its
+//! selector is empty or matches the workload's labels. Then, in this order:
+//! AUDIT policies that match are reported (they never change the outcome); a matching
+//! DENY denies; if any ALLOW policy applies, the connection must match one of them;
+//! with no ALLOW policy, it is allowed.
+//!
+//! A rule matches when any of its sources matches (or it has none) and the destination
+//! port is among its ports (or it lists none); a policy matches when any rule does. An
+//! ALLOW policy without rules matches nothing, so it denies everything it selects.
+//! Principals are written without `spiffe://`, as in the documents.
+
+use std::{collections::BTreeMap, net::IpAddr};
+
+use api::{identity::Identity, proto::config as wire};
+
+use crate::discovery::{Config, Policy};
+
+/// Policies in this namespace apply to every workload of the mesh.
+pub const ROOT_NAMESPACE: &str = "weft-system";
+
+/// The workload a connection is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub namespace: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub port: u16,
+}
+
+/// Who is connecting: a mesh peer has an identity; a plaintext client only an address.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub identity: Option<&'a Identity>,
+    pub ip: IpAddr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// `namespace/name` of the policy that decided, or why none did.
+    pub reason: String,
+    /// AUDIT policies that matched.
+    pub audited: Vec<String>,
+}
+
+impl Decision {
+    fn allow(reason: impl Into<String>, audited: Vec<String>) -> Self {
+        Decision {
+            allowed: true,
+            reason: reason.into(),
+            audited,
+        }
+    }
+
+    fn deny(reason: impl Into<String>, audited: Vec<String>) -> Self {
+        Decision {
+            allowed: false,
+            reason: reason.into(),
+            audited,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerMode {
+    /// Only mutual TLS (HBONE) connections are accepted.
+    Strict,
+    /// Plaintext connections are accepted too (after the authorization check).
+    Permissive,
+}
+
+fn selects(
+    selector: &std::collections::HashMap<String, String>,
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+fn applies(ns: &str, target: &Target<'_>) -> bool {
+    ns == ROOT_NAMESPACE || ns == target.namespace
+}
+
+/// Decides whether `source` may connect to `target`.
+pub fn authorize(config: &Config, target: &Target<'_>, source: &Source<'_>) -> Decision {
+    let mut audited = Vec::new();
+    let mut deny = None;
+    let mut allow_policies = 0usize;
+    let mut allowed_by = None;
+    for ((_, ns, name), policy) in &config.policies {
+        let Policy::Authorization(p) = policy else {
+            continue;
+        };
+        if !applies(ns, target) || !selects(&p.selector, target.labels) {
+            continue;
+        }
+        let id = format!("{ns}/{name}");
+        let matched = p.rules.iter().any(|r| rule_matches(r, target, source));
+        match p.action.as_str() {
+            "AUDIT" => {
+                if matched {
+                    audited.push(id);
+                }
+            }
+            "DENY" => {
+                if matched && deny.is_none() {
+                    deny = Some(id);
+                }
+            }
+            "ALLOW" => {
+                allow_policies += 1;
+                if matched && allowed_by.is_none() {
+                    allowed_by = Some(id);
+                }
+            }
+            // The control plane validates actions; an action this agent does not know
+            // must not open anything.
+            other => {
+                if deny.is_none() {
+                    deny = Some(format!("{id} (unknown action {other:?})"));
+                }
+            }
+        }
+    }
+    if let Some(id) = deny {
+        return Decision::deny(id, audited);
+    }
+    match (allow_policies, allowed_by) {
+        (0, _) => Decision::allow("no policy", audited),
+        (_, Some(id)) => Decision::allow(id, audited),
+        (_, None) => Decision::deny("no ALLOW policy matched", audited),
+    }
+}
+
+fn rule_matches(rule: &wire::PolicyRule, target: &Target<'_>, source: &Source<'_>) -> bool {
+    let port_ok = rule.ports.is_empty() || rule.ports.contains(&u32::from(target.port));
+    let from_ok = rule.from.is_empty() || rule.from.iter().any(|s| source_matches(s, source));
+    port_ok && from_ok
+}
+
+fn source_matches(s: &wire::PolicySource, source: &Source<'_>) -> bool {
+    let principal = source.identity.map(Identity::unprefixed);
+    let namespace = source.identity.map(Identity::namespace);
+    // A field that is set must match; a source without an identity matches no
+    // principal or namespace (and is not excluded by a negative one either).
+    let positive = |list: &[String], value: Option<&str>, m: fn(&str, &str) -> bool| {
+        list.is_empty() || value.is_some_and(|v| list.iter().any(|p| m(p, v)))
+    };
+    let negative = |list: &[String], value: Option<&str>, m: fn(&str, &str) -> bool| {
+        value.is_none_or(|v| !list.iter().any(|p| m(p, v)))
+    };
+    positive(&s.principals, principal.as_deref(), principal_matches)
+        && negative(&s.not_principals, principal.as_deref(), principal_matches)
+        && positive(&s.namespaces, namespace, namespace_matches)
+        && negative(&s.not_namespaces, namespace, namespace_matches)
+        && (s.ip_blocks.is_empty() || s.ip_blocks.iter().any(|b| in_block(b, source.ip)))
+        && !s.not_ip_blocks.iter().any(|b| in_block(b, source.ip))
+}
+
+fn principal_matches(pattern: &str, value: &str) -> bool {
+    if pattern == "*" {
+        true
+    } else if let Some(suffix) = pattern.strip_prefix('*') {
+        value.ends_with(suffix)
+    } else if let Some(prefix) = pattern.strip_suffix('*') {
+        value.starts_with(prefix)
+    } else {
+        pattern == value
+    }
+}
+
+fn namespace_matches(pattern: &str, value: &str) -> bool {
+    pattern == "*" || pattern == value
+}
+
+/// `a.b.c.d/len`, `x::/len`, or a single address. A block that does not parse matches
+/// nothing (the control plane refuses such documents).
+fn in_block(block: &str, ip: IpAddr) -> bool {
+    let (addr, len) = match block.split_once('/') {
+        Some((a, l)) => (a, l.parse::<u32>().ok()),
+        None => (block, None),
+    };
+    let Ok(net) = addr.parse::<IpAddr>() else {
+        return false;
+    };
+    let ip = match (net, ip) {
+        (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        _ => ip,
+    };
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(i)) => {
+            let len = len.unwrap_or(32);
+            if len > 32 {
+                return false;
+            }
+            let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+            u32::from(n) & mask == u32::from(i) & mask
+        }
+        (IpAddr::V6(n), IpAddr::V6(i)) => {
+            let len = len.unwrap_or(128);
+            if len > 128 {
+                return false;
+            }
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            u128::from(n) & mask == u128::from(i) & mask
+        }
+        _ => false,
+    }
+}
+
+/// The PeerAuthentication mode for a workload: a policy selecting it by labels wins
+/// over its namespace's policy without selector, which wins over the mesh-wide one;
+/// PERMISSIVE when none applies.
+pub fn peer_mode(config: &Config, namespace: &str, labels: &BTreeMap<String, String>) -> PeerMode {
+    // (specificity, mode): 2 = workload selector, 1 = namespace, 0 = mesh.
+    let mut best: Option<(u8, PeerMode)> = None;
+    for ((_, ns, _), policy) in &config.policies {
+        let Policy::PeerAuthentication(p) = policy else {
+            continue;
+        };
+        let rank = if ns == namespace && !p.selector.is_empty() {
+            if !selects(&p.selector, labels) {
+                continue;
+            }
+            2
+        } else if ns == namespace {
+            1
+        } else if ns == ROOT_NAMESPACE && p.selector.is_empty() {
+            0
+        } else {
+            continue;
+        };
+        let mode = if p.mode == "PERMISSIVE" {
+            PeerMode::Permissive
+        } else {
+            // STRICT, and anything unknown: never weaker than asked.
+            PeerMode::Strict
+        };
+        // Among equals, STRICT wins.
+        let better = match best {
+            None => true,
+            Some((r, m)) => rank > r || (rank == r && m == PeerMode::Permissive),
+        };
+        if better {
+            best = Some((rank, mode));
+        }
+    }
+    best.map_or(PeerMode::Permissive, |(_, m)| m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(policies: Vec<(&str, &str, Policy)>) -> Config {
+        let mut c = Config::default();
+        for (ns, name, p) in policies {
+            let kind = match p {
+                Policy::Authorization(_) => "AuthorizationPolicy",
+                Policy::PeerAuthentication(_) => "PeerAuthentication",
+            };
+            c.policies
+                .insert((kind.to_owned(), ns.to_owned(), name.to_owned()), p);
+        }
+        c
+    }
+
+    fn authz(action: &str, selector: &[(&str, &str)], rules: Vec<wire::PolicyRule>) -> Policy {
+        Policy::Authorization(wire::AuthorizationPolicy {
+            action: action.to_owned(),
+            selector: selector
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            rules,
+        })
+    }
+
+    fn from(f: impl FnOnce(&mut wire::PolicySource)) -> wire::PolicyRule {
+        let mut s = wire::PolicySource::default();
+        f(&mut s);
+        wire::PolicyRule {
+            from: vec![s],
+            ports: vec![],
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    fn id(ns: &str, sa: &str) -> Identity {
+        Identity::new("cluster.local", ns, sa).unwrap()
+    }
+
+    fn check(c: &Config, port: u16, who: Option<&Identity>, ip: &str) -> Decision {
+        let labels: BTreeMap<String, String> = [("app".to_owned(), "cart".to_owned())].into();
+        authorize(
+            c,
+            &Target {
+                namespace: "shop",
+                labels: &labels,
+                port,
+            },
+            &Source {
+                identity: who,
+                ip: ip.parse().unwrap(),
+            },
+        )
+    }
+
+    #[test]
+    fn no_policy_allows() {
+        let d = check(&Config::default(), 80, None, "10.0.0.1");
+        assert!(d.allowed);
+        assert_eq!(d.reason, "no policy");
+    }
+
+    #[test]
+    fn allow_by_namespace_denies_the_rest() {
+        let c = config(vec![(
+            "shop",
+            "only-shop",
+            authz(
+                "ALLOW",
+                &[],
+                vec![from(|s| s.namespaces = strings(&["shop"]))],
+            ),
+        )]);
+        let d = check(&c, 80, Some(&id("shop", "frontend")), "10.0.0.1");
+        assert_eq!((d.allowed, d.reason.as_str()), (true, "shop/only-shop"));
+        let d = check(&c, 80, Some(&id("legacy", "billing")), "10.0.0.1");
+        assert_eq!(
+            (d.allowed, d.reason.as_str()),
+            (false, "no ALLOW policy matched")
+        );
+        // A plaintext client has no namespace.
+        assert!(!check(&c, 80, None, "10.0.0.1").allowed);
+    }
+
+    #[test]
+    fn deny_wins_over_allow_and_audit_is_reported() {
+        let c = config(vec![
+            ("shop", "all", authz("ALLOW", &[], vec![from(|_| {})])),
+            (
+                "shop",
+                "no-billing",
+                authz(
+                    "DENY",
+                    &[],
+                    vec![from(|s| {
+                        s.principals = strings(&["cluster.local/ns/legacy/sa/billing"])
+                    })],
+                ),
+            ),
+            (
+                "shop",
+                "watch",
+                authz("AUDIT", &[], vec![from(|s| s.namespaces = strings(&["*"]))]),
+            ),
+        ]);
+        let d = check(&c, 80, Some(&id("legacy", "billing")), "10.0.0.1");
+        assert_eq!((d.allowed, d.reason.as_str()), (false, "shop/no-billing"));
+        assert_eq!(d.audited, vec!["shop/watch".to_owned()]);
+        let d = check(&c, 80, Some(&id("legacy", "other")), "10.0.0.1");
+        assert_eq!((d.allowed, d.reason.as_str()), (true, "shop/all"));
+    }
+
+    #[test]
+    fn selector_scope_and_mesh_wide_policies() {
+        let c = config(vec![
+            (
+                "shop",
+                "for-frontend",
+                authz("ALLOW", &[("app", "frontend")], vec![]),
+            ),
+            ("other", "elsewhere", authz("ALLOW", &[], vec![])),
+        ]);
+        // Neither selects app=cart in shop.
+        assert!(check(&c, 80, None, "10.0.0.1").allowed);
+        let c = config(vec![(
+            ROOT_NAMESPACE,
+            "mesh-deny-7000",
+            authz(
+                "DENY",
+                &[],
+                vec![wire::PolicyRule {
+                    from: vec![],
+                    ports: vec![7000],
+                }],
+            ),
+        )]);
+        assert!(!check(&c, 7000, Some(&id("shop", "a")), "10.0.0.1").allowed);
+        assert!(check(&c, 80, Some(&id("shop", "a")), "10.0.0.1").allowed);
+    }
+
+    #[test]
+    fn allow_without_rules_denies_all() {
+        let c = config(vec![("shop", "nothing", authz("ALLOW", &[], vec![]))]);
+        assert!(!check(&c, 80, Some(&id("shop", "a")), "10.0.0.1").allowed);
+    }
+
+    #[test]
+    fn principals_wildcards_negations_and_ip_blocks() {
+        let rule = from(|s| {
+            s.principals = strings(&["cluster.local/ns/shop/*"]);
+            s.not_principals = strings(&["*/sa/intruder"]);
+            s.ip_blocks = strings(&["10.244.0.0/16"]);
+            s.not_ip_blocks = strings(&["10.244.9.0/24"]);
+        });
+        let c = config(vec![("shop", "p", authz("ALLOW", &[], vec![rule]))]);
+        assert!(check(&c, 80, Some(&id("shop", "a")), "10.244.1.5").allowed);
+        assert!(!check(&c, 80, Some(&id("shop", "intruder")), "10.244.1.5").allowed);
+        assert!(!check(&c, 80, Some(&id("legacy", "a")), "10.244.1.5").allowed);
+        assert!(!check(&c, 80, Some(&id("shop", "a")), "10.244.9.5").allowed);
+        assert!(!check(&c, 80, Some(&id("shop", "a")), "10.1.1.5").allowed);
+        assert!(check(&c, 80, Some(&id("shop", "a")), "::ffff:10.244.1.5").allowed);
+    }
+
+    #[test]
+    fn ip_blocks() {
+        assert!(in_block("10.0.0.0/8", "10.1.2.3".parse().unwrap()));
+        assert!(!in_block("10.0.0.0/8", "11.1.2.3".parse().unwrap()));
+        assert!(in_block("0.0.0.0/0", "11.1.2.3".parse().unwrap()));
+        assert!(in_block("10.1.2.3", "10.1.2.3".parse().unwrap()));
+        assert!(in_block("fd00::/8", "fd12::1".parse().unwrap()));
+        assert!(!in_block("fd00::/8", "10.1.2.3".parse().unwrap()));
+        assert!(!in_block("10.0.0.0/33", "10.1.2.3".parse().unwrap()));
+        assert!(!in_block("nonsense", "10.1.2.3".parse().unwrap()));
+    }
+
+    fn peer(mode: &str, selector: &[(&str, &str)]) -> Policy {
+        Policy::PeerAuthentication(wire::PeerAuthentication {
+            mode: mode.to_owned(),
+            selector: selector
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn peer_modes_most_specific_wins() {
+        let cart: BTreeMap<String, String> = [("app".to_owned(), "cart".to_owned())].into();
+        let other: BTreeMap<String, String> = [("app".to_owned(), "x".to_owned())].into();
+        assert_eq!(
+            peer_mode(&Config::default(), "shop", &cart),
+            PeerMode::Permissive
+        );
+        let c = config(vec![(ROOT_NAMESPACE, "mesh", peer("STRICT", &[]))]);
+        assert_eq!(peer_mode(&c, "shop", &cart), PeerMode::Strict);
+        let c = config(vec![
+            (ROOT_NAMESPACE, "mesh", peer("STRICT", &[])),
+            ("shop", "ns", peer("PERMISSIVE", &[])),
+            ("shop", "cart", peer("STRICT", &[("app", "cart")])),
+        ]);
+        assert_eq!(peer_mode(&c, "shop", &cart), PeerMode::Strict);
+        assert_eq!(peer_mode(&c, "shop", &other), PeerMode::Permissive);
+        assert_eq!(peer_mode(&c, "legacy", &other), PeerMode::Strict);
+    }
+}
