@@ -90,6 +90,8 @@ enum Converted {
     Workload(Workload),
     Service(Service),
     Policy(Policy),
+    /// A kind the agent does not use (routes are for waypoints).
+    Ignored,
 }
 
 fn convert(key: &Key, body: Body, trust_domain: &str) -> Result<Converted, String> {
@@ -133,6 +135,7 @@ fn convert(key: &Key, body: Body, trust_domain: &str) -> Result<Converted, Strin
         }),
         Body::AuthorizationPolicy(p) => Converted::Policy(Policy::Authorization(p)),
         Body::PeerAuthentication(p) => Converted::Policy(Policy::PeerAuthentication(p)),
+        Body::HttpRoute(_) | Body::GrpcRoute(_) => Converted::Ignored,
     })
 }
 
@@ -177,6 +180,7 @@ pub fn apply(
             Converted::Policy(p) => {
                 next.policies.insert(k, p);
             }
+            Converted::Ignored => {}
         }
     }
     next.version = update.version;
@@ -224,6 +228,7 @@ async fn stream_once(
             request: Some(Msg::Hello(Hello {
                 node: node.to_owned(),
                 resume_from,
+                waypoint: None,
             })),
         })
         .await;

@@ -1,7 +1,10 @@
 //! Who is calling: node agents authenticate with a bearer token. In local mode each node
 //! has a bootstrap token (a file of `node: token` lines, read again when it changes); on
 //! Kubernetes the agent's service account token is checked with a TokenReview, and the
-//! node comes from the token's binding to the agent's pod.
+//! node comes from the token's binding to the agent's pod. A waypoint presents its node's
+//! token, or on Kubernetes its pod's own service account token, which the TokenReview
+//! binds to the pod and its node ([`Caller::Pod`]); what that token may subscribe to is
+//! decided by the registry.
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Mutex, time::SystemTime};
 
@@ -19,6 +22,8 @@ pub enum Error {
     NotAgent { user: String, want: String },
     #[error("the token is not bound to a pod on a node")]
     NoNode,
+    #[error("{user} is not a service account")]
+    NotServiceAccount { user: String },
     #[error("the TokenReview failed: {detail}")]
     Review { detail: String },
 }
@@ -32,6 +37,7 @@ impl Error {
             Error::Rejected { .. } => "token_rejected",
             Error::NotAgent { .. } => "not_an_agent",
             Error::NoNode => "token_not_bound_to_node",
+            Error::NotServiceAccount { .. } => "not_a_service_account",
             Error::Review { .. } => "token_review_failed",
         }
     }
@@ -97,6 +103,46 @@ pub fn bearer_token<T>(req: &tonic::Request<T>) -> String {
         .to_owned()
 }
 
+/// Who a token says the caller is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// A node: its bootstrap token (local mode), or its agent's service account token.
+    Node { node: String },
+    /// A pod, by its own service account token (Kubernetes), bound to the pod.
+    Pod {
+        namespace: String,
+        service_account: String,
+        pod: String,
+        node: String,
+    },
+}
+
+impl std::fmt::Display for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Caller::Node { node } => write!(f, "node {node}"),
+            Caller::Pod {
+                namespace,
+                service_account,
+                pod,
+                node,
+            } => write!(
+                f,
+                "pod {namespace}/{pod} (service account {service_account}, node {node})"
+            ),
+        }
+    }
+}
+
+impl Caller {
+    /// The node the caller runs on.
+    pub fn node(&self) -> &str {
+        match self {
+            Caller::Node { node } | Caller::Pod { node, .. } => node,
+        }
+    }
+}
+
 /// How callers are authenticated.
 pub enum Authenticator {
     Tokens(NodeTokens),
@@ -104,11 +150,20 @@ pub enum Authenticator {
 }
 
 impl Authenticator {
-    /// The node the caller's token belongs to.
+    /// The node whose agent the token belongs to (certificates, an agent's
+    /// subscription).
     pub async fn authenticate(&self, token: &str) -> Result<String, Error> {
         match self {
             Authenticator::Tokens(t) => t.authenticate(token),
             Authenticator::Kubernetes(r) => r.authenticate(token).await,
+        }
+    }
+
+    /// Who the token belongs to: a node, or (Kubernetes) a pod.
+    pub async fn caller(&self, token: &str) -> Result<Caller, Error> {
+        match self {
+            Authenticator::Tokens(t) => t.authenticate(token).map(|node| Caller::Node { node }),
+            Authenticator::Kubernetes(r) => r.caller(token).await,
         }
     }
 }
@@ -116,6 +171,8 @@ impl Authenticator {
 /// The extra field in which the API server names the node of the pod a token is bound
 /// to (projected service account tokens).
 pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
+/// The extra field that names the pod a token is bound to.
+pub const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
 
 /// Checks agents' service account tokens with the API server.
 pub struct TokenReviewer {
@@ -139,7 +196,41 @@ impl TokenReviewer {
         }
     }
 
+    /// The node of the agent the token belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<String, Error> {
+        let (username, extra) = self.review(token).await?;
+        if username != self.agent_user {
+            return Err(Error::NotAgent {
+                user: username,
+                want: self.agent_user.clone(),
+            });
+        }
+        first(&extra, NODE_NAME_EXTRA).ok_or(Error::NoNode)
+    }
+
+    /// The agent's node, or the pod another service account's token is bound to.
+    pub async fn caller(&self, token: &str) -> Result<Caller, Error> {
+        let (username, extra) = self.review(token).await?;
+        let node = first(&extra, NODE_NAME_EXTRA).ok_or(Error::NoNode)?;
+        if username == self.agent_user {
+            return Ok(Caller::Node { node });
+        }
+        let account = username
+            .strip_prefix("system:serviceaccount:")
+            .and_then(|a| a.split_once(':'));
+        let Some((namespace, service_account)) = account else {
+            return Err(Error::NotServiceAccount { user: username });
+        };
+        Ok(Caller::Pod {
+            namespace: namespace.to_owned(),
+            service_account: service_account.to_owned(),
+            pod: first(&extra, POD_NAME_EXTRA).ok_or(Error::NoNode)?,
+            node,
+        })
+    }
+
+    /// Reviews a token: the user it authenticates, and the extra fields of its binding.
+    async fn review(&self, token: &str) -> Result<(String, BTreeMap<String, Vec<String>>), Error> {
         use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
         if token.is_empty() {
             return Err(Error::MissingToken);
@@ -167,18 +258,20 @@ impl TokenReviewer {
             });
         }
         let user = status.user.unwrap_or_default();
-        let username = user.username.unwrap_or_default();
-        if username != self.agent_user {
-            return Err(Error::NotAgent {
-                user: username,
-                want: self.agent_user.clone(),
-            });
-        }
-        user.extra
-            .and_then(|extra| extra.get(NODE_NAME_EXTRA).and_then(|v| v.first().cloned()))
-            .filter(|node| !node.is_empty())
-            .ok_or(Error::NoNode)
+        Ok((
+            user.username.unwrap_or_default(),
+            user.extra.unwrap_or_default(),
+        ))
     }
+}
+
+/// The first value of a TokenReview extra field, if it is not empty.
+fn first(extra: &BTreeMap<String, Vec<String>>, field: &str) -> Option<String> {
+    extra
+        .get(field)
+        .and_then(|v| v.first())
+        .filter(|v| !v.is_empty())
+        .cloned()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -266,6 +359,57 @@ mod tests {
         let sent = sent.unwrap();
         assert_eq!(sent["spec"]["token"], "tok");
         assert_eq!(sent["spec"]["audiences"], serde_json::json!(["weft"]));
+    }
+
+    /// Like `review`, for a subscription's caller.
+    async fn review_caller(answer: serde_json::Value) -> Result<Caller, Error> {
+        let (client, mut handle) = mock();
+        let scenario = tokio::spawn(async move {
+            let (_, send) = handle.next_request().await?;
+            send.send_response(json(201, answer));
+            Some(())
+        });
+        let reviewer = TokenReviewer::new(client, "weft-system", "weft-agent", vec![]);
+        let result = reviewer.caller("tok").await;
+        drop(reviewer);
+        scenario.await.unwrap();
+        result
+    }
+
+    #[tokio::test]
+    async fn a_pods_token_names_the_pod_and_its_node() {
+        let mut answer = reviewed(true, "system:serviceaccount:shop:waypoint", Some("node-2"));
+        answer["status"]["user"]["extra"][POD_NAME_EXTRA] = serde_json::json!(["wp-7f9c"]);
+        assert_eq!(
+            review_caller(answer).await.unwrap(),
+            Caller::Pod {
+                namespace: "shop".into(),
+                service_account: "waypoint".into(),
+                pod: "wp-7f9c".into(),
+                node: "node-2".into(),
+            }
+        );
+        assert_eq!(
+            review_caller(reviewed(true, AGENT, Some("node-7")))
+                .await
+                .unwrap(),
+            Caller::Node {
+                node: "node-7".into()
+            }
+        );
+        // Not bound to a pod, or not a service account at all: refused.
+        let unbound = reviewed(true, "system:serviceaccount:shop:waypoint", Some("node-2"));
+        assert_eq!(
+            review_caller(unbound).await.unwrap_err().reason(),
+            "token_not_bound_to_node"
+        );
+        assert_eq!(
+            review_caller(reviewed(true, "alice", Some("node-2")))
+                .await
+                .unwrap_err()
+                .reason(),
+            "not_a_service_account"
+        );
     }
 
     #[tokio::test]

@@ -34,6 +34,7 @@ pub const CSR_RATE: &str = "WEFT_CSR_RATE";
 pub const SERVING_NAMES: &str = "WEFT_CP_SERVING_NAMES";
 pub const SERVING_IPS: &str = "WEFT_CP_SERVING_IPS";
 pub const WEBHOOK_LISTEN: &str = "WEFT_CP_WEBHOOK_LISTEN";
+pub const METRICS_LISTEN: &str = "WEFT_CP_METRICS_LISTEN";
 pub const SOURCE: &str = "WEFT_CP_SOURCE";
 pub const NAMESPACE: &str = "WEFT_CP_NAMESPACE";
 pub const CA_SECRET: &str = "WEFT_CA_SECRET";
@@ -71,6 +72,19 @@ pub struct Kubernetes {
     pub token_audiences: Vec<String>,
 }
 
+/// Where metrics (and the debug status) are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsListen {
+    Off,
+    /// The default, `0.0.0.0:15014`: served when it can be bound. Observability does not
+    /// take the CA and configuration down with it: a control plane that finds the port
+    /// taken (another one in the same network namespace) serves without metrics and says
+    /// so in its log.
+    Default(SocketAddr),
+    /// Asked for by `WEFT_CP_METRICS_LISTEN`: not being able to bind it fails the start.
+    Given(SocketAddr),
+}
+
 /// A CA plugged in from files instead of Weft's own root.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PluggedCa {
@@ -96,6 +110,7 @@ pub struct Config {
     pub serving_ips: Vec<IpAddr>,
     /// The admission webhook's listener; `None` turns it off.
     pub webhook_listen: Option<SocketAddr>,
+    pub metrics_listen: MetricsListen,
 }
 
 impl Config {
@@ -162,8 +177,18 @@ impl Config {
                 SocketAddr::from(([0, 0, 0, 0], 15017)),
             )?),
         };
+        let metrics_listen = match source.get(METRICS_LISTEN).as_deref() {
+            Some("off") => MetricsListen::Off,
+            Some(_) => MetricsListen::Given(parsed(
+                source,
+                METRICS_LISTEN,
+                SocketAddr::from(([0, 0, 0, 0], 15014)),
+            )?),
+            None => MetricsListen::Default(SocketAddr::from(([0, 0, 0, 0], 15014))),
+        };
         Ok(Config {
             webhook_listen,
+            metrics_listen,
             mode: mode(source, &state_dir)?,
             listen: parsed(source, LISTEN, SocketAddr::from(([0, 0, 0, 0], 15012)))?,
             trust_domain,
@@ -283,6 +308,28 @@ mod tests {
         assert!(e.to_string().starts_with("WEFT_TRUST_DOMAIN="), "{e}");
         let e = Config::from_source(&HashMap::from([(CERT_LIFETIME, "200h")])).unwrap_err();
         assert!(e.to_string().contains("longer than"), "{e}");
+    }
+
+    #[test]
+    fn metrics_listener() {
+        let listen = |v: Option<&str>| {
+            let mut env = HashMap::from([(CONFIG_DIR, "/etc/weft")]);
+            if let Some(v) = v {
+                env.insert(METRICS_LISTEN, v);
+            }
+            Config::from_source(&env).map(|c| c.metrics_listen)
+        };
+        assert_eq!(
+            listen(None).unwrap(),
+            MetricsListen::Default("0.0.0.0:15014".parse().unwrap())
+        );
+        assert_eq!(listen(Some("off")).unwrap(), MetricsListen::Off);
+        assert_eq!(
+            listen(Some("127.0.0.1:9000")).unwrap(),
+            MetricsListen::Given("127.0.0.1:9000".parse().unwrap())
+        );
+        let e = listen(Some("15014")).unwrap_err();
+        assert!(e.to_string().starts_with("WEFT_CP_METRICS_LISTEN="), "{e}");
     }
 
     #[test]

@@ -1,210 +1,182 @@
-//! Configuration distribution: the hub holds the resources in force with the version
-//! at which each last changed, and remembers when keys were removed, so that any
-//! subscriber can be brought from the version it has to the current one with only what
-//! changed — on a live stream and after a reconnect alike. A subscriber that is too far
-//! behind (or comes from before a restart) gets a snapshot.
+//! Configuration distribution: `ConfigService.Subscribe`. The hub (`distribution/hub.rs`)
+//! holds the resources in force and the log of their changes; each resource's audience
+//! (`distribution/audience.rs`) says which agents and waypoints need it. A subscriber
+//! gets a snapshot or only what changed since the version it names, then live updates,
+//! and ACKs or NACKs each.
 //!
-//! An agent gets the workloads of its node, every Service, and the policies of the
-//! namespaces it has workloads in plus the mesh-wide ones.
+//! Who subscribes is decided here, from the caller's token and its Hello: without a
+//! waypoint, the agent of the token's node; with one, that waypoint, if the token vouches
+//! for one of its workloads (`Registry::waypoint_access`). A waypoint's right is checked
+//! again at each change: a waypoint that no longer runs where its token says (or that is
+//! gone) loses its stream.
 
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    pin::Pin,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+mod audience;
+mod hub;
+
+use std::{collections::VecDeque, pin::Pin, sync::Arc, time::Duration, time::Instant};
 
 use api::proto::config::{
-    ConfigUpdate, Resource, ResourceKey, SubscribeRequest, config_service_server::ConfigService,
-    resource::Body, subscribe_request::Request as Msg,
+    ConfigUpdate, SubscribeRequest, config_service_server::ConfigService,
+    subscribe_request::Request as Msg,
 };
-use tokio::sync::{mpsc, watch};
+pub use audience::{Subscriber, SubscriberKind, WaypointId};
+pub use hub::{Hub, SubscriberStatus};
+use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt as _, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{auth::Authenticator, resources::Key, validate::ROOT_NAMESPACE};
+use crate::{
+    auth::{Authenticator, Caller},
+    metrics::{self, KindLabels, NackLabels, NackReason, ReasonLabels},
+    registry::{Registry, WaypointRefusal},
+};
 
-/// How many removed keys are remembered for resuming subscribers.
-const TOMBSTONES: usize = 100_000;
-
-/// What a subscriber last said.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SubscriberStatus {
-    pub connected: bool,
-    pub sent: u64,
-    pub acked: u64,
-    pub nacked: Option<(u64, String)>,
+/// Why a subscription was refused (or ended).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error(transparent)]
+    Auth(#[from] crate::auth::Error),
+    #[error("the first message must be a Hello")]
+    HelloExpected,
+    #[error("the token is node {token_node:?}'s, not {hello_node:?}'s")]
+    WrongNode {
+        token_node: String,
+        hello_node: String,
+    },
+    #[error("a hello without a waypoint subscribes a node's agent, and this is a pod's token")]
+    NotANode,
+    #[error("the waypoint's namespace and name are needed")]
+    NoWaypointName,
+    #[error(transparent)]
+    Waypoint(#[from] WaypointRefusal),
 }
 
-#[derive(Debug, Default)]
-struct State {
-    version: u64,
-    resources: BTreeMap<Key, (u64, Body)>,
-    removed: BTreeMap<Key, u64>,
-    /// Changes after this version can be replayed; before it, only a snapshot.
-    oldest: u64,
-    subscribers: BTreeMap<String, SubscriberStatus>,
-}
-
-#[derive(Debug)]
-pub struct Hub {
-    state: Mutex<State>,
-    changed: watch::Sender<u64>,
-    /// Set when the control plane stops: every stream ends, so the server can close.
-    closing: watch::Sender<bool>,
-}
-
-impl Default for Hub {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Hub {
-    /// Versions start at the wall clock in milliseconds, so that they grow across
-    /// restarts and a subscriber from before a restart gets a snapshot.
-    pub fn new() -> Self {
-        let start = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_millis() as u64);
-        Hub {
-            state: Mutex::new(State {
-                version: start,
-                oldest: start,
-                ..State::default()
-            }),
-            changed: watch::channel(start).0,
-            closing: watch::channel(false).0,
+impl Refusal {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Refusal::Auth(e) => e.reason(),
+            Refusal::HelloExpected => "hello_expected",
+            Refusal::WrongNode { .. } => "wrong_node",
+            Refusal::NotANode => "not_a_node",
+            Refusal::NoWaypointName => "no_waypoint_name",
+            Refusal::Waypoint(e) => e.reason(),
         }
-    }
-
-    /// Ends every subscription stream (the control plane is stopping).
-    pub fn close(&self) {
-        self.closing.send_replace(true);
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn version(&self) -> u64 {
-        self.lock().version
-    }
-
-    pub fn subscribers(&self) -> BTreeMap<String, SubscriberStatus> {
-        self.lock().subscribers.clone()
-    }
-
-    /// Puts `resources` in force; returns the new version if anything changed.
-    pub fn publish(&self, resources: BTreeMap<Key, Body>) -> Option<u64> {
-        let mut s = self.lock();
-        let next = s.version + 1;
-        let mut changed = false;
-        let gone: Vec<Key> = s
-            .resources
-            .keys()
-            .filter(|k| !resources.contains_key(*k))
-            .cloned()
-            .collect();
-        for k in gone {
-            s.resources.remove(&k);
-            s.removed.insert(k, next);
-            changed = true;
-        }
-        for (k, body) in resources {
-            if s.resources.get(&k).is_some_and(|(_, b)| *b == body) {
-                continue;
-            }
-            s.removed.remove(&k);
-            s.resources.insert(k, (next, body));
-            changed = true;
-        }
-        if !changed {
-            return None;
-        }
-        s.version = next;
-        while s.removed.len() > TOMBSTONES {
-            let (k, v) = s
-                .removed
-                .iter()
-                .min_by_key(|(_, v)| **v)
-                .map(|(k, v)| (k.clone(), *v))
-                .expect("non-empty");
-            s.removed.remove(&k);
-            s.oldest = s.oldest.max(v);
-        }
-        drop(s);
-        self.changed.send_replace(next);
-        Some(next)
-    }
-
-    /// What `node`'s agent needs to go from version `since` (None: nothing) to now.
-    fn update_for(&self, node: &str, since: Option<u64>) -> ConfigUpdate {
-        let s = self.lock();
-        let node_namespaces: BTreeSet<&str> = s
-            .resources
-            .iter()
-            .filter_map(|((kind, ns, _), (_, body))| match body {
-                Body::Workload(w) if kind == "Workload" && w.node == node => Some(ns.as_str()),
-                _ => None,
-            })
-            .collect();
-        let relevant = |(kind, ns, _): &Key, body: &Body| match body {
-            Body::Workload(w) => w.node == node,
-            Body::Service(_) => true,
-            Body::AuthorizationPolicy(_) | Body::PeerAuthentication(_) => {
-                ns == ROOT_NAMESPACE || node_namespaces.contains(ns.as_str())
-            }
-        } && !kind.is_empty();
-        let snapshot = since.is_none_or(|v| v < s.oldest);
-        let since = since.unwrap_or(0);
-        let mut update = ConfigUpdate {
-            version: s.version,
-            snapshot,
-            ..ConfigUpdate::default()
-        };
-        for (k, (v, body)) in &s.resources {
-            let wanted = relevant(k, body);
-            if wanted && (snapshot || *v > since) {
-                update.upserts.push(Resource {
-                    key: Some(wire_key(k)),
-                    version: *v,
-                    body: Some(body.clone()),
-                });
-            } else if !wanted && !snapshot && *v > since {
-                // It changed and is no longer for this node (a workload that moved).
-                update.removals.push(wire_key(k));
-            }
-        }
-        if !snapshot {
-            for (k, v) in &s.removed {
-                if *v > since {
-                    update.removals.push(wire_key(k));
-                }
-            }
-        }
-        update
-    }
-
-    fn record(&self, node: &str, f: impl FnOnce(&mut SubscriberStatus)) {
-        f(self.lock().subscribers.entry(node.to_owned()).or_default());
-    }
-}
-
-fn wire_key((kind, namespace, name): &Key) -> ResourceKey {
-    ResourceKey {
-        kind: kind.clone(),
-        namespace: namespace.clone(),
-        name: name.clone(),
     }
 }
 
 pub struct Distribution {
     pub hub: Arc<Hub>,
     pub auth: Arc<Authenticator>,
+    pub registry: Arc<Registry>,
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 type UpdateStream = Pin<Box<dyn Stream<Item = Result<ConfigUpdate, Status>> + Send>>;
+
+impl Distribution {
+    /// Who the stream is for, from the caller's token and its Hello.
+    fn subscriber(
+        &self,
+        caller: &Caller,
+        hello: &api::proto::config::Hello,
+    ) -> Result<Subscriber, Refusal> {
+        // The token names the node; a Hello that names one must name the same.
+        if !hello.node.is_empty() && hello.node != caller.node() {
+            return Err(Refusal::WrongNode {
+                token_node: caller.node().to_owned(),
+                hello_node: hello.node.clone(),
+            });
+        }
+        match &hello.waypoint {
+            None => match caller {
+                Caller::Node { node } => Ok(Subscriber::Agent { node: node.clone() }),
+                Caller::Pod { .. } => Err(Refusal::NotANode),
+            },
+            Some(w) => {
+                if w.namespace.is_empty() || w.name.is_empty() {
+                    return Err(Refusal::NoWaypointName);
+                }
+                let id = WaypointId {
+                    namespace: w.namespace.clone(),
+                    name: w.name.clone(),
+                };
+                self.registry.waypoint_access(caller, &id)?;
+                Ok(Subscriber::Waypoint(id))
+            }
+        }
+    }
+
+    fn refuse(&self, refusal: &Refusal) -> Status {
+        tracing::warn!(reason = refusal.reason(), error = %refusal, "config subscription refused");
+        self.metrics
+            .distribution
+            .refused
+            .get_or_create(&ReasonLabels {
+                reason: refusal.reason(),
+            })
+            .inc();
+        crate::server::subscription_status(refusal)
+    }
+}
+
+/// Counts an open stream for as long as it lives.
+struct Open {
+    hub: Arc<Hub>,
+    metrics: Arc<metrics::Metrics>,
+    subscriber: Subscriber,
+}
+
+impl Open {
+    fn new(hub: Arc<Hub>, metrics: Arc<metrics::Metrics>, subscriber: Subscriber) -> Self {
+        hub.record(&subscriber, |s| s.streams += 1);
+        metrics
+            .distribution
+            .subscribers
+            .get_or_create(&KindLabels {
+                kind: subscriber.kind(),
+            })
+            .inc();
+        Open {
+            hub,
+            metrics,
+            subscriber,
+        }
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.hub.record(&self.subscriber, |s| {
+            s.streams = s.streams.saturating_sub(1)
+        });
+        self.metrics
+            .distribution
+            .subscribers
+            .get_or_create(&KindLabels {
+                kind: self.subscriber.kind(),
+            })
+            .dec();
+    }
+}
+
+/// Updates sent and not yet covered by an ACK (or NACK), with when they were sent.
+#[derive(Default)]
+struct InFlight(VecDeque<(u64, Instant)>);
+
+impl InFlight {
+    /// Takes the updates up to `version`; yields how long each waited.
+    fn settle(&mut self, version: u64) -> Vec<Duration> {
+        let mut waited = Vec::new();
+        while let Some((v, sent)) = self.0.front() {
+            if *v > version {
+                break;
+            }
+            waited.push(sent.elapsed());
+            self.0.pop_front();
+        }
+        waited
+    }
+}
 
 #[tonic::async_trait]
 impl ConfigService for Distribution {
@@ -214,136 +186,103 @@ impl ConfigService for Distribution {
         &self,
         request: Request<Streaming<SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let node = self
+        let caller = self
             .auth
-            .authenticate(&crate::auth::bearer_token(&request))
+            .caller(&crate::auth::bearer_token(&request))
             .await
-            .map_err(|e| {
-                tracing::warn!(reason = e.reason(), "config subscription refused");
-                Status::unauthenticated(format!("{}: {e}", e.reason()))
-            })?;
+            .map_err(|e| self.refuse(&e.into()))?;
         let mut incoming = request.into_inner();
         let hello = match tokio::time::timeout(Duration::from_secs(10), incoming.next()).await {
             Ok(Some(Ok(SubscribeRequest {
                 request: Some(Msg::Hello(h)),
             }))) => h,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "hello_expected: the first message must be a Hello",
-                ));
-            }
+            _ => return Err(self.refuse(&Refusal::HelloExpected)),
         };
-        // The token names the node; a Hello that names one must name the same.
-        if !hello.node.is_empty() && hello.node != node {
-            return Err(Status::permission_denied(format!(
-                "wrong_node: the token is node {node:?}'s, not {:?}'s",
-                hello.node
-            )));
-        }
+        let subscriber = self
+            .subscriber(&caller, &hello)
+            .map_err(|r| self.refuse(&r))?;
         let hub = Arc::clone(&self.hub);
+        let registry = Arc::clone(&self.registry);
+        let metrics = Arc::clone(&self.metrics);
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(async move {
+            let name = subscriber.name();
+            let kind = subscriber.kind();
+            let labels = KindLabels { kind };
+            let d = &metrics.distribution;
+            let _open = Open::new(Arc::clone(&hub), Arc::clone(&metrics), subscriber.clone());
             let mut changed = hub.changed.subscribe();
             let mut closing = hub.closing.subscribe();
+            let mut registry_updates = registry.updates();
+            // A waypoint's right to its stream, checked again whenever it may have
+            // changed (and before anything more is sent).
+            let revoked = || match &subscriber {
+                Subscriber::Waypoint(w) => registry.waypoint_access(&caller, w).err(),
+                Subscriber::Agent { .. } => None,
+            };
+            let waypoint = kind == SubscriberKind::Waypoint;
+            let mut in_flight = InFlight::default();
             let since = (hello.resume_from > 0).then_some(hello.resume_from);
-            let first = hub.update_for(&node, since);
-            tracing::info!(%node, version = first.version, snapshot = first.snapshot, resources = first.upserts.len(), "subscriber connected");
+            let first = hub.update_for(&subscriber, since);
+            tracing::info!(subscriber = %name, kind = kind.as_str(), version = first.version, snapshot = first.snapshot, resources = first.upserts.len(), "subscriber connected");
             let mut at = first.version;
-            hub.record(&node, |s| {
-                s.connected = true;
-                s.sent = at;
-            });
+            hub.record(&subscriber, |s| s.sent = at);
+            in_flight.0.push_back((at, Instant::now()));
+            d.pushes.get_or_create(&labels).inc();
             if tx.send(Ok(first)).await.is_err() {
                 return;
             }
-            loop {
+            let ending = loop {
                 tokio::select! {
-                    _ = closing.changed() => break,
+                    _ = closing.changed() => break None,
+                    r = registry_updates.changed(), if waypoint => {
+                        if r.is_err() { break None; }
+                        if let Some(e) = revoked() { break Some(e); }
+                    }
                     r = changed.changed() => {
-                        if r.is_err() { break; }
-                        let update = hub.update_for(&node, Some(at));
+                        if r.is_err() { break None; }
+                        if let Some(e) = revoked() { break Some(e); }
+                        let update = hub.update_for(&subscriber, Some(at));
                         at = update.version;
                         if update.upserts.is_empty() && update.removals.is_empty() {
                             continue;
                         }
-                        hub.record(&node, |s| s.sent = at);
-                        if tx.send(Ok(update)).await.is_err() { break; }
+                        hub.record(&subscriber, |s| s.sent = at);
+                        in_flight.0.push_back((at, Instant::now()));
+                        d.pushes.get_or_create(&labels).inc();
+                        if tx.send(Ok(update)).await.is_err() { break None; }
                     }
                     msg = incoming.next() => match msg {
                         Some(Ok(SubscribeRequest { request: Some(Msg::Ack(a)) })) => {
-                            hub.record(&node, |s| s.acked = s.acked.max(a.version));
+                            d.acks.get_or_create(&labels).inc();
+                            let latency = d.push_to_ack.get_or_create(&labels);
+                            for waited in in_flight.settle(a.version) {
+                                latency.observe(waited.as_secs_f64());
+                            }
+                            hub.record(&subscriber, |s| s.acked = s.acked.max(a.version));
                         }
                         Some(Ok(SubscribeRequest { request: Some(Msg::Nack(n)) })) => {
-                            tracing::warn!(%node, version = n.version, reason = %n.reason, "configuration NACKed");
-                            hub.record(&node, |s| s.nacked = Some((n.version, n.reason.clone())));
+                            tracing::warn!(subscriber = %name, version = n.version, reason = %n.reason, "configuration NACKed");
+                            d.nacks
+                                .get_or_create(&NackLabels { kind, reason: NackReason::of(&n.reason) })
+                                .inc();
+                            in_flight.settle(n.version);
+                            hub.record(&subscriber, |s| s.nacked = Some((n.version, n.reason.clone())));
                         }
                         Some(Ok(_)) => {}
-                        Some(Err(_)) | None => break,
+                        Some(Err(_)) | None => break None,
                     },
                 }
+            };
+            if let Some(e) = ending {
+                let refusal = Refusal::from(e);
+                tracing::warn!(subscriber = %name, reason = refusal.reason(), error = %refusal, "waypoint subscription ended");
+                let _ = tx
+                    .send(Err(crate::server::subscription_status(&refusal)))
+                    .await;
             }
-            hub.record(&node, |s| s.connected = false);
-            tracing::info!(%node, "subscriber gone");
+            tracing::info!(subscriber = %name, "subscriber gone");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use api::proto::config::Workload;
-
-    use super::*;
-
-    fn wl(node: &str, addr: &str) -> Body {
-        Body::Workload(Workload {
-            node: node.into(),
-            addresses: vec![addr.into()],
-            ..Workload::default()
-        })
-    }
-
-    fn k(kind: &str, ns: &str, name: &str) -> Key {
-        (kind.into(), ns.into(), name.into())
-    }
-
-    #[test]
-    fn incremental_updates_and_snapshots() {
-        let hub = Hub::new();
-        let v0 = hub.version();
-        let mut res = BTreeMap::from([
-            (k("Workload", "shop", "a"), wl("n1", "10.0.0.1")),
-            (k("Workload", "shop", "b"), wl("n2", "10.0.0.2")),
-        ]);
-        let v1 = hub.publish(res.clone()).unwrap();
-        assert_eq!(hub.publish(res.clone()), None, "no change, no version");
-
-        let snap = hub.update_for("n1", None);
-        assert!(snap.snapshot);
-        assert_eq!(snap.upserts.len(), 1, "only n1's workload");
-        assert_eq!(snap.version, v1);
-
-        res.insert(k("Workload", "shop", "a"), wl("n1", "10.0.0.9"));
-        res.remove(&k("Workload", "shop", "b"));
-        let v2 = hub.publish(res.clone()).unwrap();
-        let up = hub.update_for("n1", Some(v1));
-        assert!(!up.snapshot);
-        assert_eq!(up.version, v2);
-        assert_eq!(up.upserts.len(), 1);
-        assert_eq!(up.upserts[0].version, v2);
-        assert_eq!(up.removals.len(), 1, "b's removal is sent (harmless to n1)");
-
-        // Nothing new since v2.
-        let none = hub.update_for("n1", Some(v2));
-        assert!(none.upserts.is_empty() && none.removals.is_empty());
-        // From before this hub existed: a snapshot.
-        assert!(hub.update_for("n1", Some(v0 - 1)).snapshot);
-
-        // A workload moving to n2 leaves n1.
-        res.insert(k("Workload", "shop", "a"), wl("n2", "10.0.0.9"));
-        hub.publish(res).unwrap();
-        let up = hub.update_for("n1", Some(v2));
-        assert!(up.upserts.is_empty());
-        assert_eq!(up.removals[0].name, "a");
     }
 }

@@ -1,8 +1,9 @@
 //! Weft's control plane: the certificate authority (`ca`), node authentication
 //! (`auth`), the configuration sources (`source`: a local folder; `kubernetes`: the API
-//! server's watches), the registry of workloads and their nodes (`registry`), rate
-//! limiting (`limit`), distribution (`distribution`) and the gRPC server (`server`).
-//! `start` ties them together, in the mode the configuration names (`config::Mode`).
+//! server's watches), the registry of workloads, their nodes and the waypoints
+//! (`registry`), rate limiting (`limit`), distribution to agents and waypoints
+//! (`distribution`), the gRPC server (`server`) and metrics (`metrics`, 15014). `start`
+//! ties them together, in the mode the configuration names (`config::Mode`).
 #![forbid(unsafe_code)]
 
 pub mod auth;
@@ -13,6 +14,7 @@ pub mod distribution;
 mod kube_mock;
 pub mod kubernetes;
 pub mod limit;
+pub mod metrics;
 pub mod model;
 pub mod registry;
 pub mod resources;
@@ -41,6 +43,10 @@ pub struct Running {
     pub hub: Arc<distribution::Hub>,
     /// Where the admission webhook listens, when it does.
     pub webhook_addr: Option<SocketAddr>,
+    /// Where metrics are served, when they are.
+    pub metrics_addr: Option<SocketAddr>,
+    pub metrics: Arc<metrics::Metrics>,
+    metrics_task: Option<tokio::task::JoinHandle<()>>,
     problems: Arc<std::sync::Mutex<Vec<model::Problem>>>,
     in_force: Arc<std::sync::RwLock<Vec<Document>>>,
     webhook_task: Option<tokio::task::JoinHandle<()>>,
@@ -79,6 +85,9 @@ impl Running {
         self.bundle_task.abort();
         self.source_task.abort();
         if let Some(t) = &self.webhook_task {
+            t.abort();
+        }
+        if let Some(t) = &self.metrics_task {
             t.abort();
         }
         // Graceful, but not forever: streams that do not end in time are cut.
@@ -191,6 +200,9 @@ async fn launch(
 ) -> anyhow::Result<Running> {
     std::fs::create_dir_all(config.state_dir.join("ca"))
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
+    // Bound before anything is started, so that a start that fails here leaves nothing
+    // running.
+    let metrics_listener = bind_metrics(config.metrics_listen).await?;
     let authority = Arc::new(load_authority(&config, &runtime).await?);
     let extra = config.state_dir.join("ca/extra-roots.pem");
     let (bundle_tx, bundle_rx) = watch::channel(Bundle {
@@ -245,7 +257,9 @@ async fn launch(
     let hub = Arc::new(distribution::Hub::new());
     let problems = Arc::new(std::sync::Mutex::new(Vec::new()));
     let in_force = Arc::new(std::sync::RwLock::new(Vec::new()));
+    let metrics = Arc::new(metrics::Metrics::default());
     let sinks = Sinks {
+        metrics: Arc::clone(&metrics),
         status_file: config.state_dir.join("status.json"),
         trust_domain: config.trust_domain.clone(),
         hub: Arc::clone(&hub),
@@ -284,6 +298,24 @@ async fn launch(
         auth: Arc::clone(&auth),
         limiter: Arc::new(limit::RateLimiter::new(config.csr_burst, config.csr_rate)),
         bundle: bundle_rx,
+        metrics: Arc::clone(&metrics),
+    };
+    let (metrics_addr, metrics_task) = match metrics_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "metrics listening");
+            let registry = Arc::new(metrics::Metrics::registry(&metrics));
+            let (hub, problems) = (Arc::clone(&hub), Arc::clone(&problems));
+            let status: metrics::StatusFn = Arc::new(move || {
+                let problems = problems.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                status_json(&hub, &problems)
+            });
+            (
+                Some(addr),
+                Some(tokio::spawn(metrics::serve(listener, registry, status))),
+            )
+        }
+        None => (None, None),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -312,6 +344,8 @@ async fn launch(
     let distribution = distribution::Distribution {
         hub: Arc::clone(&hub),
         auth,
+        registry: Arc::clone(&service.registry),
+        metrics: Arc::clone(&metrics),
     };
     let task = tokio::spawn(server::serve(
         service,
@@ -327,6 +361,9 @@ async fn launch(
         addr,
         hub,
         webhook_addr,
+        metrics_addr,
+        metrics,
+        metrics_task,
         problems,
         in_force,
         webhook_task,
@@ -338,6 +375,32 @@ async fn launch(
     })
 }
 
+/// Binds the metrics listener the configuration asks for. The default port is best
+/// effort (see [`config::MetricsListen`]).
+async fn bind_metrics(
+    listen: config::MetricsListen,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    match listen {
+        config::MetricsListen::Off => Ok(None),
+        config::MetricsListen::Given(addr) => tokio::net::TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .with_context(|| format!("binding the metrics listener {addr}")),
+        config::MetricsListen::Default(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Ok(Some(l)),
+            Err(e) => {
+                tracing::warn!(
+                    %addr,
+                    error = %e,
+                    "metrics are not served: the default port cannot be bound (set {} to another address, or to off)",
+                    config::METRICS_LISTEN
+                );
+                Ok(None)
+            }
+        },
+    }
+}
+
 /// How often the configuration folder is looked at, and how long a burst of changes (to
 /// files, or to Kubernetes objects) may settle before it is read: changes that come
 /// together become one push.
@@ -345,8 +408,9 @@ const POLL: Duration = Duration::from_millis(100);
 const SETTLE: Duration = Duration::from_millis(150);
 
 /// What the control plane reports about its configuration: the version in force, the
-/// problems of files that are not in force, and its subscribers. Served on the debug
-/// port and written to `<state>/status.json` at each change.
+/// problems of files that are not in force, and its subscribers (agents by node,
+/// waypoints by `namespace/name`). Served on the metrics port (`GET /debug/status`) and
+/// written to `<state>/status.json` at each change.
 pub fn status_json(hub: &distribution::Hub, problems: &[model::Problem]) -> serde_json::Value {
     serde_json::json!({
         "version": hub.version(),
@@ -358,7 +422,8 @@ pub fn status_json(hub: &distribution::Hub, problems: &[model::Problem]) -> serd
             "reason": p.reason,
             "text": p.to_string(),
         })).collect::<Vec<_>>(),
-        "subscribers": hub.subscribers().into_iter().map(|(node, s)| (node, serde_json::json!({
+        "subscribers": hub.subscribers().into_iter().map(|(name, s)| (name, serde_json::json!({
+            "kind": s.kind.as_str(),
             "connected": s.connected,
             "sent": s.sent,
             "acked": s.acked,
@@ -369,6 +434,7 @@ pub fn status_json(hub: &distribution::Hub, problems: &[model::Problem]) -> serd
 
 /// Where an accepted configuration goes.
 struct Sinks {
+    metrics: Arc<metrics::Metrics>,
     status_file: std::path::PathBuf,
     trust_domain: String,
     hub: Arc<distribution::Hub>,
@@ -387,6 +453,10 @@ impl Sinks {
         {
             tracing::info!(version, documents = docs.len(), "configuration published");
         }
+        let d = &self.metrics.distribution;
+        d.version
+            .set(i64::try_from(self.hub.version()).unwrap_or(i64::MAX));
+        d.set_problems(problems);
         *self.problems.lock().unwrap_or_else(|p| p.into_inner()) = problems.to_vec();
         *self.in_force.write().unwrap_or_else(|p| p.into_inner()) = docs;
         let status = status_json(&self.hub, problems);

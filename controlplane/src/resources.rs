@@ -11,10 +11,10 @@ use api::proto::config::{self as wire, PolicyRule, PolicySource, ServicePort, re
 
 use crate::{
     model::{
-        Action, Document, EndpointSlice, IntOrString, Metadata, MtlsMode, Object,
-        SERVICE_NAME_LABEL,
+        self, Action, Document, EndpointSlice, IntOrString, Metadata, MtlsMode, Object,
+        PathMatchType, PathModifierType, RouteFilterType, SERVICE_NAME_LABEL,
     },
-    validate::{MESH_LABEL, USE_WAYPOINT_LABEL},
+    validate::{MESH_LABEL, USE_WAYPOINT_LABEL, gateway_duration},
 };
 
 /// `(kind, namespace, name)`.
@@ -226,34 +226,7 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                 );
             }
             Object::AuthorizationPolicy(p) => {
-                let rules = p
-                    .spec
-                    .rules
-                    .iter()
-                    .map(|r| PolicyRule {
-                        from: r
-                            .from
-                            .iter()
-                            .map(|f| PolicySource {
-                                principals: f.source.principals.clone(),
-                                not_principals: f.source.not_principals.clone(),
-                                namespaces: f.source.namespaces.clone(),
-                                not_namespaces: f.source.not_namespaces.clone(),
-                                ip_blocks: f.source.ip_blocks.clone(),
-                                not_ip_blocks: f.source.not_ip_blocks.clone(),
-                            })
-                            .collect(),
-                        ports: r
-                            .to
-                            .iter()
-                            .flat_map(|t| &t.operation.ports)
-                            .filter_map(|p| match p {
-                                IntOrString::Int(n) => u32::try_from(*n).ok(),
-                                IntOrString::String(s) => s.parse().ok(),
-                            })
-                            .collect(),
-                    })
-                    .collect();
+                let rules = p.spec.rules.iter().flat_map(policy_rules).collect();
                 out.insert(
                     key("AuthorizationPolicy", &p.metadata),
                     Body::AuthorizationPolicy(wire::AuthorizationPolicy {
@@ -281,10 +254,269 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                     }),
                 );
             }
-            _ => {}
+            Object::HttpRoute(r) => {
+                let ns = r.metadata.namespace.as_deref().unwrap_or_default();
+                out.insert(
+                    key("HTTPRoute", &r.metadata),
+                    Body::HttpRoute(wire::HttpRoute {
+                        parents: r.spec.parent_refs.iter().map(|p| parent(p, ns)).collect(),
+                        hostnames: r.spec.hostnames.clone(),
+                        rules: r
+                            .spec
+                            .rules
+                            .iter()
+                            .map(|rule| http_rule(rule, ns))
+                            .collect(),
+                    }),
+                );
+            }
+            Object::GrpcRoute(r) => {
+                let ns = r.metadata.namespace.as_deref().unwrap_or_default();
+                out.insert(
+                    key("GRPCRoute", &r.metadata),
+                    Body::GrpcRoute(wire::GrpcRoute {
+                        parents: r.spec.parent_refs.iter().map(|p| parent(p, ns)).collect(),
+                        hostnames: r.spec.hostnames.clone(),
+                        rules: r
+                            .spec
+                            .rules
+                            .iter()
+                            .map(|rule| grpc_rule(rule, ns))
+                            .collect(),
+                    }),
+                );
+            }
+            Object::Namespace(_)
+            | Object::EndpointSlice(_)
+            | Object::Workload(_)
+            | Object::Gateway(_) => {}
         }
     }
     out
+}
+
+/// The wire rules of one policy rule. A rule matches when a source matches and any of
+/// its operations does; an operation's conditions hold together. Operations of ports
+/// alone merge into one wire rule (the ports of any of them); with L7 conditions each
+/// operation is a rule of its own, with the same sources, so that a method of one
+/// operation never pairs with a port of another.
+fn policy_rules(r: &model::Rule) -> Vec<PolicyRule> {
+    let from: Vec<PolicySource> = r
+        .from
+        .iter()
+        .map(|f| PolicySource {
+            principals: f.source.principals.clone(),
+            not_principals: f.source.not_principals.clone(),
+            namespaces: f.source.namespaces.clone(),
+            not_namespaces: f.source.not_namespaces.clone(),
+            ip_blocks: f.source.ip_blocks.clone(),
+            not_ip_blocks: f.source.not_ip_blocks.clone(),
+        })
+        .collect();
+    let l7 = |o: &model::Operation| {
+        !o.methods.is_empty() || !o.paths.is_empty() || !o.headers.is_empty()
+    };
+    if r.to.len() <= 1 || !r.to.iter().any(|t| l7(&t.operation)) {
+        let op = r.to.first().map(|t| &t.operation);
+        return vec![PolicyRule {
+            from,
+            ports: ports(r.to.iter().map(|t| &t.operation)),
+            methods: op.map(|o| o.methods.clone()).unwrap_or_default(),
+            paths: op.map(|o| o.paths.clone()).unwrap_or_default(),
+            headers: op.map(header_conditions).unwrap_or_default(),
+        }];
+    }
+    r.to.iter()
+        .map(|t| PolicyRule {
+            from: from.clone(),
+            ports: ports(std::iter::once(&t.operation)),
+            methods: t.operation.methods.clone(),
+            paths: t.operation.paths.clone(),
+            headers: header_conditions(&t.operation),
+        })
+        .collect()
+}
+
+/// The ports of any of `operations`.
+fn ports<'a>(operations: impl Iterator<Item = &'a model::Operation>) -> Vec<u32> {
+    operations
+        .flat_map(|o| &o.ports)
+        .filter_map(|p| match p {
+            IntOrString::Int(n) => u32::try_from(*n).ok(),
+            IntOrString::String(s) => s.parse().ok(),
+        })
+        .collect()
+}
+
+fn header_conditions(o: &model::Operation) -> Vec<wire::HeaderCondition> {
+    o.headers
+        .iter()
+        .map(|h| wire::HeaderCondition {
+            name: h.name.to_ascii_lowercase(),
+            values: h.values.clone(),
+        })
+        .collect()
+}
+
+fn number(n: Option<i64>) -> u32 {
+    n.and_then(|n| u32::try_from(n).ok()).unwrap_or(0)
+}
+
+/// A duration in milliseconds; none (or, unreachable after validation, a bad one): 0.
+fn millis(d: Option<&String>) -> u64 {
+    d.and_then(|d| gateway_duration(d).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn parent(p: &model::ParentRef, ns: &str) -> wire::ParentRef {
+    wire::ParentRef {
+        kind: p.kind.clone().unwrap_or_else(|| "Gateway".to_owned()),
+        namespace: p.namespace.clone().unwrap_or_else(|| ns.to_owned()),
+        name: p.name.clone(),
+        port: number(p.port),
+        section_name: p.section_name.clone().unwrap_or_default(),
+    }
+}
+
+fn backend(b: &model::BackendRef, ns: &str) -> wire::BackendRef {
+    wire::BackendRef {
+        namespace: b.namespace.clone().unwrap_or_else(|| ns.to_owned()),
+        name: b.name.clone(),
+        port: number(b.port),
+        weight: number(Some(b.weight.unwrap_or(1))),
+    }
+}
+
+fn headers(list: &[model::HttpHeader]) -> Vec<wire::HttpHeader> {
+    list.iter()
+        .map(|h| wire::HttpHeader {
+            name: h.name.to_ascii_lowercase(),
+            value: h.value.clone(),
+        })
+        .collect()
+}
+
+fn header_modifier(m: &model::HeaderModifier) -> wire::HeaderModifier {
+    wire::HeaderModifier {
+        set: headers(&m.set),
+        add: headers(&m.add),
+        remove: m.remove.iter().map(|n| n.to_ascii_lowercase()).collect(),
+    }
+}
+
+fn path_modifier(p: &model::PathModifier) -> wire::PathModifier {
+    let (kind, value) = match p.type_ {
+        PathModifierType::ReplaceFullPath => ("ReplaceFullPath", &p.replace_full_path),
+        PathModifierType::ReplacePrefixMatch => ("ReplacePrefixMatch", &p.replace_prefix_match),
+    };
+    wire::PathModifier {
+        r#type: kind.to_owned(),
+        value: value.clone().unwrap_or_default(),
+    }
+}
+
+fn filter(f: &model::RouteFilter, ns: &str) -> Option<wire::RouteFilter> {
+    use wire::route_filter::Filter;
+    let filter = match f.type_ {
+        RouteFilterType::RequestHeaderModifier => {
+            Filter::RequestHeaderModifier(header_modifier(f.request_header_modifier.as_ref()?))
+        }
+        RouteFilterType::ResponseHeaderModifier => {
+            Filter::ResponseHeaderModifier(header_modifier(f.response_header_modifier.as_ref()?))
+        }
+        RouteFilterType::RequestRedirect => {
+            let r = f.request_redirect.as_ref()?;
+            Filter::RequestRedirect(wire::RequestRedirect {
+                scheme: r.scheme.clone().unwrap_or_default(),
+                hostname: r.hostname.clone().unwrap_or_default(),
+                path: r.path.as_ref().map(path_modifier),
+                port: number(r.port),
+                status_code: number(Some(r.status_code.unwrap_or(302))),
+            })
+        }
+        RouteFilterType::UrlRewrite => {
+            let r = f.url_rewrite.as_ref()?;
+            Filter::UrlRewrite(wire::UrlRewrite {
+                hostname: r.hostname.clone().unwrap_or_default(),
+                path: r.path.as_ref().map(path_modifier),
+            })
+        }
+        RouteFilterType::RequestMirror => {
+            let b = &f.request_mirror.as_ref()?.backend_ref;
+            Filter::RequestMirror(wire::RequestMirror {
+                backend: Some(wire::BackendRef {
+                    namespace: b.namespace.clone().unwrap_or_else(|| ns.to_owned()),
+                    name: b.name.clone(),
+                    port: number(b.port),
+                    weight: 1,
+                }),
+            })
+        }
+    };
+    Some(wire::RouteFilter {
+        filter: Some(filter),
+    })
+}
+
+fn header_matches(list: &[model::HeaderMatch]) -> Vec<wire::HeaderMatch> {
+    list.iter()
+        .map(|h| wire::HeaderMatch {
+            r#type: h.type_.clone().unwrap_or_else(|| "Exact".to_owned()),
+            name: h.name.to_ascii_lowercase(),
+            value: h.value.clone(),
+        })
+        .collect()
+}
+
+fn http_rule(rule: &model::HttpRouteRule, ns: &str) -> wire::HttpRouteRule {
+    let timeouts = rule.timeouts.as_ref();
+    wire::HttpRouteRule {
+        matches: rule
+            .matches
+            .iter()
+            .map(|m| wire::HttpRouteMatch {
+                path: m.path.as_ref().map(|p| wire::HttpPathMatch {
+                    r#type: match p.type_ {
+                        PathMatchType::Exact => "Exact",
+                        PathMatchType::PathPrefix => "PathPrefix",
+                        PathMatchType::RegularExpression => "RegularExpression",
+                    }
+                    .to_owned(),
+                    value: p.value.clone(),
+                }),
+                method: m.method.clone().unwrap_or_default(),
+                headers: header_matches(&m.headers),
+            })
+            .collect(),
+        filters: rule.filters.iter().filter_map(|f| filter(f, ns)).collect(),
+        backends: rule.backend_refs.iter().map(|b| backend(b, ns)).collect(),
+        request_timeout_ms: millis(timeouts.and_then(|t| t.request.as_ref())),
+        backend_request_timeout_ms: millis(timeouts.and_then(|t| t.backend_request.as_ref())),
+        retry: rule.retry.as_ref().map(|r| wire::HttpRetry {
+            codes: r.codes.iter().map(|c| number(Some(*c))).collect(),
+            attempts: number(Some(r.attempts.unwrap_or(2))),
+            backoff_ms: millis(r.backoff.as_ref()),
+        }),
+    }
+}
+
+fn grpc_rule(rule: &model::GrpcRouteRule, ns: &str) -> wire::GrpcRouteRule {
+    wire::GrpcRouteRule {
+        matches: rule
+            .matches
+            .iter()
+            .map(|m| wire::GrpcRouteMatch {
+                method: m.method.as_ref().map(|g| wire::GrpcMethodMatch {
+                    r#type: g.type_.clone().unwrap_or_else(|| "Exact".to_owned()),
+                    service: g.service.clone().unwrap_or_default(),
+                    method: g.method.clone().unwrap_or_default(),
+                }),
+                headers: header_matches(&m.headers),
+            })
+            .collect(),
+        filters: rule.filters.iter().filter_map(|f| filter(f, ns)).collect(),
+        backends: rule.backend_refs.iter().map(|b| backend(b, ns)).collect(),
+    }
 }
 
 #[cfg(test)]
@@ -336,6 +568,54 @@ spec: {clusterIP: 10.96.0.10, selector: {app: cart}, ports: [{name: http, port: 
             "spiffe://cluster.local/ns/shop/sa/cart"
         );
         assert_eq!(s.endpoints[0].node, "node-1");
+    }
+
+    #[test]
+    fn policy_operations_with_l7_conditions_are_rules_of_their_own() {
+        let policy = |to: &str| {
+            let text = format!(
+                "apiVersion: security.weft.dev/v1alpha1\nkind: AuthorizationPolicy\n\
+                 metadata: {{name: p, namespace: shop}}\n\
+                 spec: {{rules: [{{from: [{{source: {{namespaces: [shop]}}}}], to: {to}}}]}}\n"
+            );
+            let (docs, problems) = crate::model::parse("t", &text);
+            assert!(problems.is_empty(), "{problems:?}");
+            let out = translate(&docs, "cluster.local");
+            match &out[&("AuthorizationPolicy".into(), "shop".into(), "p".into())] {
+                Body::AuthorizationPolicy(p) => p.rules.clone(),
+                other => panic!("{other:?}"),
+            }
+        };
+        // Ports alone: one rule, any of the ports (as agents have always had it).
+        let rules = policy("[{operation: {ports: [80]}}, {operation: {ports: [\"81\"]}}]");
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].ports, vec![80, 81]);
+        // With L7 conditions: GET goes with 80 only, and 81 takes any method.
+        let rules = policy(
+            "[{operation: {ports: [80], methods: [GET], headers: [{name: X-Env, values: [prod]}]}}, \
+             {operation: {ports: [81]}}]",
+        );
+        assert_eq!(rules.len(), 2);
+        assert_eq!(
+            (rules[0].ports.as_slice(), rules[0].methods.as_slice()),
+            (&[80][..], &["GET".to_owned()][..])
+        );
+        assert_eq!(
+            rules[0].headers[0].name, "x-env",
+            "header names are lowercase"
+        );
+        assert_eq!(
+            (rules[1].ports.as_slice(), rules[1].methods.len()),
+            (&[81][..], 0)
+        );
+        assert_eq!(rules[0].from, rules[1].from, "both keep the rule's sources");
+        // One operation keeps its conditions in one rule; none, a rule without any.
+        let rules = policy("[{operation: {paths: [/admin/*]}}]");
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules[0].paths, vec!["/admin/*"]);
+        let rules = policy("[]");
+        assert_eq!(rules.len(), 1);
+        assert!(rules[0].ports.is_empty() && rules[0].methods.is_empty());
     }
 
     #[test]

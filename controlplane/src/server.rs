@@ -1,6 +1,6 @@
-//! The control plane's gRPC server (TLS, port 15012): the certificate service. Errors
-//! become gRPC statuses here and nowhere else; each status message starts with the
-//! refusal's reason (`identity_not_on_node: …`).
+//! The control plane's gRPC server (TLS, port 15012): the certificate service and the
+//! configuration service. Errors become gRPC statuses here and nowhere else; each status
+//! message starts with the refusal's reason (`identity_not_on_node: …`).
 
 use std::{net::SocketAddr, pin::Pin, sync::Arc, time::Duration};
 
@@ -76,12 +76,30 @@ impl Refusal {
     }
 }
 
+/// The status of a refused (or ended) configuration subscription.
+pub fn subscription_status(refusal: &crate::distribution::Refusal) -> Status {
+    use crate::{distribution::Refusal as R, registry::WaypointRefusal as W};
+    let message = format!("{}: {refusal}", refusal.reason());
+    match refusal {
+        R::Auth(e) if e.is_internal() => Status::internal(message),
+        R::Auth(_) => Status::unauthenticated(message),
+        R::HelloExpected | R::NoWaypointName => Status::invalid_argument(message),
+        R::WrongNode { .. }
+        | R::NotANode
+        | R::Waypoint(W::NotOnNode { .. } | W::NotTheWaypoint { .. }) => {
+            Status::permission_denied(message)
+        }
+        R::Waypoint(W::Unknown { .. }) => Status::not_found(message),
+    }
+}
+
 pub struct CaService {
     pub authority: Arc<Authority>,
     pub registry: Arc<Registry>,
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<RateLimiter>,
     pub bundle: watch::Receiver<Bundle>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl CaService {
@@ -152,9 +170,17 @@ impl CertificateService for CaService {
         match self.create(&token, &req).await {
             Ok((node, identity, response)) => {
                 tracing::info!(%node, %identity, "certificate issued");
+                self.metrics.certificates.issued.inc();
                 Ok(Response::new(response))
             }
             Err((node, refusal)) => {
+                self.metrics
+                    .certificates
+                    .refused
+                    .get_or_create(&crate::metrics::ReasonLabels {
+                        reason: refusal.reason(),
+                    })
+                    .inc();
                 tracing::warn!(
                     node = node.as_deref().unwrap_or("-"),
                     peer = ?peer,

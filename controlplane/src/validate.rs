@@ -10,8 +10,10 @@ use std::{
 };
 
 use crate::model::{
-    Action, AuthorizationPolicy, BackendRef, Document, EndpointSlice, IntOrString, LabelSelector,
-    Metadata, Object, Origin, ParentRef, PathMatchType, Problem, SERVICE_NAME_LABEL, parse,
+    Action, AuthorizationPolicy, BackendObjectReference, BackendRef, Document, EndpointSlice,
+    HeaderMatch, HeaderModifier, HttpRouteRetry, HttpRouteTimeouts, IntOrString, LabelSelector,
+    Metadata, Object, Origin, ParentRef, PathMatchType, PathModifier, PathModifierType, Problem,
+    RouteFilter, RouteFilterType, SERVICE_NAME_LABEL, parse,
 };
 
 /// Enrollment label (namespace: `enabled`; pod: `disabled` opts out).
@@ -22,6 +24,9 @@ pub const USE_WAYPOINT_LABEL: &str = "weft.dev/use-waypoint";
 pub const WAYPOINT_CLASS: &str = "weft-waypoint";
 /// Policies in this namespace apply to the whole mesh.
 pub const ROOT_NAMESPACE: &str = "weft-system";
+/// The label that makes a workload one of a waypoint's (the Gateway API's label for the
+/// pods of a Gateway): the Gateway's name, in the Gateway's namespace.
+pub const WAYPOINT_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 const HTTP_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -151,6 +156,62 @@ fn principal(p: &str) -> Result<(), String> {
     api::identity::Identity::from_str_unprefixed(p)
         .map(|_| ())
         .map_err(|e| e.to_string())
+}
+
+/// A Gateway API duration (GEP-2257): one to four parts of up to five digits, each with
+/// a unit `h`, `m`, `s` or `ms` (`1h30m`, `250ms`, `0s`).
+pub(crate) fn gateway_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 10s, 1m30s, 250ms)");
+    let mut rest = s;
+    let mut total = std::time::Duration::ZERO;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 5 {
+            return Err(bad());
+        }
+        let n: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (std::time::Duration::from_millis(1), 2)
+        } else {
+            match rest.as_bytes().first() {
+                Some(b'h') => (std::time::Duration::from_secs(3600), 1),
+                Some(b'm') => (std::time::Duration::from_secs(60), 1),
+                Some(b's') => (std::time::Duration::from_secs(1), 1),
+                _ => return Err(bad()),
+            }
+        };
+        rest = &rest[len..];
+        total += unit * u32::try_from(n).map_err(|_| bad())?;
+        parts += 1;
+    }
+    if parts == 0 || parts > 4 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+/// An HTTP header name: a token (RFC 9110), without a `:` pseudo-header.
+fn header_name(name: &str) -> Result<(), String> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return Err(format!("{name:?} is not an HTTP header name"));
+    }
+    Ok(())
+}
+
+/// A value of a policy's path or header condition: exact, one `*` first or last, or
+/// `*` alone.
+fn wildcard_value(v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err("empty".to_owned());
+    }
+    let stars = v.matches('*').count();
+    if stars > 1 || (stars == 1 && v != "*" && !v.starts_with('*') && !v.ends_with('*')) {
+        return Err(format!("{v:?}: '*' may only stand alone, first or last"));
+    }
+    Ok(())
 }
 
 fn selector(c: &mut Check<'_>, path: &str, s: &LabelSelector) {
@@ -354,7 +415,26 @@ pub fn validate(docs: &[Document]) -> Vec<Problem> {
                                 format!("{method:?} is not an HTTP method"),
                             );
                         }
+                        header_matches(
+                            &mut c,
+                            &format!("spec.rules[{i}].matches[{j}]"),
+                            &m.headers,
+                        );
                     }
+                    let prefix_matched = !rule.matches.is_empty()
+                        && rule.matches.iter().all(|m| {
+                            m.path
+                                .as_ref()
+                                .is_some_and(|p| p.type_ == PathMatchType::PathPrefix)
+                        });
+                    filters(
+                        &mut c,
+                        &index,
+                        ns,
+                        &format!("spec.rules[{i}]"),
+                        &rule.filters,
+                        RouteKind::Http { prefix_matched },
+                    );
                     backends(
                         &mut c,
                         &index,
@@ -362,6 +442,12 @@ pub fn validate(docs: &[Document]) -> Vec<Problem> {
                         &format!("spec.rules[{i}]"),
                         &rule.backend_refs,
                     );
+                    if let Some(t) = &rule.timeouts {
+                        timeouts(&mut c, &format!("spec.rules[{i}].timeouts"), t);
+                    }
+                    if let Some(r) = &rule.retry {
+                        retry(&mut c, &format!("spec.rules[{i}].retry"), r);
+                    }
                 }
             }
             Object::GrpcRoute(r) => {
@@ -387,8 +473,26 @@ pub fn validate(docs: &[Document]) -> Vec<Problem> {
                                     "give a service, a method or both",
                                 );
                             }
+                            match_type(
+                                &mut c,
+                                &format!("spec.rules[{i}].matches[{j}].method.type"),
+                                method.type_.as_deref(),
+                            );
                         }
+                        header_matches(
+                            &mut c,
+                            &format!("spec.rules[{i}].matches[{j}]"),
+                            &m.headers,
+                        );
                     }
+                    filters(
+                        &mut c,
+                        &index,
+                        ns,
+                        &format!("spec.rules[{i}]"),
+                        &rule.filters,
+                        RouteKind::Grpc,
+                    );
                     backends(
                         &mut c,
                         &index,
@@ -536,6 +640,310 @@ fn backends(c: &mut Check<'_>, index: &Index<'_>, ns: &str, rule: &str, refs: &[
     }
 }
 
+/// `Exact` (the default) or `RegularExpression`.
+fn match_type(c: &mut Check<'_>, path: &str, t: Option<&str>) {
+    if let Some(t) = t
+        && t != "Exact"
+        && t != "RegularExpression"
+    {
+        c.bad(
+            path,
+            format!("{t:?}: expected \"Exact\" or \"RegularExpression\""),
+        );
+    }
+}
+
+fn header_matches(c: &mut Check<'_>, base: &str, headers: &[HeaderMatch]) {
+    for (k, h) in headers.iter().enumerate() {
+        if let Err(e) = header_name(&h.name) {
+            c.bad(format!("{base}.headers[{k}].name"), e);
+        }
+        match_type(c, &format!("{base}.headers[{k}].type"), h.type_.as_deref());
+    }
+}
+
+/// What a route's filters may be: a GRPCRoute has no redirects or rewrites, and a
+/// prefix replacement needs every match of its rule to be a path prefix.
+#[derive(Clone, Copy)]
+enum RouteKind {
+    Http { prefix_matched: bool },
+    Grpc,
+}
+
+fn filters(
+    c: &mut Check<'_>,
+    index: &Index<'_>,
+    ns: &str,
+    rule: &str,
+    list: &[RouteFilter],
+    kind: RouteKind,
+) {
+    let mut types = BTreeSet::new();
+    for (i, f) in list.iter().enumerate() {
+        let base = format!("{rule}.filters[{i}]");
+        let (field, set) = match f.type_ {
+            RouteFilterType::RequestHeaderModifier => {
+                ("requestHeaderModifier", f.request_header_modifier.is_some())
+            }
+            RouteFilterType::ResponseHeaderModifier => (
+                "responseHeaderModifier",
+                f.response_header_modifier.is_some(),
+            ),
+            RouteFilterType::RequestRedirect => ("requestRedirect", f.request_redirect.is_some()),
+            RouteFilterType::UrlRewrite => ("urlRewrite", f.url_rewrite.is_some()),
+            RouteFilterType::RequestMirror => ("requestMirror", f.request_mirror.is_some()),
+        };
+        if !set {
+            c.bad(
+                format!("{base}.{field}"),
+                format!("required by type {field}"),
+            );
+        }
+        let others = [
+            ("requestHeaderModifier", f.request_header_modifier.is_some()),
+            (
+                "responseHeaderModifier",
+                f.response_header_modifier.is_some(),
+            ),
+            ("requestRedirect", f.request_redirect.is_some()),
+            ("urlRewrite", f.url_rewrite.is_some()),
+            ("requestMirror", f.request_mirror.is_some()),
+        ];
+        for (other, present) in others {
+            if present && other != field {
+                c.bad(
+                    format!("{base}.{other}"),
+                    format!("does not go with type {:?}", f.type_),
+                );
+            }
+        }
+        let grpc = matches!(kind, RouteKind::Grpc);
+        if grpc
+            && matches!(
+                f.type_,
+                RouteFilterType::RequestRedirect | RouteFilterType::UrlRewrite
+            )
+        {
+            c.bad(
+                format!("{base}.type"),
+                format!("{:?} is not a GRPCRoute filter", f.type_),
+            );
+            continue;
+        }
+        // Each kind of filter once per rule, except mirrors (Gateway API).
+        if f.type_ != RouteFilterType::RequestMirror && !types.insert(field) {
+            c.bad(
+                format!("{base}.type"),
+                format!("{:?} appears twice in the rule", f.type_),
+            );
+        }
+        if let Some(m) = &f.request_header_modifier {
+            header_modifier(c, &format!("{base}.requestHeaderModifier"), m);
+        }
+        if let Some(m) = &f.response_header_modifier {
+            header_modifier(c, &format!("{base}.responseHeaderModifier"), m);
+        }
+        let prefix_matched = matches!(
+            kind,
+            RouteKind::Http {
+                prefix_matched: true
+            }
+        );
+        if let Some(r) = &f.request_redirect {
+            let base = format!("{base}.requestRedirect");
+            if let Some(scheme) = &r.scheme
+                && scheme != "http"
+                && scheme != "https"
+            {
+                c.bad(
+                    format!("{base}.scheme"),
+                    format!("{scheme:?}: expected \"http\" or \"https\""),
+                );
+            }
+            if let Some(h) = &r.hostname
+                && let Err(e) = dns_subdomain(h)
+            {
+                c.bad(format!("{base}.hostname"), e);
+            }
+            if let Some(p) = r.port
+                && let Err(e) = port(p)
+            {
+                c.bad(format!("{base}.port"), e);
+            }
+            if let Some(code) = r.status_code
+                && code != 301
+                && code != 302
+            {
+                c.bad(
+                    format!("{base}.statusCode"),
+                    format!("{code}: a redirect is 301 or 302"),
+                );
+            }
+            if let Some(p) = &r.path {
+                path_modifier(c, &format!("{base}.path"), p, prefix_matched);
+            }
+        }
+        if let Some(r) = &f.url_rewrite {
+            let base = format!("{base}.urlRewrite");
+            if let Some(h) = &r.hostname
+                && let Err(e) = dns_subdomain(h)
+            {
+                c.bad(format!("{base}.hostname"), e);
+            }
+            if let Some(p) = &r.path {
+                path_modifier(c, &format!("{base}.path"), p, prefix_matched);
+            }
+        }
+        if let Some(m) = &f.request_mirror {
+            mirror_backend(
+                c,
+                index,
+                ns,
+                &format!("{base}.requestMirror.backendRef"),
+                &m.backend_ref,
+            );
+        }
+    }
+    if types.contains("requestRedirect") && types.contains("urlRewrite") {
+        c.bad(
+            format!("{rule}.filters"),
+            "a rule cannot both redirect and rewrite",
+        );
+    }
+}
+
+fn header_modifier(c: &mut Check<'_>, base: &str, m: &HeaderModifier) {
+    let mut names = BTreeSet::new();
+    for (field, list) in [("set", &m.set), ("add", &m.add)] {
+        for (i, h) in list.iter().enumerate() {
+            if let Err(e) = header_name(&h.name) {
+                c.bad(format!("{base}.{field}[{i}].name"), e);
+            } else if !names.insert((field, h.name.to_ascii_lowercase())) {
+                c.bad(
+                    format!("{base}.{field}[{i}].name"),
+                    format!("{:?} appears twice", h.name),
+                );
+            }
+        }
+    }
+    for (i, name) in m.remove.iter().enumerate() {
+        if let Err(e) = header_name(name) {
+            c.bad(format!("{base}.remove[{i}]"), e);
+        }
+    }
+    if m.set.is_empty() && m.add.is_empty() && m.remove.is_empty() {
+        c.bad(base, "set, add or remove at least one header");
+    }
+}
+
+fn path_modifier(c: &mut Check<'_>, base: &str, p: &PathModifier, prefix_matched: bool) {
+    let (field, value, other) = match p.type_ {
+        PathModifierType::ReplaceFullPath => (
+            "replaceFullPath",
+            &p.replace_full_path,
+            &p.replace_prefix_match,
+        ),
+        PathModifierType::ReplacePrefixMatch => (
+            "replacePrefixMatch",
+            &p.replace_prefix_match,
+            &p.replace_full_path,
+        ),
+    };
+    match value {
+        None => c.bad(
+            format!("{base}.{field}"),
+            format!("required by type {field}"),
+        ),
+        Some(v) if !v.starts_with('/') => {
+            c.bad(
+                format!("{base}.{field}"),
+                format!("{v:?} must start with '/'"),
+            );
+        }
+        Some(_) => {}
+    }
+    if other.is_some() {
+        c.bad(base, "give only the field of its type");
+    }
+    if p.type_ == PathModifierType::ReplacePrefixMatch && !prefix_matched {
+        c.bad(
+            format!("{base}.type"),
+            "ReplacePrefixMatch needs every match of the rule to be a PathPrefix",
+        );
+    }
+}
+
+fn mirror_backend(
+    c: &mut Check<'_>,
+    index: &Index<'_>,
+    ns: &str,
+    path: &str,
+    b: &BackendObjectReference,
+) {
+    if b.kind.as_deref().is_some_and(|k| k != "Service") {
+        c.bad(format!("{path}.kind"), "a backend is a Service");
+        return;
+    }
+    let target_ns = b.namespace.as_deref().unwrap_or(ns);
+    if !index.services.contains(&(target_ns, b.name.as_str())) {
+        c.bad(
+            format!("{path}.name"),
+            format!("no Service {target_ns}/{} is declared", b.name),
+        );
+    }
+    match b.port {
+        None => c.bad(format!("{path}.port"), "required for a Service backend"),
+        Some(p) => {
+            if let Err(e) = port(p) {
+                c.bad(format!("{path}.port"), e);
+            }
+        }
+    }
+}
+
+fn timeouts(c: &mut Check<'_>, base: &str, t: &HttpRouteTimeouts) {
+    let request = t
+        .request
+        .as_deref()
+        .map(|r| gateway_duration(r).inspect_err(|e| c.bad(format!("{base}.request"), e.clone())));
+    let backend = t.backend_request.as_deref().map(|r| {
+        gateway_duration(r).inspect_err(|e| c.bad(format!("{base}.backendRequest"), e.clone()))
+    });
+    if let (Some(Ok(request)), Some(Ok(backend))) = (request, backend)
+        && !request.is_zero()
+        && backend > request
+    {
+        c.bad(
+            format!("{base}.backendRequest"),
+            "must not be longer than the request timeout",
+        );
+    }
+}
+
+fn retry(c: &mut Check<'_>, base: &str, r: &HttpRouteRetry) {
+    for (i, code) in r.codes.iter().enumerate() {
+        if !(400..=599).contains(code) {
+            c.bad(
+                format!("{base}.codes[{i}]"),
+                format!("{code} is not an HTTP error status (400-599)"),
+            );
+        }
+    }
+    if let Some(a) = r.attempts
+        && !(0..=100).contains(&a)
+    {
+        c.bad(
+            format!("{base}.attempts"),
+            format!("{a} is not between 0 and 100"),
+        );
+    }
+    if let Some(b) = &r.backoff
+        && let Err(e) = gateway_duration(b)
+    {
+        c.bad(format!("{base}.backoff"), e);
+    }
+}
+
 fn endpoint_slice(c: &mut Check<'_>, index: &Index<'_>, e: &EndpointSlice) {
     let ns = e.metadata.namespace.as_deref().unwrap_or_default();
     match e.metadata.labels.get(SERVICE_NAME_LABEL) {
@@ -671,12 +1079,32 @@ fn policy(c: &mut Check<'_>, index: &Index<'_>, p: &AuthorizationPolicy) {
                         format!("{base}.paths[{k}]"),
                         format!("{path:?} must start with '/' or '*'"),
                     );
+                } else if let Err(e) = wildcard_value(path) {
+                    c.bad(format!("{base}.paths[{k}]"), e);
+                }
+            }
+            for (k, h) in op.headers.iter().enumerate() {
+                if let Err(e) = header_name(&h.name) {
+                    c.bad(format!("{base}.headers[{k}].name"), e);
+                }
+                if h.values.is_empty() {
+                    c.bad(
+                        format!("{base}.headers[{k}].values"),
+                        "at least one value is needed (\"*\": any)",
+                    );
+                }
+                for (n, v) in h.values.iter().enumerate() {
+                    if let Err(e) = wildcard_value(v) {
+                        c.bad(format!("{base}.headers[{k}].values[{n}]"), e);
+                    }
                 }
             }
             if !op.methods.is_empty() {
                 l7.push(format!("{base}.methods"));
             } else if !op.paths.is_empty() {
                 l7.push(format!("{base}.paths"));
+            } else if !op.headers.is_empty() {
+                l7.push(format!("{base}.headers"));
             }
         }
     }

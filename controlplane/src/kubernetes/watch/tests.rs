@@ -488,6 +488,7 @@ mod control_plane {
             (crate::config::SOURCE, "kubernetes"),
             (crate::config::LISTEN, "127.0.0.1:0"),
             (crate::config::WEBHOOK_LISTEN, "off"),
+            (crate::config::METRICS_LISTEN, "off"),
         ]);
         let config = Config::from_source(&env).unwrap();
         let Mode::Kubernetes(k) = config.mode.clone() else {
@@ -509,6 +510,14 @@ mod control_plane {
     );
 
     async fn subscribe(cp: &Running, token: &str) -> Result<Subscription, tonic::Status> {
+        subscribe_as(cp, token, Hello::default()).await
+    }
+
+    async fn subscribe_as(
+        cp: &Running,
+        token: &str,
+        hello: Hello,
+    ) -> Result<Subscription, tonic::Status> {
         let tls = tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(
                 &cp.trust_bundle_pem,
@@ -523,10 +532,7 @@ mod control_plane {
             .unwrap();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tx.send(SubscribeRequest {
-            request: Some(Msg::Hello(Hello {
-                node: String::new(),
-                resume_from: 0,
-            })),
+            request: Some(Msg::Hello(hello)),
         })
         .await
         .unwrap();
@@ -657,6 +663,90 @@ mod control_plane {
         assert_eq!(again.trust_bundle_pem, trust);
         assert_eq!(fake.requests(CREATE_SECRET).len(), 1);
         again.stop().await;
+        std::fs::remove_dir_all(&state).unwrap();
+    }
+
+    const WAYPOINT_TOKEN: &str = "token-of-the-waypoint-pod";
+    const CART_TOKEN: &str = "token-of-the-cart-pod";
+
+    /// Like `review`, and pods' own tokens too: bound to the pod and its node.
+    fn review_pods(request: &Value) -> http::Response<kube::client::Body> {
+        let pod = |sa: &str, pod: &str| {
+            json!({
+                "authenticated": true,
+                "user": {
+                    "username": format!("system:serviceaccount:shop:{sa}"),
+                    "extra": {
+                        crate::auth::NODE_NAME_EXTRA: ["node-1"],
+                        crate::auth::POD_NAME_EXTRA: [pod],
+                    },
+                },
+            })
+        };
+        let answer = match request["spec"]["token"].as_str() {
+            Some(WAYPOINT_TOKEN) => pod("waypoint", "shop-waypoint-7f9c"),
+            Some(CART_TOKEN) => pod("cart", "cart-1"),
+            _ => return review(request),
+        };
+        let mut reviewed = request.clone();
+        reviewed["status"] = answer;
+        json(201, reviewed)
+    }
+
+    #[tokio::test]
+    async fn a_waypoint_pod_subscribes_with_its_own_token() {
+        let (client, fake) = shop();
+        fake.install(&[SECRETS]);
+        fake.on_create(TOKEN_REVIEWS, review_pods);
+        // The waypoint's pod, and the Service bound to it.
+        let mut waypoint_pod = pod("shop-waypoint-7f9c", "10.244.1.2");
+        waypoint_pod["metadata"]["labels"] =
+            json!({"gateway.networking.k8s.io/gateway-name": "shop-waypoint"});
+        waypoint_pod["spec"]["serviceAccountName"] = json!("waypoint");
+        fake.apply(PODS, waypoint_pod);
+        fake.apply(
+            SERVICES,
+            json!({
+                "metadata": {"name": "cart", "namespace": "shop",
+                             "labels": {"weft.dev/use-waypoint": "shop-waypoint"}},
+                "spec": {"clusterIP": "10.96.0.10", "selector": {"app": "cart"},
+                         "ports": [{"name": "http", "port": 80, "targetPort": 8080, "protocol": "TCP"}]},
+            }),
+        );
+        let state = std::env::temp_dir().join(format!("weft-k8s-{}", rand::random::<u64>()));
+        let cp = launch(client, &state).await;
+        let as_waypoint = || Hello {
+            waypoint: Some(api::proto::config::WaypointRef {
+                namespace: "shop".into(),
+                name: "shop-waypoint".into(),
+            }),
+            ..Hello::default()
+        };
+
+        let (_requests, mut updates) = subscribe_as(&cp, WAYPOINT_TOKEN, as_waypoint())
+            .await
+            .unwrap();
+        let first = updates.message().await.unwrap().unwrap();
+        assert!(first.snapshot);
+        assert_eq!(names(&first, "HTTPRoute"), vec!["shop/cart"]);
+        assert_eq!(names(&first, "Service"), vec!["shop/cart"]);
+        assert_eq!(names(&first, "AuthorizationPolicy"), vec!["shop/cart"]);
+        assert_eq!(cp.hub.subscribers()["shop/shop-waypoint"].streams, 1);
+
+        // Another pod's token is not the waypoint's, and a pod's token is no node's.
+        let refused = subscribe_as(&cp, CART_TOKEN, as_waypoint())
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+        assert!(
+            refused.message().starts_with("not_the_waypoint"),
+            "{refused:?}"
+        );
+        let refused = subscribe(&cp, WAYPOINT_TOKEN).await.unwrap_err();
+        assert!(refused.message().starts_with("not_a_node"), "{refused:?}");
+        // The node's agent token vouches for the waypoint too: its pod runs there.
+        assert!(subscribe_as(&cp, AGENT_TOKEN, as_waypoint()).await.is_ok());
+        cp.stop().await;
         std::fs::remove_dir_all(&state).unwrap();
     }
 }
