@@ -105,7 +105,7 @@ fn try_lookup(ctx: &SkLookupContext) -> (Decision, u32) {
         },
     };
     // SAFETY: the value is only compared to `None`.
-    if unsafe { INBOUND_ADDRS.get(&key) }.is_none() {
+    if unsafe { INBOUND_ADDRS.get(key) }.is_none() {
         return (Decision::InboundNotEnrolled, SK_PASS);
     }
     let mut i = 0;

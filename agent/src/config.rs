@@ -17,6 +17,7 @@ pub const EXCLUDED_PORTS: &str = "WEFT_EXCLUDED_PORTS";
 pub const METRICS_ADDR: &str = "WEFT_METRICS_ADDR";
 pub const CONNECT_TIMEOUT: &str = "WEFT_CONNECT_TIMEOUT";
 pub const READINESS_ADDR: &str = "WEFT_READINESS_ADDR";
+pub const WORKER_THREADS: &str = "WEFT_WORKER_THREADS";
 pub const TLS_HANDSHAKE_TIMEOUT: &str = "WEFT_TLS_HANDSHAKE_TIMEOUT";
 pub const HBONE_MAX_HEADER_LIST_SIZE: &str = "WEFT_HBONE_MAX_HEADER_LIST_SIZE";
 pub const HBONE_MAX_STREAMS: &str = "WEFT_HBONE_MAX_STREAMS";
@@ -76,6 +77,8 @@ pub struct Config {
     pub readiness_addr: Option<SocketAddr>,
     /// HBONE limits and timeouts, and the deadline of upstream `connect()`s.
     pub hbone: crate::hbone::Settings,
+    /// Threads of the async runtime that carries all connections.
+    pub worker_threads: usize,
     /// How long open connections may run on after SIGTERM.
     pub drain_timeout: Duration,
     pub log_format: LogFormat,
@@ -208,6 +211,7 @@ impl Config {
             excluded_ports: parse_ports(source.get(EXCLUDED_PORTS).as_deref().unwrap_or(""))?,
             hbone,
             readiness_addr,
+            worker_threads: bounded(source, WORKER_THREADS, 2, 1..=256)? as usize,
             drain_timeout: api::config::duration(source, DRAIN_TIMEOUT, Duration::from_secs(30))?,
             node_name,
             state_dir,

@@ -17,9 +17,8 @@ use std::{
 };
 
 use api::identity::Identity;
-use http_body_util::Empty;
-use hyper::{Method, Request, StatusCode, body::Bytes, client::conn::http2, upgrade::Upgraded};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
 use rustls_pki_types::ServerName;
 use socket2::Domain;
 use tokio::net::{TcpSocket, TcpStream};
@@ -84,7 +83,7 @@ pub enum Error {
     H2 {
         peer: SocketAddr,
         #[source]
-        source: hyper::Error,
+        source: h2::Error,
     },
     #[error("{peer} answered CONNECT {authority} with {status}")]
     Refused {
@@ -126,9 +125,17 @@ struct PoolKey {
 
 #[derive(Debug)]
 struct Pooled {
-    sender: http2::SendRequest<Empty<Bytes>>,
+    sender: h2::client::SendRequest<Bytes>,
     streams: AtomicUsize,
     idle_since: Mutex<Option<Instant>>,
+    /// Set when the connection's task ends.
+    closed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Pooled {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
 }
 
 /// Holds a stream's place on its pooled connection.
@@ -146,7 +153,7 @@ impl Drop for StreamSlot {
 /// An open HBONE stream: its bytes, and its place on the pooled connection.
 #[derive(Debug)]
 pub struct Tunnel {
-    pub io: TokioIo<Upgraded>,
+    pub io: H2Stream,
     pub slot: StreamSlot,
     /// Whether the stream was opened on a new connection.
     pub new_connection: bool,
@@ -183,7 +190,7 @@ impl Pool {
     fn reuse(&self, key: &PoolKey) -> Option<StreamSlot> {
         let mut all = self.lock();
         let list = all.get_mut(key)?;
-        list.retain(|c| !c.sender.is_closed());
+        list.retain(|c| !c.is_closed());
         let max = self.settings.max_streams as usize;
         for c in list.iter() {
             let mut n = c.streams.load(Ordering::Acquire);
@@ -209,7 +216,7 @@ impl Pool {
                 let idle = *c.idle_since.lock().unwrap_or_else(|p| p.into_inner());
                 let expired = c.streams.load(Ordering::Acquire) == 0
                     && idle.is_some_and(|t| t.elapsed() >= limit);
-                !expired && !c.sender.is_closed()
+                !expired && !c.is_closed()
             });
         }
         all.retain(|_, list| !list.is_empty());
@@ -237,12 +244,12 @@ impl Pool {
         let request = Request::builder()
             .method(Method::CONNECT)
             .uri(authority.to_string())
-            .body(Empty::new())
+            .body(())
             .expect("an ip:port authority is a valid CONNECT target");
-        let mut sender = slot.0.sender.clone();
         let h2 = |source| Error::H2 { peer, source };
-        sender.ready().await.map_err(h2)?;
-        let mut response = sender.send_request(request).await.map_err(h2)?;
+        let mut sender = slot.0.sender.clone().ready().await.map_err(h2)?;
+        let (response, send) = sender.send_request(request, false).map_err(h2)?;
+        let response = response.await.map_err(h2)?;
         if response.status() != StatusCode::OK {
             return Err(Error::Refused {
                 peer,
@@ -250,9 +257,8 @@ impl Pool {
                 status: response.status(),
             });
         }
-        let upgraded = hyper::upgrade::on(&mut response).await.map_err(h2)?;
         Ok(Tunnel {
-            io: TokioIo::new(upgraded),
+            io: H2Stream::new(send, response.into_body()),
             slot,
             new_connection,
         })
@@ -286,28 +292,42 @@ impl Pool {
             return Err(Error::NoH2 { peer });
         }
         let s = &self.settings;
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
+        let (sender, mut connection) = h2::client::Builder::new()
             .max_header_list_size(s.max_header_list_size)
-            .keep_alive_interval(s.keepalive_interval)
-            .keep_alive_timeout(s.keepalive_timeout)
-            .keep_alive_while_idle(true)
-            .initial_stream_window_size(WINDOW)
+            .initial_window_size(WINDOW)
             .initial_connection_window_size(CONNECTION_WINDOW)
             .max_frame_size(FRAME)
-            .handshake(TokioIo::new(stream))
+            .enable_push(false)
+            .handshake::<_, Bytes>(stream)
             .await
             .map_err(|source| Error::H2 { peer, source })?;
+        let closed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let pings = connection.ping_pong();
+        let (interval, timeout) = (s.keepalive_interval, s.keepalive_timeout);
+        let done = Arc::clone(&closed);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "HBONE connection ended");
+            let alive = async {
+                match pings {
+                    Some(p) => keepalive(p, interval, timeout).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                r = &mut connection => {
+                    if let Err(e) = r {
+                        tracing::debug!(%peer, error = %e, "HBONE connection ended");
+                    }
+                }
+                () = alive => tracing::info!(%peer, "HBONE peer stopped answering pings; closing"),
             }
+            done.store(true, Ordering::Release);
         });
         self.opened.fetch_add(1, Ordering::Relaxed);
         let pooled = Arc::new(Pooled {
             sender,
             streams: AtomicUsize::new(1),
             idle_since: Mutex::new(None),
+            closed,
         });
         self.lock()
             .entry(key.clone())
@@ -352,5 +372,129 @@ pub async fn connect_marked(
     match tokio::time::timeout(timeout, socket.connect(dst)).await {
         Ok(r) => Ok(r?),
         Err(_) => Err(ConnectError::Timeout),
+    }
+}
+
+/// The bytes of one HBONE stream as a byte stream: reads take DATA frames (and give
+/// their flow-control capacity back), writes send DATA frames within the capacity h2
+/// assigns, shutdown ends the stream. No task or channel sits in between.
+#[derive(Debug)]
+pub struct H2Stream {
+    send: h2::SendStream<Bytes>,
+    recv: h2::RecvStream,
+    buf: Bytes,
+    shut: bool,
+}
+
+impl H2Stream {
+    pub fn new(send: h2::SendStream<Bytes>, recv: h2::RecvStream) -> Self {
+        H2Stream {
+            send,
+            recv,
+            buf: Bytes::new(),
+            shut: false,
+        }
+    }
+}
+
+fn h2_io(e: h2::Error) -> std::io::Error {
+    if e.is_io() {
+        return e
+            .into_io()
+            .unwrap_or_else(|| std::io::Error::other("h2 I/O error"));
+    }
+    std::io::Error::new(std::io::ErrorKind::ConnectionReset, e)
+}
+
+impl tokio::io::AsyncRead for H2Stream {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        out: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        while self.buf.is_empty() {
+            match self.recv.poll_data(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.buf = data;
+                }
+                // The peer ended the stream without error (a graceful reset): the end
+                // of the bytes.
+                Poll::Ready(Some(Err(e))) if e.reason() == Some(h2::Reason::NO_ERROR) => {
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(h2_io(e))),
+            }
+        }
+        let n = self.buf.len().min(out.remaining());
+        out.put_slice(&self.buf[..n]);
+        bytes::Buf::advance(&mut self.buf, n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for H2Stream {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        self.send.reserve_capacity(data.len());
+        loop {
+            let available = self.send.capacity();
+            if available > 0 {
+                let n = available.min(data.len());
+                self.send
+                    .send_data(Bytes::copy_from_slice(&data[..n]), false)
+                    .map_err(h2_io)?;
+                return Poll::Ready(Ok(n));
+            }
+            match self.send.poll_capacity(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Ok(_))) => {}
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(h2_io(e))),
+                Poll::Ready(None) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+                }
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        // h2 writes what it has as soon as its connection task runs.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if !self.shut {
+            self.shut = true;
+            self.send.send_data(Bytes::new(), true).map_err(h2_io)?;
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Pings the peer every `interval`; returns when one is not answered within `timeout`
+/// (or the connection is gone).
+pub async fn keepalive(mut pings: h2::PingPong, interval: Duration, timeout: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match tokio::time::timeout(timeout, pings.ping(h2::Ping::opaque())).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
     }
 }

@@ -15,20 +15,15 @@
 //! denies it.
 
 use std::{
-    convert::Infallible,
     net::SocketAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use api::identity::Identity;
-use http_body_util::Empty;
-use hyper::{
-    Method, Request, Response, StatusCode,
-    body::{Bytes, Incoming},
-    server::conn::http2,
-};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use bytes::Bytes;
+use h2::{RecvStream, server::SendResponse};
+use http::{Method, Request, Response, StatusCode};
 use tokio::{
     io::{AsyncRead, AsyncWrite},
     net::{TcpListener, TcpStream},
@@ -36,7 +31,7 @@ use tokio::{
 use tracing::Instrument as _;
 
 use crate::{
-    hbone::{self, connect_marked},
+    hbone::{self, H2Stream, connect_marked},
     mesh::{self, Mesh, Pod},
     metrics::{ConnectionLabels, Reporter},
     policy,
@@ -96,41 +91,61 @@ async fn hbone_connection(
         .ok_or("no_client_certificate")
         .and_then(|leaf| api::tls::spiffe_identity(leaf).map_err(|e| e.reason()))?;
     let s = &mesh.settings;
-    let service = {
-        let mesh = Arc::clone(mesh);
-        let pod = Arc::clone(pod);
-        hyper::service::service_fn(move |req: Request<Incoming>| {
-            let mesh = Arc::clone(&mesh);
-            let pod = Arc::clone(&pod);
-            let client = client.clone();
-            async move { Ok::<_, Infallible>(connect_stream(mesh, pod, client, peer, req).await) }
-        })
-    };
-    let connection = http2::Builder::new(TokioExecutor::new())
-        .timer(TokioTimer::new())
+    let handshake = h2::server::Builder::new()
         .max_concurrent_streams(s.max_streams)
         .max_header_list_size(s.max_header_list_size)
-        .keep_alive_interval(s.keepalive_interval)
-        .keep_alive_timeout(s.keepalive_timeout)
-        .initial_stream_window_size(hbone::WINDOW)
+        .initial_window_size(hbone::WINDOW)
         .initial_connection_window_size(hbone::CONNECTION_WINDOW)
         .max_frame_size(hbone::FRAME)
-        .serve_connection(TokioIo::new(tls), service);
-    tokio::pin!(connection);
+        .handshake::<_, Bytes>(tls);
+    let mut connection = match tokio::time::timeout(s.handshake_timeout, handshake).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(_)) => return Err("hbone_h2"),
+        Err(_) => return Err("hbone_h2_timeout"),
+    };
+    let pings = connection.ping_pong();
+    let alive = async {
+        match pings {
+            Some(p) => hbone::keepalive(p, s.keepalive_interval, s.keepalive_timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(alive);
     let mut drain = mesh.drain.clone();
-    tokio::select! {
-        r = connection.as_mut() => return r.map_err(|_| "hbone_h2"),
-        _ = drain.wait_for(|d| *d) => {}
+    let mut draining = false;
+    loop {
+        let mut start_drain = false;
+        tokio::select! {
+            next = connection.accept() => match next {
+                Some(Ok((req, respond))) => {
+                    let (mesh, pod, client) = (Arc::clone(mesh), Arc::clone(pod), client.clone());
+                    tokio::spawn(
+                        connect_stream(mesh, pod, client, peer, req, respond).in_current_span(),
+                    );
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "HBONE connection failed");
+                    return Err("hbone_h2");
+                }
+                None => return Ok(()),
+            },
+            _ = drain.wait_for(|d| *d), if !draining => start_drain = true,
+            () = &mut alive => return Err("hbone_keepalive"),
+        }
+        if start_drain {
+            // GOAWAY; the open streams go on until they end.
+            draining = true;
+            connection.graceful_shutdown();
+        }
     }
-    // Draining: GOAWAY, then let the open streams finish.
-    connection.as_mut().graceful_shutdown();
-    connection.await.map_err(|_| "hbone_h2")
 }
 
-fn status(code: StatusCode) -> Response<Empty<Bytes>> {
-    let mut r = Response::new(Empty::new());
-    *r.status_mut() = code;
-    r
+fn respond(mut respond: SendResponse<Bytes>, code: StatusCode) {
+    let response = Response::builder()
+        .status(code)
+        .body(())
+        .expect("a status is a valid response");
+    let _ = respond.send_response(response, true);
 }
 
 /// Answers one stream of an HBONE connection.
@@ -139,12 +154,13 @@ async fn connect_stream(
     pod: Arc<Pod>,
     client: Identity,
     peer: SocketAddr,
-    req: Request<Incoming>,
-) -> Response<Empty<Bytes>> {
+    req: Request<RecvStream>,
+    reply: SendResponse<Bytes>,
+) {
     let traffic = &mesh.metrics.traffic;
     if req.method() != Method::CONNECT {
         traffic.failure(Reporter::Destination, "hbone_not_connect");
-        return status(StatusCode::BAD_REQUEST);
+        return respond(reply, StatusCode::BAD_REQUEST);
     }
     let Some(target) = req
         .uri()
@@ -152,16 +168,16 @@ async fn connect_stream(
         .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
     else {
         traffic.failure(Reporter::Destination, "hbone_bad_authority");
-        return status(StatusCode::BAD_REQUEST);
+        return respond(reply, StatusCode::BAD_REQUEST);
     };
     let target = SocketAddr::new(target.ip().to_canonical(), target.port());
     if !pod.addresses.contains(&target.ip()) {
         traffic.failure(Reporter::Destination, "hbone_foreign_authority");
-        return status(StatusCode::BAD_REQUEST);
+        return respond(reply, StatusCode::BAD_REQUEST);
     }
     if agent_common::AGENT_PORTS.contains(&target.port()) {
         traffic.failure(Reporter::Destination, "hbone_agent_port");
-        return status(StatusCode::BAD_REQUEST);
+        return respond(reply, StatusCode::BAD_REQUEST);
     }
 
     let view = mesh.view();
@@ -188,7 +204,7 @@ async fn connect_stream(
     if !decision.allowed {
         labels.response_flags = "DENIED";
         access_log(&labels, peer, target, &decision, 0, 0, Duration::ZERO);
-        return status(StatusCode::UNAUTHORIZED);
+        return respond(reply, StatusCode::UNAUTHORIZED);
     }
     let start = Instant::now();
     let app = match connect_marked(&pod.netns, target, mesh.settings.connect_timeout).await {
@@ -198,39 +214,39 @@ async fn connect_stream(
             traffic.failure(Reporter::Destination, "upstream_connect");
             labels.response_flags = "UF";
             access_log(&labels, peer, target, &decision, 0, 0, start.elapsed());
-            return status(StatusCode::SERVICE_UNAVAILABLE);
+            return respond(reply, StatusCode::SERVICE_UNAVAILABLE);
+        }
+    };
+    let mut reply = reply;
+    let ok = Response::builder()
+        .status(StatusCode::OK)
+        .body(())
+        .expect("a status is a valid response");
+    let send = match reply.send_response(ok, false) {
+        Ok(send) => send,
+        Err(e) => {
+            tracing::debug!(error = %e, "the HBONE stream went away before the answer");
+            traffic.failure(Reporter::Destination, "hbone_stream_gone");
+            return;
         }
     };
     traffic.opened.get_or_create(&labels).inc();
-    tokio::spawn(async move {
-        let upgraded = match hyper::upgrade::on(req).await {
-            Ok(u) => u,
-            Err(e) => {
-                tracing::debug!(error = %e, "HBONE upgrade failed");
-                mesh.metrics
-                    .traffic
-                    .failure(Reporter::Destination, "hbone_upgrade");
-                return;
-            }
-        };
-        let (_guard, revoked) =
-            mesh.tracker
-                .track(Arc::clone(&pod), Some(client), peer.ip(), target.port());
-        let mut tunnel = TokioIo::new(upgraded);
-        splice(
-            &mesh,
-            labels,
-            &mut tunnel,
-            app,
-            revoked,
-            peer,
-            target,
-            decision,
-            start,
-        )
-        .await;
-    });
-    status(StatusCode::OK)
+    let (_guard, revoked) =
+        mesh.tracker
+            .track(Arc::clone(&pod), Some(client), peer.ip(), target.port());
+    let mut tunnel = H2Stream::new(send, req.into_body());
+    splice(
+        &mesh,
+        labels,
+        &mut tunnel,
+        app,
+        revoked,
+        peer,
+        target,
+        decision,
+        start,
+    )
+    .await;
 }
 
 /// Accepts plaintext connections steered here by `sk_lookup`, until aborted.

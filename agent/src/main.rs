@@ -27,6 +27,7 @@ fn main() -> anyhow::Result<()> {
     match command {
         "uninstall" => agent::uninstall(&config),
         _ => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(config.worker_threads)
             .enable_all()
             .build()
             .context("starting the runtime")?
@@ -37,8 +38,11 @@ fn main() -> anyhow::Result<()> {
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only on a terminal: log files and collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),

@@ -267,7 +267,7 @@ struct DecisionCollector {
 impl Collector for DecisionCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut metric = encoder.encode_descriptor(
-            "weft_agent_capture_decisions",
+            "capture_decisions",
             "Decisions of the kernel capture programs, by reason",
             None,
             MetricType::Counter,

@@ -12,6 +12,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod wire;
+
 /// Fails the test unless it runs as root.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.

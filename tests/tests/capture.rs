@@ -138,7 +138,8 @@ fn enrolled_namespace_is_captured_for_ipv4_and_ipv6() {
     let metrics = s.agent.get("/metrics");
     let text = metrics.body.as_str().expect("text");
     assert!(
-        text.contains("weft_agent_capture_decisions_total{reason=\"redirected\"} 2"),
+        text.lines()
+            .any(|l| l == "weft_agent_capture_decisions_total{reason=\"redirected\"} 2"),
         "{text}"
     );
     assert!(

@@ -197,33 +197,38 @@ fn default_lab_connects_every_pod_and_captures_the_enrolled_ones() {
         assert_eq!(s["enrolled_namespaces"], enrolled, "{}: {s}", node.name);
     }
 
-    // The HTTP endpoint answers with the pod's name, and the agent's upstream leaves
-    // from the client pod's own address.
+    // The HTTP endpoint answers with the pod's name. Outside the mesh, the agent's
+    // upstream leaves from the client pod's own address; inside, the tunnel ends in
+    // the server pod and the agent's last leg comes from the server pod's address.
     let client = state.pods.iter().find(|p| p.pod.enrolled).unwrap();
-    let server = state
-        .pods
-        .iter()
-        .find(|p| p.pod.node != client.pod.node)
-        .unwrap();
-    let out = ok(&[
-        "lab",
-        "exec",
-        &client.pod.key(),
-        "--",
-        "weft-sample",
-        "get",
-        "--connect",
-        &format!("{}:{}", server.ip, lab::HTTP_PORT),
-    ]);
-    let v: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["pod"], server.pod.name.as_str(), "{v}");
-    assert!(
-        v["client"]
-            .as_str()
-            .unwrap()
-            .contains(&client.ip.to_string()),
-        "{v}"
-    );
+    for server in state.pods.iter().filter(|p| p.pod.node != client.pod.node) {
+        let out = ok(&[
+            "lab",
+            "exec",
+            &client.pod.key(),
+            "--",
+            "weft-sample",
+            "get",
+            "--connect",
+            &format!("{}:{}", server.ip, lab::HTTP_PORT),
+        ]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["pod"], server.pod.name.as_str(), "{v}");
+        let seen_from = if server.pod.enrolled {
+            server.ip
+        } else {
+            client.ip
+        };
+        assert!(
+            v["client"]
+                .as_str()
+                .unwrap()
+                .contains(&seen_from.to_string()),
+            "{} → {}: {v}",
+            client.pod.key(),
+            server.pod.key()
+        );
+    }
 
     // Each enrolled pod has its workload identity and a certificate from the lab's CA.
     for agent in &state.agents {

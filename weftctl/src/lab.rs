@@ -265,7 +265,20 @@ fn lab_netns() -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-pub fn up(topology_file: Option<&Path>) -> anyhow::Result<()> {
+/// Builds the lab. `agent_env` holds `WEFT_…=value` settings passed to every agent
+/// (limits and timeouts, for tests and experiments).
+pub fn up(topology_file: Option<&Path>, agent_env: &[String]) -> anyhow::Result<()> {
+    let mut env = Vec::new();
+    for pair in agent_env {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--agent-env {pair:?}: expected KEY=VALUE"))?;
+        anyhow::ensure!(
+            key.starts_with("WEFT_"),
+            "--agent-env {pair:?}: only WEFT_ settings are passed to agents"
+        );
+        env.push((key.to_owned(), value.to_owned()));
+    }
     let progress = Progress {
         start: Instant::now(),
     };
@@ -297,7 +310,7 @@ pub fn up(topology_file: Option<&Path>) -> anyhow::Result<()> {
         progress.say("an earlier lab is still here; removing it first");
         down_with(&progress)?;
     }
-    match build(&topology, &bins, &progress) {
+    match build(&topology, &bins, &env, &progress) {
         Ok(state) => {
             summary(&state);
             Ok(())
@@ -346,7 +359,12 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-fn build(topology: &Topology, bins: &Binaries, progress: &Progress) -> anyhow::Result<State> {
+fn build(
+    topology: &Topology,
+    bins: &Binaries,
+    agent_env: &[(String, String)],
+    progress: &Progress,
+) -> anyhow::Result<State> {
     for dir in ["logs", "cni", "agents", "controlplane/config"] {
         std::fs::create_dir_all(run_dir().join(dir))?;
     }
@@ -541,7 +559,8 @@ fn build(topology: &Topology, bins: &Binaries, progress: &Progress) -> anyhow::R
             .env("WEFT_METRICS_ADDR", format!("{}:15020", node.address))
             .env("WEFT_CONTROLPLANE", format!("{cp_addr}:15012"))
             .env("WEFT_CONTROLPLANE_CA", &trust_bundle)
-            .env("WEFT_NODE_TOKEN_FILE", state_dir.join("token"));
+            .env("WEFT_NODE_TOKEN_FILE", state_dir.join("token"))
+            .envs(agent_env.iter().map(|(k, v)| (k, v)));
         let pid = launch(cmd, &log)?;
         agents.push(AgentState {
             node: node.name.clone(),

@@ -32,6 +32,10 @@ enum Lab {
         /// A topology file (YAML); without it, the built-in default.
         #[arg(long)]
         topology: Option<PathBuf>,
+        /// `WEFT_…=value` for every agent (repeatable), e.g.
+        /// `--agent-env WEFT_DRAIN_TIMEOUT=5s`.
+        #[arg(long = "agent-env")]
+        agent_env: Vec<String>,
     },
     /// Show nodes, agents, pods and services.
     Status,
@@ -61,7 +65,10 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Top::Lab(Lab::Up { topology }) => weftctl::lab::up(topology.as_deref()),
+        Top::Lab(Lab::Up {
+            topology,
+            agent_env,
+        }) => weftctl::lab::up(topology.as_deref(), &agent_env),
         Top::Lab(Lab::Status) => weftctl::lab::status(),
         Top::Lab(Lab::Exec { pod, command }) => {
             let code = weftctl::lab::exec(&pod, &command)?;

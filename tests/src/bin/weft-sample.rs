@@ -53,6 +53,31 @@ enum Command {
         bytes: u64,
         #[arg(long, default_value_t = 10)]
         timeout_secs: u64,
+        /// Send this text over and over instead of the pseudo-random stream (to look
+        /// for it on the wire).
+        #[arg(long)]
+        text: Option<String>,
+        /// Pace the sending at this many bytes per second.
+        #[arg(long)]
+        rate: Option<u64>,
+    },
+    /// Request/response latency on one connection to an echo server: COUNT round
+    /// trips of SIZE bytes; prints percentiles in microseconds, as JSON.
+    Rr {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 10_000)]
+        count: u32,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Send COUNT HTTP/1.1 GETs, one connection each, and print how many each pod
+    /// answered, as JSON.
+    Spread {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 100)]
+        count: u32,
     },
     /// Echo each line of standard input through one connection.
     Chat {
@@ -85,7 +110,21 @@ fn main() -> anyhow::Result<()> {
             connect,
             bytes,
             timeout_secs,
-        } => echo(connect, bytes, Duration::from_secs(timeout_secs)),
+            text,
+            rate,
+        } => echo(
+            connect,
+            bytes,
+            Duration::from_secs(timeout_secs),
+            text.map(String::into_bytes),
+            rate,
+        ),
+        Command::Spread { connect, count } => spread(connect, count),
+        Command::Rr {
+            connect,
+            count,
+            size,
+        } => rr(connect, count, size),
         Command::Chat { connect } => chat(connect),
         Command::Get { connect, path } => get(connect, &path),
     }
@@ -189,7 +228,17 @@ fn pattern(len: usize, state: &mut u64) -> Vec<u8> {
     out
 }
 
-fn echo(addr: SocketAddr, bytes: u64, timeout: Duration) -> anyhow::Result<()> {
+fn echo(
+    addr: SocketAddr,
+    bytes: u64,
+    timeout: Duration,
+    text: Option<Vec<u8>>,
+    rate: Option<u64>,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        text.as_ref().is_none_or(|t| !t.is_empty()),
+        "--text must not be empty"
+    );
     let stream =
         TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
@@ -201,12 +250,32 @@ fn echo(addr: SocketAddr, bytes: u64, timeout: Duration) -> anyhow::Result<()> {
         let mut hash = Sha256::new();
         let mut state = 0x5eed_u64;
         let mut left = bytes;
+        let start = std::time::Instant::now();
+        let mut sent = 0u64;
+        // Paced sending goes in small chunks.
+        let chunk_size = if rate.is_some() { 4 * 1024 } else { 64 * 1024 };
         while left > 0 {
-            let n = left.min(64 * 1024) as usize;
-            let chunk = pattern(n, &mut state);
+            let n = left.min(chunk_size) as usize;
+            let chunk = match &text {
+                Some(t) => t
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .skip((sent % t.len() as u64) as usize)
+                    .take(n)
+                    .collect(),
+                None => pattern(n, &mut state),
+            };
+            if let Some(rate) = rate {
+                let due = Duration::from_secs_f64(sent as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(start.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
             writer.write_all(&chunk)?;
             hash.update(&chunk);
             left -= n as u64;
+            sent += n as u64;
         }
         writer.shutdown(std::net::Shutdown::Write)?;
         Ok(hex(&hash.finalize()))
@@ -264,6 +333,57 @@ fn chat(addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 fn get(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+    println!("{}", fetch(addr, path)?);
+    Ok(())
+}
+
+fn rr(addr: SocketAddr, count: u32, size: usize) -> anyhow::Result<()> {
+    anyhow::ensure!(count > 0 && size > 0, "--count and --size must be positive");
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .with_context(|| format!("connecting {addr}"))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let message = vec![0x5a_u8; size];
+    let mut answer = vec![0u8; size];
+    let mut micros = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let start = std::time::Instant::now();
+        stream.write_all(&message)?;
+        stream
+            .read_exact(&mut answer)
+            .context("reading the answer")?;
+        micros.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    micros.sort_by(f64::total_cmp);
+    let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "{}",
+        serde_json::json!({
+            "count": count,
+            "size": size,
+            "p50_us": at(0.5),
+            "p90_us": at(0.9),
+            "p99_us": at(0.99),
+            "p999_us": at(0.999),
+            "max_us": at(1.0),
+        })
+    );
+    Ok(())
+}
+
+fn spread(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
+    let mut pods: BTreeMap<String, u32> = BTreeMap::new();
+    for i in 0..count {
+        let body = fetch(addr, "/").with_context(|| format!("request {i}"))?;
+        let v: serde_json::Value = serde_json::from_str(&body)?;
+        let pod = v["pod"].as_str().context("no pod in the answer")?;
+        *pods.entry(pod.to_owned()).or_default() += 1;
+    }
+    println!("{}", serde_json::to_string(&pods)?);
+    Ok(())
+}
+
+fn fetch(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .with_context(|| format!("connecting {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -278,8 +398,7 @@ fn get(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
         .split_once("\r\n\r\n")
         .context("the answer is not HTTP")?;
     anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
-    println!("{body}");
-    Ok(())
+    Ok(body.to_owned())
 }
 
 fn hex(bytes: &[u8]) -> String {
