@@ -12,6 +12,12 @@
 //! port is among its ports (or it lists none); a policy matches when any rule does. An
 //! ALLOW policy without rules matches nothing, so it denies everything it selects.
 //! Principals are written without `spiffe://`, as in the documents.
+//!
+//! A rule with HTTP conditions (methods, paths, headers) cannot be checked on a TCP
+//! connection. Here it errs on the safe side: in an ALLOW policy it never matches (it
+//! would let through requests its HTTP conditions refuse); in a DENY or AUDIT policy it
+//! matches on its L4 part alone (denying more, never less). HTTP conditions are
+//! enforced by a waypoint; the control plane refuses them for workloads without one.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
@@ -97,7 +103,12 @@ pub fn authorize(config: &Config, target: &Target<'_>, source: &Source<'_>) -> D
             continue;
         }
         let id = format!("{ns}/{name}");
-        let matched = p.rules.iter().any(|r| rule_matches(r, target, source));
+        let l4_only = p.action == "ALLOW";
+        let matched = p
+            .rules
+            .iter()
+            .filter(|r| !(l4_only && has_http_conditions(r)))
+            .any(|r| rule_matches(r, target, source));
         match p.action.as_str() {
             "AUDIT" => {
                 if matched {
@@ -132,6 +143,10 @@ pub fn authorize(config: &Config, target: &Target<'_>, source: &Source<'_>) -> D
         (_, Some(id)) => Decision::allow(id, audited),
         (_, None) => Decision::deny("no ALLOW policy matched", audited),
     }
+}
+
+fn has_http_conditions(rule: &wire::PolicyRule) -> bool {
+    !rule.methods.is_empty() || !rule.paths.is_empty() || !rule.headers.is_empty()
 }
 
 fn rule_matches(rule: &wire::PolicyRule, target: &Target<'_>, source: &Source<'_>) -> bool {
@@ -283,7 +298,7 @@ mod tests {
         f(&mut s);
         wire::PolicyRule {
             from: vec![s],
-            ports: vec![],
+            ..Default::default()
         }
     }
 
@@ -387,8 +402,8 @@ mod tests {
                 "DENY",
                 &[],
                 vec![wire::PolicyRule {
-                    from: vec![],
                     ports: vec![7000],
+                    ..Default::default()
                 }],
             ),
         )]);
@@ -417,6 +432,28 @@ mod tests {
         assert!(!check(&c, 80, Some(&id("shop", "a")), "10.244.9.5").allowed);
         assert!(!check(&c, 80, Some(&id("shop", "a")), "10.1.1.5").allowed);
         assert!(check(&c, 80, Some(&id("shop", "a")), "::ffff:10.244.1.5").allowed);
+    }
+
+    #[test]
+    fn http_conditions_never_widen_an_l4_decision() {
+        let get_only = wire::PolicyRule {
+            methods: vec!["GET".to_owned()],
+            ..Default::default()
+        };
+        // ALLOW GET: a TCP connection cannot show it is a GET, so it is not allowed.
+        let c = config(vec![(
+            "shop",
+            "get",
+            authz("ALLOW", &[], vec![get_only.clone()]),
+        )]);
+        assert!(!check(&c, 80, Some(&id("shop", "a")), "10.0.0.1").allowed);
+        // DENY GET: denied at L4 (more than asked, never less).
+        let c = config(vec![
+            ("shop", "all", authz("ALLOW", &[], vec![from(|_| {})])),
+            ("shop", "no-get", authz("DENY", &[], vec![get_only])),
+        ]);
+        let d = check(&c, 80, Some(&id("shop", "a")), "10.0.0.1");
+        assert_eq!((d.allowed, d.reason.as_str()), (false, "shop/no-get"));
     }
 
     #[test]

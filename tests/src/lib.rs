@@ -384,6 +384,7 @@ pub fn control_plane_config(
         ),
         ("WEFT_CP_LISTEN", listen.to_owned()),
         ("WEFT_CP_WEBHOOK_LISTEN", "127.0.0.1:0".to_owned()),
+        ("WEFT_CP_METRICS_LISTEN", "127.0.0.1:0".to_owned()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
