@@ -37,12 +37,29 @@ use crate::{
     policy,
 };
 
+/// The two inbound listeners of a pod.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Hbone,
+    Plaintext,
+}
+
 /// Accepts HBONE connections until the task is aborted.
 pub async fn serve_hbone(mesh: Arc<Mesh>, pod: Arc<Pod>, listener: TcpListener) {
+    accept_loop(mesh, pod, listener, Kind::Hbone).await
+}
+
+/// Accepts plaintext connections steered here by `sk_lookup`, until aborted.
+pub async fn serve_plaintext(mesh: Arc<Mesh>, pod: Arc<Pod>, listener: TcpListener) {
+    accept_loop(mesh, pod, listener, Kind::Plaintext).await
+}
+
+async fn accept_loop(mesh: Arc<Mesh>, pod: Arc<Pod>, listener: TcpListener, kind: Kind) {
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(a) => a,
             Err(e) => {
+                // Out of descriptors or memory: back off instead of spinning.
                 tracing::warn!(netns = %pod.netns.path().display(), error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
@@ -50,12 +67,16 @@ pub async fn serve_hbone(mesh: Arc<Mesh>, pod: Arc<Pod>, listener: TcpListener) 
         };
         let mesh = Arc::clone(&mesh);
         let pod = Arc::clone(&pod);
-        let span = tracing::debug_span!("hbone", %peer, pod = %pod.name());
+        let span = tracing::debug_span!("inbound", ?kind, %peer, pod = %pod.name());
         tokio::spawn(
             async move {
-                if let Err(reason) = hbone_connection(&mesh, &pod, tcp, peer).await {
+                let result = match kind {
+                    Kind::Hbone => hbone_connection(&mesh, &pod, tcp, peer).await,
+                    Kind::Plaintext => plaintext_connection(&mesh, &pod, tcp, peer).await,
+                };
+                if let Err(reason) = result {
                     mesh.metrics.traffic.failure(Reporter::Destination, reason);
-                    tracing::debug!(reason, "HBONE connection refused");
+                    tracing::debug!(reason, "inbound connection refused");
                 }
             }
             .instrument(span),
@@ -247,31 +268,6 @@ async fn connect_stream(
         start,
     )
     .await;
-}
-
-/// Accepts plaintext connections steered here by `sk_lookup`, until aborted.
-pub async fn serve_plaintext(mesh: Arc<Mesh>, pod: Arc<Pod>, listener: TcpListener) {
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!(netns = %pod.netns.path().display(), error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let mesh = Arc::clone(&mesh);
-        let pod = Arc::clone(&pod);
-        let span = tracing::debug_span!("plaintext", %peer, pod = %pod.name());
-        tokio::spawn(
-            async move {
-                if let Err(reason) = plaintext_connection(&mesh, &pod, tcp, peer).await {
-                    mesh.metrics.traffic.failure(Reporter::Destination, reason);
-                }
-            }
-            .instrument(span),
-        );
-    }
 }
 
 async fn plaintext_connection(
