@@ -244,7 +244,7 @@ impl Enrollments {
             .map_err(|e| Error::InvalidWorkload {
                 detail: e.to_string(),
             })?;
-        let (_, id) = netns::open(path)?;
+        let (file, id) = netns::open(path)?;
         let mut enrolled = self.enrolled.lock().await;
         if let Some(existing) = enrolled.get(&id) {
             return Err(Error::AlreadyEnrolled {
@@ -307,7 +307,6 @@ impl Enrollments {
                     ))
                 })
                 .await?;
-            let (file, _) = netns::open(path)?;
             let (link, attachment) = self.capture.attach_inbound(netns.cookie(), &file)?;
             let mut steered = Vec::new();
             for addr in &addresses {

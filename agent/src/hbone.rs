@@ -164,7 +164,6 @@ pub struct Pool {
     settings: Settings,
     certs: Option<CertManager>,
     connections: Mutex<HashMap<PoolKey, Vec<Arc<Pooled>>>>,
-    pub opened: AtomicUsize,
 }
 
 impl Pool {
@@ -173,13 +172,7 @@ impl Pool {
             settings,
             certs,
             connections: Mutex::new(HashMap::new()),
-            opened: AtomicUsize::new(0),
         }
-    }
-
-    /// Pooled connections open now.
-    pub fn connections(&self) -> usize {
-        self.lock().values().map(Vec::len).sum()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PoolKey, Vec<Arc<Pooled>>>> {
@@ -322,7 +315,6 @@ impl Pool {
             }
             done.store(true, Ordering::Release);
         });
-        self.opened.fetch_add(1, Ordering::Relaxed);
         let pooled = Arc::new(Pooled {
             sender,
             streams: AtomicUsize::new(1),

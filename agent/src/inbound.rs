@@ -161,12 +161,15 @@ async fn hbone_connection(
     }
 }
 
+/// A response with `code` and no body.
+fn status(code: StatusCode) -> Response<()> {
+    let mut r = Response::new(());
+    *r.status_mut() = code;
+    r
+}
+
 fn respond(mut respond: SendResponse<Bytes>, code: StatusCode) {
-    let response = Response::builder()
-        .status(code)
-        .body(())
-        .expect("a status is a valid response");
-    let _ = respond.send_response(response, true);
+    let _ = respond.send_response(status(code), true);
 }
 
 /// Answers one stream of an HBONE connection.
@@ -239,11 +242,7 @@ async fn connect_stream(
         }
     };
     let mut reply = reply;
-    let ok = Response::builder()
-        .status(StatusCode::OK)
-        .body(())
-        .expect("a status is a valid response");
-    let send = match reply.send_response(ok, false) {
+    let send = match reply.send_response(status(StatusCode::OK), false) {
         Ok(send) => send,
         Err(e) => {
             tracing::debug!(error = %e, "the HBONE stream went away before the answer");

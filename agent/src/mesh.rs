@@ -93,42 +93,44 @@ pub fn authorize(
     port: u16,
     source: &policy::Source<'_>,
 ) -> policy::Decision {
-    let Some(w) = &pod.workload else {
-        return policy::Decision {
+    match pod_workload(config, pod) {
+        Ok((namespace, workload)) => policy::authorize(
+            config,
+            &policy::Target {
+                namespace,
+                labels: &workload.labels,
+                port,
+            },
+            source,
+        ),
+        Err(reason) => policy::Decision {
             allowed: false,
-            reason: "pod without workload".to_owned(),
+            reason: reason.to_owned(),
             audited: Vec::new(),
-        };
-    };
-    let key = ("Workload".to_owned(), w.namespace.clone(), w.name.clone());
-    let Some(workload) = config.workloads.get(&key) else {
-        return policy::Decision {
-            allowed: false,
-            reason: "workload not in the configuration yet".to_owned(),
-            audited: Vec::new(),
-        };
-    };
-    policy::authorize(
-        config,
-        &policy::Target {
-            namespace: &w.namespace,
-            labels: &workload.labels,
-            port,
         },
-        source,
-    )
+    }
 }
 
 /// The peer authentication mode of a pod; STRICT while its workload is unknown.
 pub fn peer_mode(config: &Config, pod: &Pod) -> policy::PeerMode {
-    let Some(w) = &pod.workload else {
-        return policy::PeerMode::Strict;
-    };
-    let key = ("Workload".to_owned(), w.namespace.clone(), w.name.clone());
-    match config.workloads.get(&key) {
-        Some(workload) => policy::peer_mode(config, &w.namespace, &workload.labels),
-        None => policy::PeerMode::Strict,
+    match pod_workload(config, pod) {
+        Ok((namespace, workload)) => policy::peer_mode(config, namespace, &workload.labels),
+        Err(_) => policy::PeerMode::Strict,
     }
+}
+
+/// The pod's namespace and its workload in `config`, or why there is none.
+fn pod_workload<'a>(
+    config: &'a Config,
+    pod: &'a Pod,
+) -> Result<(&'a str, &'a crate::discovery::Workload), &'static str> {
+    let w = pod.workload.as_ref().ok_or("pod without workload")?;
+    let key = ("Workload".to_owned(), w.namespace.clone(), w.name.clone());
+    let workload = config
+        .workloads
+        .get(&key)
+        .ok_or("workload not in the configuration yet")?;
+    Ok((&w.namespace, workload))
 }
 
 /// A live inbound connection, re-checked when the policies change.
@@ -187,14 +189,6 @@ impl Tracker {
             },
         );
         (TrackGuard { tracker: self, id }, closed)
-    }
-
-    pub fn len(&self) -> usize {
-        self.lock().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// Closes every tracked connection that `config` no longer allows; returns how

@@ -119,13 +119,6 @@ impl View {
         Some((key, self.config.workloads.get(key)?))
     }
 
-    /// The workload `namespace/name`.
-    pub fn workload_named(&self, namespace: &str, name: &str) -> Option<&Workload> {
-        self.config
-            .workloads
-            .get(&("Workload".to_owned(), namespace.to_owned(), name.to_owned()))
-    }
-
     fn service_named(&self, namespace: &str, name: &str) -> Option<(Key, &Service)> {
         let key = ("Service".to_owned(), namespace.to_owned(), name.to_owned());
         let s = self.config.services.get(&key)?;

@@ -473,6 +473,17 @@ fn authorization_policy_allows_one_namespace_and_revokes_live_connections() {
     lab.echo_ok("ops/tools-1", cart2, 1000, &[]);
 }
 
+fn peer_authentication(mode: &str) -> String {
+    format!(
+        "apiVersion: security.weft.dev/v1alpha1
+kind: PeerAuthentication
+metadata: {{name: strict, namespace: shop}}
+spec:
+  mtls: {{mode: {mode}}}
+"
+    )
+}
+
 #[test]
 fn peer_authentication_strict_refuses_plaintext_and_permissive_lets_it_in() {
     let lab = Lab::up(&[]);
@@ -491,15 +502,7 @@ fn peer_authentication_strict_refuses_plaintext_and_permissive_lets_it_in() {
         "{m2}"
     );
 
-    lab.apply(
-        "peer",
-        "apiVersion: security.weft.dev/v1alpha1
-kind: PeerAuthentication
-metadata: {name: strict, namespace: shop}
-spec:
-  mtls: {mode: STRICT}
-",
-    );
+    lab.apply("peer", &peer_authentication("STRICT"));
     let refused = lab.echo("legacy/billing-1", cart2, 100_000, &[]);
     assert!(refused.is_err(), "STRICT let plaintext in: {refused:?}");
     // Mesh clients are not affected.
@@ -533,15 +536,7 @@ spec:
         "{m2}"
     );
 
-    lab.apply(
-        "peer",
-        "apiVersion: security.weft.dev/v1alpha1
-kind: PeerAuthentication
-metadata: {name: strict, namespace: shop}
-spec:
-  mtls: {mode: PERMISSIVE}
-",
-    );
+    lab.apply("peer", &peer_authentication("PERMISSIVE"));
     lab.echo_ok("legacy/billing-1", cart2, 100_000, &[]);
 }
 
