@@ -56,6 +56,17 @@ pub mod maps {
     /// Sockhash [`super::InboundKey`] → the agent's inbound plaintext listener (15006)
     /// in the namespace that owns the address.
     pub const INBOUND_LISTENERS: &str = "INBOUND_LISTENERS";
+    /// Sockhash of the local TCP sockets in enrolled namespaces whose peer is in the
+    /// same namespace (app ↔ agent legs), keyed by [`super::LocalKey`]; its `sk_msg`
+    /// program passes their bytes socket to socket.
+    pub const LOCAL_SOCKETS: &str = "LOCAL_SOCKETS";
+    /// Sockets of `LOCAL_SOCKETS` that sent bytes the ordinary way (their peer was not
+    /// in the map yet); they keep doing so, so that bytes are never reordered.
+    pub const LOCAL_FALLBACK: &str = "LOCAL_FALLBACK";
+    /// Bytes each socket of `LOCAL_SOCKETS` passed to its peer (`sk_msg` bookkeeping).
+    pub const LOCAL_BUDGET: &str = "LOCAL_BUDGET";
+    /// Array of switches the agent sets at start ([`super::Setting`]).
+    pub const SETTINGS: &str = "SETTINGS";
 }
 
 /// Program names, as the agent finds them in the object and pins them.
@@ -64,6 +75,7 @@ pub mod programs {
     pub const CONNECT6: &str = "weft_connect6";
     pub const SOCKOPS: &str = "weft_sockops";
     pub const SK_LOOKUP: &str = "weft_sk_lookup";
+    pub const SK_MSG: &str = "weft_sk_msg";
 }
 
 /// Capacity of the original-destination maps (LRU: stale entries age out).
@@ -75,6 +87,31 @@ pub const EXCLUDED_PORTS_CAPACITY: u32 = 256;
 /// Capacity of the inbound address and listener maps (a pod may have an IPv4 and an
 /// IPv6 address).
 pub const INBOUND_CAPACITY: u32 = 2 * ENROLLED_NETNS_CAPACITY;
+/// Capacity of `LOCAL_SOCKETS`: two sockets per accelerated leg. When it is full, new
+/// legs take the ordinary path.
+pub const LOCAL_SOCKETS_CAPACITY: u32 = 131_072;
+/// Capacity of `LOCAL_FALLBACK` (an LRU map).
+pub const LOCAL_FALLBACK_CAPACITY: u32 = 16_384;
+/// Bytes one socket of a local leg may pass straight to its peer without the peer
+/// sending anything back. Passing bytes to a peer's receive queue has no flow control
+/// of its own, so a direction that reaches this (a bulk transfer, a reader that does
+/// not keep up) takes the ordinary path, with TCP's flow control, from then on.
+pub const LOCAL_OUTSTANDING_LIMIT: u64 = 256 * 1024;
+/// Bytes one socket of a local leg may pass to its peer in all; a bound on what a
+/// peer that answers but never reads could have queued.
+pub const LOCAL_TOTAL_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Slots of the `SETTINGS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setting {
+    /// Non-zero: local legs are accelerated (`sockops` adds them to `LOCAL_SOCKETS`).
+    Accelerate = 0,
+}
+
+impl Setting {
+    pub const COUNT: u32 = 1;
+}
 
 /// Why a capture program did what it did. Indexes the `DECISIONS` counters.
 ///
@@ -125,11 +162,26 @@ pub enum Decision {
     InboundNoListener = 17,
     /// `sk_lookup`: not TCP.
     InboundNotTcp = 18,
+    /// `sockops`: a socket of a local leg (both ends in one enrolled namespace) joined
+    /// `LOCAL_SOCKETS`.
+    LocalAccelerated = 19,
+    /// `sockops`: a local leg's socket could not join `LOCAL_SOCKETS` (map full); it
+    /// takes the ordinary path.
+    LocalMapFailed = 20,
+    /// `sk_msg`: a message was passed straight to its peer socket.
+    LocalRedirected = 21,
+    /// `sk_msg`: a socket sent before its peer joined the map; that direction of the
+    /// connection takes the ordinary path from then on.
+    LocalFallback = 22,
+    /// `sk_msg`: a socket had passed as many bytes to its peer as one leg may have
+    /// queued without an answer (or in all); that direction takes the ordinary path,
+    /// with TCP's flow control, from then on.
+    LocalBudgetSpent = 23,
 }
 
 impl Decision {
     /// Number of slots in the counter array; one past the highest value.
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 24;
 
     pub const ALL: [Decision; Self::COUNT as usize] = [
         Decision::Redirected,
@@ -151,6 +203,11 @@ impl Decision {
         Decision::InboundExcludedPort,
         Decision::InboundNoListener,
         Decision::InboundNotTcp,
+        Decision::LocalAccelerated,
+        Decision::LocalMapFailed,
+        Decision::LocalRedirected,
+        Decision::LocalFallback,
+        Decision::LocalBudgetSpent,
     ];
 
     /// A stable label value for metrics.
@@ -175,6 +232,11 @@ impl Decision {
             Decision::InboundExcludedPort => "inbound_excluded_port",
             Decision::InboundNoListener => "inbound_no_listener",
             Decision::InboundNotTcp => "inbound_not_tcp",
+            Decision::LocalAccelerated => "local_accelerated",
+            Decision::LocalMapFailed => "local_map_failed",
+            Decision::LocalRedirected => "local_redirected",
+            Decision::LocalFallback => "local_fallback",
+            Decision::LocalBudgetSpent => "local_budget_spent",
         }
     }
 }
@@ -273,6 +335,37 @@ pub struct InboundAddr {
 }
 const _: () = assert!(size_of::<InboundAddr>() == 8);
 
+/// Key of `LOCAL_SOCKETS` and `LOCAL_FALLBACK`: one end of a TCP connection whose two
+/// ends are in the same namespace, as that end sees it. The peer's key is the same with
+/// `local` and `remote` swapped. Addresses in the 16-byte form of [`SockAddr::addr`],
+/// ports in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LocalKey {
+    pub netns_cookie: u64,
+    pub local: [u8; 16],
+    pub remote: [u8; 16],
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<LocalKey>() == 48);
+
+impl LocalKey {
+    /// The key of the other end.
+    #[inline(always)]
+    pub const fn peer(&self) -> LocalKey {
+        LocalKey {
+            netns_cookie: self.netns_cookie,
+            local: self.remote,
+            remote: self.local,
+            local_port: self.remote_port,
+            remote_port: self.local_port,
+            _pad: 0,
+        }
+    }
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: these types are `#[repr(C)]`, `Copy`, contain only integers and arrays of
@@ -287,6 +380,8 @@ mod user {
     unsafe impl aya::Pod for super::SocketKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::InboundKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::LocalKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::InboundAddr {}
 }

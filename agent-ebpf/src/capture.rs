@@ -7,7 +7,10 @@ use agent_common::{
 };
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock_addr},
+    bindings::{
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB,
+        BPF_SOCK_OPS_TCP_CONNECT_CB, bpf_sock_addr,
+    },
     helpers::generated::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     macros::{cgroup_sock_addr, map, sock_ops},
     maps::{HashMap, LruHashMap, PerCpuArray},
@@ -25,7 +28,7 @@ const SOCK_STREAM: u32 = 1;
 const IPPROTO_TCP: u32 = 6;
 
 #[map]
-static ENROLLED_NETNS: HashMap<u64, EnrolledNetns> =
+pub(crate) static ENROLLED_NETNS: HashMap<u64, EnrolledNetns> =
     HashMap::with_max_entries(ENROLLED_NETNS_CAPACITY, 0);
 
 #[map]
@@ -231,9 +234,14 @@ fn is_loopback_v6(addr: &[u8; 16]) -> bool {
 
 #[sock_ops]
 pub fn weft_sockops(ctx: SockOpsContext) -> u32 {
-    if ctx.op() == BPF_SOCK_OPS_TCP_CONNECT_CB
-        && let Some(decision) = try_sockops_connect(&ctx)
-    {
+    let decision = match ctx.op() {
+        BPF_SOCK_OPS_TCP_CONNECT_CB => try_sockops_connect(&ctx),
+        BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB | BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB => {
+            crate::local::on_established(&ctx)
+        }
+        _ => None,
+    };
+    if let Some(decision) = decision {
         count(decision);
     }
     SOCKOPS_DONE

@@ -9,6 +9,9 @@
 //!   local address, which is what the agent sees as the peer of the accepted socket.
 //! * `weft_sk_lookup` (`sk_lookup`, per enrolled namespace): a plaintext connection
 //!   arriving for an enrolled pod is handed to the agent's inbound listener.
+//! * `weft_sockops` also adds the sockets of local legs (both ends in one enrolled
+//!   namespace: app ↔ agent) to a sockhash, and `weft_sk_msg` (`sk_msg`, attached to
+//!   it) passes their bytes socket to socket.
 //!
 //! Every decision is counted per reason (`agent_common::Decision`).
 //!
@@ -21,6 +24,8 @@
 mod capture;
 #[cfg(target_arch = "bpf")]
 mod inbound;
+#[cfg(target_arch = "bpf")]
+mod local;
 
 #[cfg(not(target_arch = "bpf"))]
 fn main() {

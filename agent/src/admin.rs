@@ -56,6 +56,15 @@ struct Stats {
     decisions: std::collections::BTreeMap<&'static str, u64>,
     /// Identities whose certificates this agent holds now.
     identities: Vec<String>,
+    acceleration: AccelerationStats,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct AccelerationStats {
+    /// Whether local legs established from now on are accelerated (`WEFT_SOCKMAP`).
+    enabled: bool,
+    /// Sockets in the acceleration map now (two per open accelerated leg).
+    sockets: usize,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -165,6 +174,10 @@ impl Admin {
             attachments: self.capture.attachments().to_vec(),
             enrolled_namespaces: self.enrollments.list().await.len(),
             identities: self.enrollments.managed_identities(),
+            acceleration: AccelerationStats {
+                enabled: self.capture.accelerate(),
+                sockets: self.capture.local_sockets(),
+            },
             outbound: OutboundStats {
                 accepted: o.accepted.get(),
                 active: o.active.get(),

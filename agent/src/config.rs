@@ -26,6 +26,8 @@ pub const HBONE_KEEPALIVE_TIMEOUT: &str = "WEFT_HBONE_KEEPALIVE_TIMEOUT";
 pub const HBONE_POOL_IDLE_TIMEOUT: &str = "WEFT_HBONE_POOL_IDLE_TIMEOUT";
 pub const DRAIN_TIMEOUT: &str = "WEFT_DRAIN_TIMEOUT";
 pub const LOG_FORMAT: &str = "WEFT_LOG_FORMAT";
+pub const SOCKMAP: &str = "WEFT_SOCKMAP";
+pub const SAME_NODE_FAST_PATH: &str = "WEFT_SAME_NODE_FAST_PATH";
 pub const CONTROLPLANE: &str = "WEFT_CONTROLPLANE";
 pub const CONTROLPLANE_CA: &str = "WEFT_CONTROLPLANE_CA";
 pub const CONTROLPLANE_NAME: &str = "WEFT_CONTROLPLANE_NAME";
@@ -82,6 +84,15 @@ pub struct Config {
     /// How long open connections may run on after SIGTERM.
     pub drain_timeout: Duration,
     pub log_format: LogFormat,
+    /// Same-node acceleration: the bytes of app ↔ agent legs pass socket to socket
+    /// (`sockops` + `sk_msg`) instead of through the loopback TCP/IP stack. Off unless
+    /// asked for: see `agent-ebpf/src/local.rs` for the kernel's caveat.
+    pub sockmap: bool,
+    /// A connection between two mesh pods of this node is handed from the outbound
+    /// side to the inbound side inside the agent, which holds both identities, instead
+    /// of going through a TLS tunnel; authorization, telemetry and revocation are the
+    /// same.
+    pub same_node_fast_path: bool,
     pub trust_domain: String,
     /// `None`: no identities (capture and plain proxying only).
     pub controlplane: Option<ControlPlane>,
@@ -166,6 +177,9 @@ impl Config {
             }
         };
 
+        let sockmap = switch(source, SOCKMAP, false)?;
+        let same_node_fast_path = switch(source, SAME_NODE_FAST_PATH, true)?;
+
         let trust_domain = source
             .get(TRUST_DOMAIN)
             .unwrap_or_else(|| api::identity::DEFAULT_TRUST_DOMAIN.to_owned());
@@ -218,12 +232,28 @@ impl Config {
             admin_socket,
             metrics_addr,
             log_format,
+            sockmap,
+            same_node_fast_path,
         })
     }
 
     /// The folder under bpffs that holds this node's pinned programs, links and maps.
     pub fn pin_dir(&self) -> PathBuf {
         self.bpffs.join("weft").join(&self.node_name)
+    }
+}
+
+/// An `on` / `off` switch.
+fn switch(source: &impl Source, key: &'static str, default: bool) -> Result<bool, Error> {
+    match source.get(key).as_deref() {
+        None => Ok(default),
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(v) => Err(Error::Invalid {
+            key,
+            value: v.to_owned(),
+            reason: "expected \"on\" or \"off\"".to_owned(),
+        }),
     }
 }
 
@@ -397,6 +427,17 @@ mod tests {
         assert_eq!(c.hbone.max_header_list_size, 4096);
         assert_eq!(c.hbone.handshake_timeout, Duration::from_secs(2));
         assert_eq!(c.readiness_addr, None);
+        assert!(!config(&[]).unwrap().sockmap);
+        assert!(config(&[(SOCKMAP, "on")]).unwrap().sockmap);
+        assert!(!config(&[(SOCKMAP, "off")]).unwrap().sockmap);
+        assert!(config(&[]).unwrap().same_node_fast_path);
+        assert!(
+            !config(&[(SAME_NODE_FAST_PATH, "off")])
+                .unwrap()
+                .same_node_fast_path
+        );
+        let e = config(&[(SOCKMAP, "no")]).unwrap_err();
+        assert!(e.to_string().starts_with("WEFT_SOCKMAP=\"no\""), "{e}");
         let e = config(&[(LOG_FORMAT, "xml")]).unwrap_err();
         assert!(e.to_string().contains("\"text\" or \"json\""), "{e}");
     }

@@ -26,14 +26,14 @@ use std::{
 };
 
 use agent_common::{
-    Decision, EnrolledNetns, InboundAddr, InboundKey, OriginalDst, SockAddr, SocketKey,
-    maps as map_names, programs as prog_names,
+    Decision, EnrolledNetns, InboundAddr, InboundKey, LocalKey, OriginalDst, Setting, SockAddr,
+    SocketKey, maps as map_names, programs as prog_names,
 };
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, MapError, PerCpuArray, SockHash},
+    maps::{Array, HashMap, MapData, MapError, PerCpuArray, SockHash},
     programs::{
-        CgroupAttachMode, Program, ProgramError, SkLookup,
+        CgroupAttachMode, Program, ProgramError, SkLookup, SkMsg,
         links::{FdLink, LinkError, PinnedLink},
         loaded_programs,
     },
@@ -42,7 +42,7 @@ use aya::{
 /// The compiled `agent-ebpf` object, built by `build.rs`.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
-const MAPS: [&str; 7] = [
+const MAPS: [&str; 11] = [
     map_names::ENROLLED_NETNS,
     map_names::EXCLUDED_PORTS,
     map_names::ORIGINAL_DST_BY_COOKIE,
@@ -50,6 +50,10 @@ const MAPS: [&str; 7] = [
     map_names::DECISIONS,
     map_names::INBOUND_ADDRS,
     map_names::INBOUND_LISTENERS,
+    map_names::LOCAL_SOCKETS,
+    map_names::LOCAL_FALLBACK,
+    map_names::LOCAL_BUDGET,
+    map_names::SETTINGS,
 ];
 
 const PROGRAMS: [&str; 3] = [
@@ -201,6 +205,8 @@ pub struct Capture {
     decisions: PerCpuArray<MapData, u64>,
     inbound_addrs: Mutex<HashMap<MapData, InboundKey, InboundAddr>>,
     inbound_listeners: Mutex<SockHash<MapData, InboundKey>>,
+    local_sockets: SockHash<MapData, LocalKey>,
+    accelerate: bool,
     /// Tag of the loaded `sk_lookup` program, to adopt pinned per-namespace links.
     sk_lookup_tag: u64,
     // Keeps the program fds of this load (and lets `sk_lookup` attach); the pinned
@@ -222,7 +228,15 @@ impl std::fmt::Debug for Capture {
 impl Capture {
     /// Loads the programs, attaches them to `cgroup` (or adopts earlier attachments)
     /// and opens the shared maps.
-    pub fn load(bpffs: &Path, pin_dir: &Path, cgroup: Option<&Path>) -> Result<Self, Error> {
+    ///
+    /// `accelerate` switches the same-node acceleration of local legs on or off for
+    /// connections established from now on.
+    pub fn load(
+        bpffs: &Path,
+        pin_dir: &Path,
+        cgroup: Option<&Path>,
+        accelerate: bool,
+    ) -> Result<Self, Error> {
         ensure_bpffs(bpffs)?;
         for sub in ["maps", "progs", "links", "links/sk_lookup"] {
             let dir = pin_dir.join(sub);
@@ -295,6 +309,34 @@ impl Capture {
             .map_err(map_err(map_names::INBOUND_ADDRS))?;
         let inbound_listeners = SockHash::try_from(take(&mut ebpf, map_names::INBOUND_LISTENERS)?)
             .map_err(map_err(map_names::INBOUND_LISTENERS))?;
+        let local_sockets: SockHash<MapData, LocalKey> =
+            SockHash::try_from(take(&mut ebpf, map_names::LOCAL_SOCKETS)?)
+                .map_err(map_err(map_names::LOCAL_SOCKETS))?;
+        let mut settings: Array<MapData, u32> =
+            Array::try_from(take(&mut ebpf, map_names::SETTINGS)?)
+                .map_err(map_err(map_names::SETTINGS))?;
+
+        // `sk_msg` attaches to the map, not to a cgroup; the map is pinned, so the
+        // attachment lasts as long as the map. Attaching again (a restart) replaces the
+        // program in place.
+        {
+            let name = prog_names::SK_MSG;
+            let program: &mut SkMsg = ebpf
+                .program_mut(name)
+                .ok_or(Error::MissingProgram { name })?
+                .try_into()
+                .map_err(prog_err(name))?;
+            program.load().map_err(prog_err(name))?;
+            let link = program.attach(local_sockets.fd()).map_err(prog_err(name))?;
+            // The attachment belongs to the map: dropping the link would detach the
+            // program, so it is kept for the life of the process, and outlives it.
+            std::mem::forget(program.take_link(link).map_err(prog_err(name))?);
+            pin_program(name, |p| program.pin(p), &pin_dir.join("progs").join(name))?;
+        }
+        settings
+            .set(Setting::Accelerate as u32, u32::from(accelerate), 0)
+            .map_err(map_err(map_names::SETTINGS))?;
+        tracing::info!(accelerate, "same-node acceleration of local legs");
 
         Ok(Capture {
             pin_dir: pin_dir.to_owned(),
@@ -306,6 +348,8 @@ impl Capture {
             decisions,
             inbound_addrs: Mutex::new(inbound_addrs),
             inbound_listeners: Mutex::new(inbound_listeners),
+            local_sockets,
+            accelerate,
             sk_lookup_tag,
             ebpf: Mutex::new(ebpf),
             _links: links,
@@ -406,6 +450,16 @@ impl Capture {
             .filter_map(Result::ok)
             .map(|k| std::net::Ipv6Addr::from(k.addr).to_canonical())
             .collect()
+    }
+
+    /// Whether local legs established from now on are accelerated.
+    pub fn accelerate(&self) -> bool {
+        self.accelerate
+    }
+
+    /// Sockets now in the acceleration map (each open accelerated leg has two).
+    pub fn local_sockets(&self) -> usize {
+        self.local_sockets.keys().filter(Result::is_ok).count()
     }
 
     pub fn cgroup(&self) -> &Path {

@@ -320,6 +320,7 @@ impl Enrollments {
                 steered.push(*addr);
             }
             tracing::info!(netns = %path.display(), ?attachment, addresses = ?steered, "inbound capture ready");
+            self.mesh.local.insert(&pod, &steered);
             entry.inbound = Some((link, steered));
         }
         self.capture.enroll(netns.cookie())?;
@@ -361,6 +362,9 @@ impl Enrollments {
             self.capture.detach_inbound(cookie)?;
         }
         let entry = enrolled.remove(&id).expect("present: looked up above");
+        if let Some((_, addrs)) = &entry.inbound {
+            self.mesh.local.remove(addrs);
+        }
         let report = entry.report();
         drop(entry);
         self.metrics.enrolled_namespaces.set(enrolled.len() as i64);

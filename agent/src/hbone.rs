@@ -389,7 +389,31 @@ impl H2Stream {
     }
 }
 
-fn h2_io(e: h2::Error) -> std::io::Error {
+impl H2Stream {
+    /// The two directions, for a copy that hands `Bytes` to h2 and takes them from it
+    /// without going through a buffer of its own: the send half, the receive half,
+    /// bytes already taken from the receive half but not read yet, and whether the send
+    /// half has been ended.
+    pub(crate) fn parts(
+        &mut self,
+    ) -> (
+        &mut h2::SendStream<Bytes>,
+        &mut h2::RecvStream,
+        Bytes,
+        &mut bool,
+    ) {
+        (
+            &mut self.send,
+            &mut self.recv,
+            std::mem::take(&mut self.buf),
+            &mut self.shut,
+        )
+    }
+}
+
+/// An h2 error as an I/O error: a stream the peer ended without error (a graceful
+/// reset) is the end of its bytes, reported by the callers; anything else is a reset.
+pub(crate) fn h2_io(e: h2::Error) -> std::io::Error {
     if e.is_io() {
         return e
             .into_io()

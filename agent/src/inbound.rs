@@ -24,13 +24,11 @@ use api::identity::Identity;
 use bytes::Bytes;
 use h2::{RecvStream, server::SendResponse};
 use http::{Method, Request, Response, StatusCode};
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    net::{TcpListener, TcpStream},
-};
+use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument as _;
 
 use crate::{
+    copy::Counted,
     hbone::{self, H2Stream, connect_marked},
     mesh::{self, Mesh, Pod},
     metrics::{ConnectionLabels, Reporter},
@@ -261,12 +259,129 @@ async fn connect_stream(
         &mut tunnel,
         app,
         revoked,
-        peer,
-        target,
+        (peer, target),
         decision,
         start,
+        &Counted::default(),
     )
     .await;
+}
+
+/// Why a same-node connection was not handed to the application.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalRefusal {
+    /// The destination is not an application port of the pod.
+    BadTarget,
+    /// Authorization denies it.
+    Denied,
+    /// The application did not accept the connection.
+    Upstream,
+}
+
+/// The inbound side of a connection between two mesh pods of this node, which the
+/// agent carries without a tunnel: it holds both identities, so the checks of an
+/// HBONE stream apply as they are (target, authorization with the client's
+/// identity). `peer` is the client pod's address. Admitted, the connection is
+/// counted, logged, tracked for revocation and copied like one (see
+/// [`LocalAdmitted::run`]).
+pub async fn local_admit<'m>(
+    mesh: &'m Mesh,
+    pod: &Arc<Pod>,
+    client: &Identity,
+    (peer, target): (SocketAddr, SocketAddr),
+) -> Result<LocalAdmitted<'m>, LocalRefusal> {
+    let traffic = &mesh.metrics.traffic;
+    if !pod.addresses.contains(&target.ip()) || agent_common::AGENT_PORTS.contains(&target.port()) {
+        traffic.failure(Reporter::Destination, "local_bad_target");
+        return Err(LocalRefusal::BadTarget);
+    }
+    let view = mesh.view();
+    let mut labels = ConnectionLabels {
+        reporter: Reporter::Destination,
+        connection_security_policy: "mutual_tls",
+        source_principal: client.to_string(),
+        source_workload_namespace: client.namespace().to_owned(),
+        ..ConnectionLabels::default()
+    };
+    if let Some((_, name)) = view.workload_name(peer.ip()) {
+        labels.source_workload = name;
+    }
+    pod.as_destination(&mut labels);
+    let source = policy::Source {
+        identity: Some(client),
+        ip: peer.ip(),
+    };
+    let decision = mesh::authorize(&view.config, pod, target.port(), &source);
+    traffic.authorization(&labels, decision.allowed);
+    for audit in &decision.audited {
+        tracing::info!(target: "weft::access", policy = %audit, src = %peer, src_identity = %client, dst = %target, "audit");
+    }
+    if !decision.allowed {
+        labels.response_flags = "DENIED";
+        access_log(&labels, peer, target, &decision, 0, 0, Duration::ZERO);
+        return Err(LocalRefusal::Denied);
+    }
+    let start = Instant::now();
+    let app = match connect_marked(&pod.netns, target, mesh.settings.connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%target, error = %e, "connecting to the application failed");
+            traffic.failure(Reporter::Destination, "upstream_connect");
+            labels.response_flags = "UF";
+            access_log(&labels, peer, target, &decision, 0, 0, start.elapsed());
+            return Err(LocalRefusal::Upstream);
+        }
+    };
+    traffic.opened.get_or_create(&labels).inc();
+    let (guard, revoked) = mesh.tracker.track(
+        Arc::clone(pod),
+        Some(client.clone()),
+        peer.ip(),
+        target.port(),
+    );
+    Ok(LocalAdmitted {
+        mesh,
+        labels,
+        app,
+        revoked,
+        _guard: guard,
+        addrs: (peer, target),
+        decision,
+        start,
+    })
+}
+
+/// A same-node connection the destination side admitted, connected to the
+/// application.
+pub struct LocalAdmitted<'m> {
+    mesh: &'m Mesh,
+    labels: ConnectionLabels,
+    app: TcpStream,
+    revoked: tokio::sync::oneshot::Receiver<()>,
+    _guard: mesh::TrackGuard<'m>,
+    addrs: (SocketAddr, SocketAddr),
+    decision: policy::Decision,
+    start: Instant,
+}
+
+impl LocalAdmitted<'_> {
+    /// Copies between the client's connection and the application until both are
+    /// done (or a policy change revokes it); `counted` carries client → application
+    /// as `a_to_b`.
+    pub async fn run(self, downstream: &mut TcpStream, counted: &Counted) {
+        splice(
+            self.mesh,
+            self.labels,
+            downstream,
+            self.app,
+            self.revoked,
+            self.addrs,
+            self.decision,
+            self.start,
+            counted,
+        )
+        .await;
+    }
 }
 
 async fn plaintext_connection(
@@ -336,7 +451,15 @@ async fn plaintext_connection(
         .track(Arc::clone(pod), None, peer.ip(), target.port());
     let mut tcp = tcp;
     splice(
-        mesh, labels, &mut tcp, app, revoked, peer, target, decision, start,
+        mesh,
+        labels,
+        &mut tcp,
+        app,
+        revoked,
+        (peer, target),
+        decision,
+        start,
+        &Counted::default(),
     )
     .await;
     Ok(())
@@ -345,22 +468,21 @@ async fn plaintext_connection(
 /// Copies both ways between the client side and the application until both are done,
 /// or until a policy change revokes the connection; then counts and logs it.
 #[allow(clippy::too_many_arguments)]
-async fn splice<C: AsyncRead + AsyncWrite + Unpin>(
+async fn splice<C: Client>(
     mesh: &Mesh,
     mut labels: ConnectionLabels,
     client: &mut C,
     mut app: TcpStream,
     revoked: tokio::sync::oneshot::Receiver<()>,
-    peer: SocketAddr,
-    target: SocketAddr,
+    (peer, target): (SocketAddr, SocketAddr),
     decision: policy::Decision,
     start: Instant,
+    counted: &Counted,
 ) {
     let traffic = &mesh.metrics.traffic;
     traffic.inbound_active.inc();
-    let counted = crate::copy::Counted::default();
     tokio::select! {
-        r = crate::copy::bidirectional(client, &mut app, &counted) => {
+        r = client.copy_with(&mut app, counted) => {
             if r.is_err() {
                 labels.response_flags = "UC";
             }
@@ -385,6 +507,26 @@ async fn splice<C: AsyncRead + AsyncWrite + Unpin>(
         received,
         start.elapsed(),
     );
+}
+
+/// The client side of an inbound connection: an HBONE stream or a plaintext TCP
+/// connection, each copied to the application its own way.
+trait Client {
+    /// Copies both ways with `app` until both directions end; counts client → app as
+    /// `a_to_b`.
+    async fn copy_with(&mut self, app: &mut TcpStream, counted: &Counted) -> std::io::Result<()>;
+}
+
+impl Client for H2Stream {
+    async fn copy_with(&mut self, app: &mut TcpStream, counted: &Counted) -> std::io::Result<()> {
+        crate::copy::tcp_h2(app, self, counted.b_to_a(), counted.a_to_b()).await
+    }
+}
+
+impl Client for TcpStream {
+    async fn copy_with(&mut self, app: &mut TcpStream, counted: &Counted) -> std::io::Result<()> {
+        crate::copy::bidirectional(self, app, counted).await
+    }
 }
 
 /// Makes the close of `tcp` a reset (`SO_LINGER` 0), so the peer learns at once that

@@ -34,8 +34,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
     let capture = Arc::new(
-        Capture::load(&config.bpffs, &config.pin_dir(), config.cgroup.as_deref())
-            .context("setting up eBPF capture")?,
+        Capture::load(
+            &config.bpffs,
+            &config.pin_dir(),
+            config.cgroup.as_deref(),
+            config.sockmap,
+        )
+        .context("setting up eBPF capture")?,
     );
     capture
         .set_excluded_ports(&config.excluded_ports)
@@ -77,6 +82,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         view: view_rx,
         tracker: mesh::Tracker::default(),
         drain: drain_rx,
+        local: mesh::LocalPods::default(),
+        same_node_fast_path: config.same_node_fast_path,
     });
     // Each configuration becomes the data path's view; connections it denies close.
     let view_task = config_rx.clone().map(|mut rx| {

@@ -1,6 +1,6 @@
 //! What the data path shares: settings, metrics, certificates, the indexed
-//! configuration, the HBONE pool, the registry of live inbound connections and the
-//! drain signal; and what it knows about each enrolled pod.
+//! configuration, the HBONE pool, the registry of live inbound connections, the drain
+//! signal and the mesh pods of this node; and what it knows about each enrolled pod.
 
 use std::{
     collections::HashMap,
@@ -34,11 +34,41 @@ pub struct Mesh {
     pub tracker: Tracker,
     /// Turns `true` when the agent starts draining.
     pub drain: watch::Receiver<bool>,
+    /// The pods on this node that take HBONE (enrolled, with an identity), by address.
+    pub local: LocalPods,
+    /// Connections between two pods of this node skip the tunnel (see
+    /// [`crate::inbound::local_connection`]).
+    pub same_node_fast_path: bool,
 }
 
 impl Mesh {
     pub fn view(&self) -> Arc<View> {
         Arc::clone(&self.view.borrow())
+    }
+}
+
+/// The mesh pods of this node, by address.
+#[derive(Debug, Default)]
+pub struct LocalPods(std::sync::RwLock<HashMap<IpAddr, Arc<Pod>>>);
+
+impl LocalPods {
+    pub fn insert(&self, pod: &Arc<Pod>, addresses: &[IpAddr]) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for addr in addresses {
+            map.insert(*addr, Arc::clone(pod));
+        }
+    }
+
+    pub fn remove(&self, addresses: &[IpAddr]) {
+        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        for addr in addresses {
+            map.remove(addr);
+        }
+    }
+
+    pub fn get(&self, addr: IpAddr) -> Option<Arc<Pod>> {
+        let map = self.0.read().unwrap_or_else(|e| e.into_inner());
+        map.get(&addr.to_canonical()).cloned()
     }
 }
 

@@ -19,6 +19,7 @@ use crate::{
     copy::{self, Counted},
     ebpf::Capture,
     hbone::{self, ConnectError, connect_marked},
+    inbound::LocalRefusal,
     mesh::{Mesh, Pod},
     metrics::{self, ConnectionLabels, Direction, DirectionLabels, ReasonLabels, Reporter},
     netns,
@@ -48,6 +49,8 @@ pub enum Error {
     Route(#[from] RouteError),
     #[error(transparent)]
     Hbone(hbone::Error),
+    #[error("the same-node destination refused the connection: {0:?}")]
+    Local(LocalRefusal),
 }
 
 impl Error {
@@ -57,6 +60,9 @@ impl Error {
             Error::Socket(e) => e.reason(),
             Error::Route(e) => e.reason(),
             Error::Hbone(e) => e.reason(),
+            Error::Local(LocalRefusal::Denied) => "local_unauthorized",
+            Error::Local(LocalRefusal::BadTarget) => "local_bad_target",
+            Error::Local(LocalRefusal::Upstream) => "local_upstream_connect",
             Error::Connect { .. } => "connect",
             Error::ConnectTimeout { .. } => "connect_timeout",
             Error::Io { .. } => "io",
@@ -156,32 +162,76 @@ impl Outbound {
                 if let Some(s) = service {
                     labels.destination_service = s.clone();
                 }
-                let tunnel = match self
+                // A workload of this node (not a waypoint: the tunnel's peer is the
+                // destination itself): handed to its inbound side in the agent.
+                let local = self
                     .mesh
-                    .pool
-                    .connect(&pod.netns, source, *hbone_peer, identity, *authority)
-                    .await
-                {
-                    Ok(t) => t,
-                    Err(e) => {
-                        labels.response_flags = if matches!(e, hbone::Error::Refused { status, .. } if status == hyper::StatusCode::UNAUTHORIZED)
-                        {
-                            "DENIED"
-                        } else {
-                            "UF"
-                        };
-                        self.log(&labels, peer, dst, 0, 0, start);
-                        return Err(Error::Hbone(e));
+                    .same_node_fast_path
+                    .then(|| self.mesh.local.get(hbone_peer.ip()))
+                    .flatten()
+                    .filter(|dst| {
+                        dst.addresses.contains(&authority.ip())
+                            && dst.identity.as_ref() == Some(identity)
+                    });
+                if let Some(dst_pod) = local {
+                    let from = pod
+                        .addresses
+                        .iter()
+                        .find(|a| a.is_ipv4() == authority.is_ipv4())
+                        .map_or(peer, |a| SocketAddr::new(*a, peer.port()));
+                    let admitted = crate::inbound::local_admit(
+                        &self.mesh,
+                        &dst_pod,
+                        source,
+                        (from, *authority),
+                    )
+                    .await;
+                    match admitted {
+                        Ok(admitted) => {
+                            self.metrics().traffic.opened.get_or_create(&labels).inc();
+                            admitted.run(&mut downstream, &counted).await;
+                        }
+                        Err(refusal) => {
+                            labels.response_flags = if refusal == LocalRefusal::Denied {
+                                "DENIED"
+                            } else {
+                                "UF"
+                            };
+                            self.log(&labels, peer, dst, 0, 0, start);
+                            return Err(Error::Local(refusal));
+                        }
                     }
-                };
-                if tunnel.new_connection {
-                    self.metrics().traffic.hbone_connections_opened.inc();
+                    (Ok(()), *authority)
+                } else {
+                    let tunnel = match self
+                        .mesh
+                        .pool
+                        .connect(&pod.netns, source, *hbone_peer, identity, *authority)
+                        .await
+                    {
+                        Ok(t) => t,
+                        Err(e) => {
+                            labels.response_flags = if matches!(e, hbone::Error::Refused { status, .. } if status == hyper::StatusCode::UNAUTHORIZED)
+                            {
+                                "DENIED"
+                            } else {
+                                "UF"
+                            };
+                            self.log(&labels, peer, dst, 0, 0, start);
+                            return Err(Error::Hbone(e));
+                        }
+                    };
+                    if tunnel.new_connection {
+                        self.metrics().traffic.hbone_connections_opened.inc();
+                    }
+                    self.metrics().traffic.opened.get_or_create(&labels).inc();
+                    let mut io = tunnel.io;
+                    let r =
+                        copy::tcp_h2(&mut downstream, &mut io, counted.a_to_b(), counted.b_to_a())
+                            .await;
+                    drop(tunnel.slot);
+                    (r, *authority)
                 }
-                self.metrics().traffic.opened.get_or_create(&labels).inc();
-                let mut io = tunnel.io;
-                let r = copy::bidirectional(&mut downstream, &mut io, &counted).await;
-                drop(tunnel.slot);
-                (r, *authority)
             }
             (Route::Hbone { authority, .. }, None)
             | (

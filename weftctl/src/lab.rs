@@ -12,6 +12,7 @@
 //! `/run/weft-lab/state.json`; `lab down` removes all of it, with or without the state
 //! file, and can run any number of times.
 
+pub mod bench;
 pub mod cni;
 pub mod topology;
 
@@ -268,6 +269,21 @@ fn lab_netns() -> anyhow::Result<Vec<String>> {
 /// Builds the lab. `agent_env` holds `WEFT_…=value` settings passed to every agent
 /// (limits and timeouts, for tests and experiments).
 pub fn up(topology_file: Option<&Path>, agent_env: &[String]) -> anyhow::Result<()> {
+    up_with(
+        topology_file,
+        agent_env,
+        &Progress {
+            start: Instant::now(),
+        },
+    )
+}
+
+/// [`up`], reporting progress on a clock the caller already runs.
+fn up_with(
+    topology_file: Option<&Path>,
+    agent_env: &[String],
+    progress: &Progress,
+) -> anyhow::Result<()> {
     let mut env = Vec::new();
     for pair in agent_env {
         let (key, value) = pair
@@ -279,9 +295,6 @@ pub fn up(topology_file: Option<&Path>, agent_env: &[String]) -> anyhow::Result<
         );
         env.push((key.to_owned(), value.to_owned()));
     }
-    let progress = Progress {
-        start: Instant::now(),
-    };
     let (source, text) = match topology_file {
         Some(path) => (
             path.display().to_string(),
@@ -308,9 +321,9 @@ pub fn up(topology_file: Option<&Path>, agent_env: &[String]) -> anyhow::Result<
     ));
     if leftovers()? {
         progress.say("an earlier lab is still here; removing it first");
-        down_with(&progress)?;
+        down_with(progress)?;
     }
-    match build(&topology, &bins, &env, &progress) {
+    match build(&topology, &bins, &env, progress) {
         Ok(state) => {
             summary(&state);
             Ok(())
@@ -319,7 +332,7 @@ pub fn up(topology_file: Option<&Path>, agent_env: &[String]) -> anyhow::Result<
             progress.say(format_args!(
                 "lab up failed: {e:#}; removing what was created"
             ));
-            down_with(&progress)?;
+            down_with(progress)?;
             Err(e)
         }
     }
@@ -547,8 +560,14 @@ fn build(
         let log = run_dir()
             .join("logs")
             .join(format!("agent-{}.log", node.name));
+        // The agent runs under its node's cgroup, as a DaemonSet pod runs under the
+        // node's root cgroup: the node's `sockops` program sees its sockets too (the
+        // agent's ends of the app ↔ agent legs).
+        let agent_cgroup = cg_root.join("nodes").join(&node.name).join("weft-agent");
+        std::fs::create_dir_all(&agent_cgroup)
+            .with_context(|| format!("creating cgroup {}", agent_cgroup.display()))?;
         let mut cmd = in_pod(
-            &cg_root.join("system"),
+            &agent_cgroup,
             &netns_path(&node_netns(&node.name)),
             &bins.agent,
             &[],

@@ -48,6 +48,25 @@ enum Lab {
     },
     /// Remove everything the lab created. Safe to run any number of times.
     Down,
+    /// Measure the mesh against direct pod-to-pod traffic: brings up the lab (no other
+    /// lab may be up), runs every scenario, takes it down, and writes results.json,
+    /// results.md and chart.svg. Build in release mode first for meaningful figures.
+    Bench {
+        /// One repeat of shorter runs (under two minutes) instead of three full ones.
+        #[arg(long)]
+        quick: bool,
+        /// The folder the results go to.
+        #[arg(long, default_value = "target/bench")]
+        out: PathBuf,
+        /// The modes to run, comma-separated.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "direct,mesh,mesh-noaccel,mesh-tunnel"
+        )]
+        modes: Vec<weftctl::lab::bench::Mode>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,5 +94,8 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Top::Lab(Lab::Down) => weftctl::lab::down(),
+        Top::Lab(Lab::Bench { quick, out, modes }) => {
+            weftctl::lab::bench::run(&weftctl::lab::bench::Options { quick, out, modes })
+        }
     }
 }

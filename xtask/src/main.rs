@@ -1,5 +1,6 @@
 //! `cargo xtask …`: set-up, test and run tasks for Weft.
 
+mod bench;
 mod setup;
 mod test;
 
@@ -30,6 +31,13 @@ enum Task {
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
     },
+    /// Set up, build the release binaries, and run `weftctl lab bench` (as root): the
+    /// mesh against direct traffic in the lab; results in target/bench/.
+    Bench {
+        /// One repeat of shorter runs (under two minutes) instead of three full ones.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Set up, build, and run `weftctl lab …` (as root): `cargo xtask lab up` runs the
     /// mesh on this machine.
     Lab {
@@ -42,6 +50,7 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Setup => setup::run(),
         Task::Test { args } => test::run(&args),
+        Task::Bench { quick } => bench::run(quick),
         Task::Lab { args } => {
             setup::run()?;
             cargo(&["build", "--workspace", "--bins"])?;

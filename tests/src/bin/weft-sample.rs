@@ -6,13 +6,22 @@
 //!   it sent and received (counts and SHA-256) and the peer address it saw, as JSON.
 //! * `chat`: keeps one connection open and echoes each line of standard input through
 //!   it, printing the answer; for tests that act on a connection while it is open.
+//! * `rr`, `connrate`, `hold`: the load of `weftctl lab bench` — round-trip latency on
+//!   one connection, new connections per second, and many idle connections held open.
+//!
+//! Every subcommand first raises its open-file limit to the hard limit, so that servers
+//! and load tools can hold tens of thousands of sockets.
 
 use std::{
     collections::BTreeMap,
     convert::Infallible,
     io::{BufRead as _, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    time::Duration,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
@@ -71,6 +80,34 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// New connections per second: CONCURRENCY threads each connect, send SIZE bytes,
+    /// read them back and close, until DURATION_SECS pass or MAX_COUNT connections are
+    /// made; prints the rate, the errors and percentiles of the whole exchange in
+    /// microseconds, as JSON. Fails when more than 1% of the attempts fail.
+    Connrate {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 5)]
+        duration_secs: u64,
+        #[arg(long, default_value_t = 50_000)]
+        max_count: u64,
+        #[arg(long, default_value_t = 4)]
+        concurrency: u32,
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
+    /// Open COUNT connections (one 16-byte echo round trip each, checked), print
+    /// `{"open":COUNT,"open_secs":…}`, then keep them open and idle until a line or the
+    /// end of standard input arrives, or TIMEOUT_SECS pass. Fails if any connection
+    /// fails.
+    Hold {
+        #[arg(long)]
+        connect: SocketAddr,
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+    },
     /// Send COUNT HTTP/1.1 GETs, one connection each, and print how many each pod
     /// answered, as JSON.
     Spread {
@@ -94,7 +131,9 @@ enum Command {
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    raise_open_files_limit()?;
+    match cli.command {
         Command::Serve { echo, http, name } => {
             anyhow::ensure!(
                 !echo.is_empty() || !http.is_empty(),
@@ -125,6 +164,24 @@ fn main() -> anyhow::Result<()> {
             count,
             size,
         } => rr(connect, count, size),
+        Command::Connrate {
+            connect,
+            duration_secs,
+            max_count,
+            concurrency,
+            size,
+        } => connrate(
+            connect,
+            Duration::from_secs(duration_secs),
+            max_count,
+            concurrency,
+            size,
+        ),
+        Command::Hold {
+            connect,
+            count,
+            timeout_secs,
+        } => hold(connect, count, Duration::from_secs(timeout_secs)),
         Command::Chat { connect } => chat(connect),
         Command::Get { connect, path } => get(connect, &path),
     }
@@ -355,7 +412,7 @@ fn rr(addr: SocketAddr, count: u32, size: usize) -> anyhow::Result<()> {
         micros.push(start.elapsed().as_secs_f64() * 1e6);
     }
     micros.sort_by(f64::total_cmp);
-    let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
+    let at = |q: f64| percentile(&micros, q).unwrap_or_default();
     println!(
         "{}",
         serde_json::json!({
@@ -368,6 +425,223 @@ fn rr(addr: SocketAddr, count: u32, size: usize) -> anyhow::Result<()> {
             "max_us": at(1.0),
         })
     );
+    Ok(())
+}
+
+/// The `q` quantile (0 to 1) of sorted samples, by the nearest rank; `None` when
+/// there are none.
+fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
+    let last = sorted.len().checked_sub(1)?;
+    let rank = (last as f64 * q.clamp(0.0, 1.0)).round() as usize;
+    sorted.get(rank).copied()
+}
+
+/// Raises the soft limit on open files to the hard limit.
+fn raise_open_files_limit() -> anyhow::Result<()> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit through a valid pointer to a local.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("reading the open files limit");
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: setrlimit reads one rlimit through a valid pointer to a local.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("raising the open files limit");
+        }
+    }
+    Ok(())
+}
+
+/// Did more than 1% of `attempts` fail?
+fn too_many_errors(errors: u64, attempts: u64) -> bool {
+    errors * 100 > attempts
+}
+
+/// One short-lived connection: connect, send `message`, read it back, close.
+fn one_exchange(addr: SocketAddr, message: &[u8], answer: &mut [u8]) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(message)?;
+    stream.read_exact(answer)?;
+    if answer != message {
+        return Err(std::io::Error::other("the echo differs from what was sent"));
+    }
+    Ok(())
+}
+
+fn connrate(
+    addr: SocketAddr,
+    duration: Duration,
+    max_count: u64,
+    concurrency: u32,
+    size: usize,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        max_count > 0 && concurrency > 0 && size > 0,
+        "--max-count, --concurrency and --size must be positive"
+    );
+    let start = Instant::now();
+    let deadline = start + duration;
+    // Attempts are claimed one at a time, so `max_count` bounds them all together.
+    let claimed = Arc::new(AtomicU64::new(0));
+    let mut threads = Vec::new();
+    for _ in 0..concurrency {
+        let claimed = Arc::clone(&claimed);
+        threads.push(std::thread::spawn(
+            move || -> (Vec<f64>, u64, Option<String>) {
+                let message = vec![0x5a_u8; size];
+                let mut answer = vec![0u8; size];
+                let mut micros = Vec::new();
+                let mut errors = 0u64;
+                let mut first_error = None;
+                while Instant::now() < deadline
+                    && claimed.fetch_add(1, Ordering::Relaxed) < max_count
+                {
+                    let begin = Instant::now();
+                    match one_exchange(addr, &message, &mut answer) {
+                        Ok(()) => micros.push(begin.elapsed().as_secs_f64() * 1e6),
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| e.to_string());
+                            // Do not spin on a refusing peer.
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                }
+                (micros, errors, first_error)
+            },
+        ));
+    }
+    let mut micros = Vec::new();
+    let mut errors = 0u64;
+    let mut first_error = None;
+    for t in threads {
+        let (m, e, first) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a connection thread panicked"))?;
+        micros.extend(m);
+        errors += e;
+        first_error = first_error.or(first);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    micros.sort_by(f64::total_cmp);
+    let count = micros.len() as u64;
+    let at = |q: f64| percentile(&micros, q).unwrap_or_default();
+    println!(
+        "{}",
+        serde_json::json!({
+            "count": count,
+            "per_sec": count as f64 / elapsed,
+            "errors": errors,
+            "p50_us": at(0.5),
+            "p90_us": at(0.9),
+            "p99_us": at(0.99),
+            "p999_us": at(0.999),
+        })
+    );
+    anyhow::ensure!(
+        !too_many_errors(errors, count + errors),
+        "{errors} of {} connections failed; the first: {}",
+        count + errors,
+        first_error.unwrap_or_default()
+    );
+    Ok(())
+}
+
+/// Connections opened at once by `hold`.
+const HOLD_PARALLELISM: u32 = 64;
+
+/// The 16 bytes `hold` sends on connection `i`.
+fn hold_message(i: u32) -> [u8; 16] {
+    let mut message = [0u8; 16];
+    message.copy_from_slice(format!("weft-hold-{:05}\n", i % 100_000).as_bytes());
+    message
+}
+
+/// Opens one held connection and checks one round trip on it.
+fn open_held(addr: SocketAddr, i: u32) -> anyhow::Result<TcpStream> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .with_context(|| format!("connection {i}: connecting {addr}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let message = hold_message(i);
+    let mut answer = [0u8; 16];
+    stream
+        .write_all(&message)
+        .and_then(|()| stream.read_exact(&mut answer))
+        .with_context(|| format!("connection {i}: the echo round trip"))?;
+    anyhow::ensure!(
+        answer == message,
+        "connection {i}: the echo differs from what was sent"
+    );
+    Ok(stream)
+}
+
+fn hold(addr: SocketAddr, count: u32, timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let next = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for _ in 0..HOLD_PARALLELISM.min(count.max(1)) {
+        let next = Arc::clone(&next);
+        let failed = Arc::clone(&failed);
+        threads.push(std::thread::spawn(
+            move || -> (Vec<TcpStream>, Option<anyhow::Error>) {
+                let mut held = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= u64::from(count) || failed.load(Ordering::Relaxed) {
+                        return (held, None);
+                    }
+                    match open_held(addr, i as u32) {
+                        Ok(stream) => held.push(stream),
+                        Err(e) => {
+                            failed.store(true, Ordering::Relaxed);
+                            return (held, Some(e));
+                        }
+                    }
+                }
+            },
+        ));
+    }
+    let mut held = Vec::with_capacity(count as usize);
+    let mut first_error = None;
+    for t in threads {
+        let (streams, error) = t
+            .join()
+            .map_err(|_| anyhow::anyhow!("a connection thread panicked"))?;
+        held.extend(streams);
+        first_error = first_error.or(error);
+    }
+    if let Some(e) = first_error {
+        return Err(e.context(format!(
+            "holding {count} connections to {addr} ({} were open)",
+            held.len()
+        )));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({ "open": held.len(), "open_secs": start.elapsed().as_secs_f64() })
+    )?;
+    out.flush()?;
+    // A line or the end of standard input ends the wait; so does the timeout. The
+    // reading thread may stay blocked: the process exits without it.
+    let (done, wait) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut line);
+        let _ = done.send(());
+    });
+    let _ = wait.recv_timeout(timeout);
+    drop(held);
     Ok(())
 }
 
@@ -408,6 +682,38 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_by_nearest_rank() {
+        assert_eq!(percentile(&[], 0.5), None);
+        assert_eq!(percentile(&[7.0], 0.0), Some(7.0));
+        assert_eq!(percentile(&[7.0], 0.999), Some(7.0));
+        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&hundred, 0.0), Some(1.0));
+        assert_eq!(percentile(&hundred, 0.5), Some(51.0));
+        assert_eq!(percentile(&hundred, 0.9), Some(90.0));
+        assert_eq!(percentile(&hundred, 0.99), Some(99.0));
+        assert_eq!(percentile(&hundred, 1.0), Some(100.0));
+        // Out-of-range quantiles are clamped rather than indexing past the end.
+        assert_eq!(percentile(&hundred, 1.5), Some(100.0));
+    }
+
+    #[test]
+    fn error_budget_is_one_percent() {
+        assert!(!too_many_errors(0, 0));
+        assert!(!too_many_errors(1, 100));
+        assert!(too_many_errors(2, 100));
+        assert!(!too_many_errors(10, 1000));
+        assert!(too_many_errors(11, 1000));
+        assert!(too_many_errors(1, 1));
+    }
+
+    #[test]
+    fn hold_messages_are_distinct_and_sixteen_bytes() {
+        assert_eq!(&hold_message(7), b"weft-hold-00007\n");
+        assert_ne!(hold_message(1), hold_message(2));
+        assert_eq!(hold_message(12_345).len(), 16);
+    }
 
     #[test]
     fn pattern_is_repeatable_across_chunkings() {
