@@ -217,8 +217,9 @@ fn is_v4_mapped(addr: &[u8; 16]) -> bool {
         && addr[11] == 0xff
 }
 
+/// `::1`, or an IPv4-mapped address in `127.0.0.0/8`.
 #[inline(always)]
-fn is_loopback_v6(addr: &[u8; 16]) -> bool {
+pub(crate) fn is_loopback_v6(addr: &[u8; 16]) -> bool {
     if is_v4_mapped(addr) {
         return addr[12] == 127;
     }

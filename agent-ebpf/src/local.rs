@@ -43,7 +43,7 @@ use aya_ebpf::{
 };
 use core::ptr::{addr_of, read_volatile};
 
-use crate::capture::{ENROLLED_NETNS, count};
+use crate::capture::{ENROLLED_NETNS, count, is_loopback_v6};
 
 #[map]
 static LOCAL_SOCKETS: SockHash<LocalKey> = SockHash::with_max_entries(LOCAL_SOCKETS_CAPACITY, 0);
@@ -147,33 +147,7 @@ fn key_of(ends: &Ends, netns_cookie: u64) -> Option<LocalKey> {
 /// address or this socket's own address.
 #[inline(always)]
 fn is_local(key: &LocalKey) -> bool {
-    if key.remote == key.local {
-        return true;
-    }
-    let r = &key.remote;
-    let v4_mapped = r[0] == 0
-        && r[1] == 0
-        && r[2] == 0
-        && r[3] == 0
-        && r[4] == 0
-        && r[5] == 0
-        && r[6] == 0
-        && r[7] == 0
-        && r[8] == 0
-        && r[9] == 0
-        && r[10] == 0xff
-        && r[11] == 0xff;
-    if v4_mapped {
-        return r[12] == 127;
-    }
-    let mut i = 0;
-    while i < 15 {
-        if r[i] != 0 {
-            return false;
-        }
-        i += 1;
-    }
-    r[15] == 1
+    key.remote == key.local || is_loopback_v6(&key.remote)
 }
 
 /// `sockops`, on `ACTIVE_ESTABLISHED` and `PASSIVE_ESTABLISHED`: adds a local leg's

@@ -193,50 +193,17 @@ async fn connect_stream(
         return respond(reply, StatusCode::BAD_REQUEST);
     };
     let target = SocketAddr::new(target.ip().to_canonical(), target.port());
-    if !pod.addresses.contains(&target.ip()) {
-        traffic.failure(Reporter::Destination, "hbone_foreign_authority");
-        return respond(reply, StatusCode::BAD_REQUEST);
-    }
-    if agent_common::AGENT_PORTS.contains(&target.port()) {
-        traffic.failure(Reporter::Destination, "hbone_agent_port");
-        return respond(reply, StatusCode::BAD_REQUEST);
-    }
-
-    let view = mesh.view();
-    let mut labels = ConnectionLabels {
-        reporter: Reporter::Destination,
-        connection_security_policy: "mutual_tls",
-        source_principal: client.to_string(),
-        source_workload_namespace: client.namespace().to_owned(),
-        ..ConnectionLabels::default()
-    };
-    if let Some((_, name)) = view.workload_name(peer.ip()) {
-        labels.source_workload = name;
-    }
-    pod.as_destination(&mut labels);
-    let source = policy::Source {
-        identity: Some(&client),
-        ip: peer.ip(),
-    };
-    let decision = mesh::authorize(&view.config, &pod, target.port(), &source);
-    traffic.authorization(&labels, decision.allowed);
-    for audit in &decision.audited {
-        tracing::info!(target: "weft::access", policy = %audit, src = %peer, src_identity = %client, dst = %target, "audit");
-    }
-    if !decision.allowed {
-        labels.response_flags = "DENIED";
-        access_log(&labels, peer, target, &decision, 0, 0, Duration::ZERO);
-        return respond(reply, StatusCode::UNAUTHORIZED);
-    }
-    let start = Instant::now();
-    let app = match connect_marked(&pod.netns, target, mesh.settings.connect_timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(%target, error = %e, "connecting to the application failed");
-            traffic.failure(Reporter::Destination, "upstream_connect");
-            labels.response_flags = "UF";
-            access_log(&labels, peer, target, &decision, 0, 0, start.elapsed());
-            return respond(reply, StatusCode::SERVICE_UNAVAILABLE);
+    let admitted = match admit(&mesh, &pod, &client, (peer, target)).await {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            let (reason, code) = match refusal {
+                Refusal::ForeignTarget => ("hbone_foreign_authority", StatusCode::BAD_REQUEST),
+                Refusal::AgentPort => ("hbone_agent_port", StatusCode::BAD_REQUEST),
+                Refusal::Denied => return respond(reply, StatusCode::UNAUTHORIZED),
+                Refusal::Upstream => return respond(reply, StatusCode::SERVICE_UNAVAILABLE),
+            };
+            traffic.failure(Reporter::Destination, reason);
+            return respond(reply, code);
         }
     };
     let mut reply = reply;
@@ -248,53 +215,42 @@ async fn connect_stream(
             return;
         }
     };
-    traffic.opened.get_or_create(&labels).inc();
-    let (_guard, revoked) =
-        mesh.tracker
-            .track(Arc::clone(&pod), Some(client), peer.ip(), target.port());
     let mut tunnel = H2Stream::new(send, req.into_body());
-    splice(
-        &mesh,
-        labels,
-        &mut tunnel,
-        app,
-        revoked,
-        (peer, target),
-        decision,
-        start,
-        &Counted::default(),
-    )
-    .await;
+    admitted.run(&mut tunnel, &Counted::default()).await;
 }
 
-/// Why a same-node connection was not handed to the application.
+/// Why a connection for a mesh pod was not handed to the application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LocalRefusal {
-    /// The destination is not an application port of the pod.
-    BadTarget,
+pub enum Refusal {
+    /// The destination is not one of the pod's addresses.
+    ForeignTarget,
+    /// The destination is one of the agent's own ports.
+    AgentPort,
     /// Authorization denies it.
     Denied,
     /// The application did not accept the connection.
     Upstream,
 }
 
-/// The inbound side of a connection between two mesh pods of this node, which the
-/// agent carries without a tunnel: it holds both identities, so the checks of an
-/// HBONE stream apply as they are (target, authorization with the client's
-/// identity). `peer` is the client pod's address. Admitted, the connection is
-/// counted, logged, tracked for revocation and copied like one (see
-/// [`LocalAdmitted::run`]).
-pub async fn local_admit<'m>(
+/// The destination side of a connection from a mesh client, for an HBONE stream and
+/// for the same-node fast path alike (where the agent holds both identities): the
+/// target must be an application port of the pod, authorization is checked with the
+/// client's identity and address (`peer`), and the application is connected. Admitted,
+/// the connection is counted, logged, tracked for revocation and copied by
+/// [`Admitted::run`].
+pub(crate) async fn admit<'m>(
     mesh: &'m Mesh,
     pod: &Arc<Pod>,
     client: &Identity,
     (peer, target): (SocketAddr, SocketAddr),
-) -> Result<LocalAdmitted<'m>, LocalRefusal> {
-    let traffic = &mesh.metrics.traffic;
-    if !pod.addresses.contains(&target.ip()) || agent_common::AGENT_PORTS.contains(&target.port()) {
-        traffic.failure(Reporter::Destination, "local_bad_target");
-        return Err(LocalRefusal::BadTarget);
+) -> Result<Admitted<'m>, Refusal> {
+    if !pod.addresses.contains(&target.ip()) {
+        return Err(Refusal::ForeignTarget);
     }
+    if agent_common::AGENT_PORTS.contains(&target.port()) {
+        return Err(Refusal::AgentPort);
+    }
+    let traffic = &mesh.metrics.traffic;
     let view = mesh.view();
     let mut labels = ConnectionLabels {
         reporter: Reporter::Destination,
@@ -319,7 +275,7 @@ pub async fn local_admit<'m>(
     if !decision.allowed {
         labels.response_flags = "DENIED";
         access_log(&labels, peer, target, &decision, 0, 0, Duration::ZERO);
-        return Err(LocalRefusal::Denied);
+        return Err(Refusal::Denied);
     }
     let start = Instant::now();
     let app = match connect_marked(&pod.netns, target, mesh.settings.connect_timeout).await {
@@ -329,52 +285,55 @@ pub async fn local_admit<'m>(
             traffic.failure(Reporter::Destination, "upstream_connect");
             labels.response_flags = "UF";
             access_log(&labels, peer, target, &decision, 0, 0, start.elapsed());
-            return Err(LocalRefusal::Upstream);
+            return Err(Refusal::Upstream);
         }
     };
-    traffic.opened.get_or_create(&labels).inc();
-    let (guard, revoked) = mesh.tracker.track(
-        Arc::clone(pod),
-        Some(client.clone()),
-        peer.ip(),
-        target.port(),
-    );
-    Ok(LocalAdmitted {
+    Ok(Admitted {
         mesh,
+        pod: Arc::clone(pod),
+        client: client.clone(),
         labels,
         app,
-        revoked,
-        _guard: guard,
         addrs: (peer, target),
         decision,
         start,
     })
 }
 
-/// A same-node connection the destination side admitted, connected to the
-/// application.
-pub struct LocalAdmitted<'m> {
+/// A connection the destination side admitted, connected to the application.
+pub(crate) struct Admitted<'m> {
     mesh: &'m Mesh,
+    pod: Arc<Pod>,
+    client: Identity,
     labels: ConnectionLabels,
     app: TcpStream,
-    revoked: tokio::sync::oneshot::Receiver<()>,
-    _guard: mesh::TrackGuard<'m>,
     addrs: (SocketAddr, SocketAddr),
     decision: policy::Decision,
     start: Instant,
 }
 
-impl LocalAdmitted<'_> {
-    /// Copies between the client's connection and the application until both are
-    /// done (or a policy change revokes it); `counted` carries client → application
+impl Admitted<'_> {
+    /// Copies between the client side and the application until both are done (or a
+    /// policy change revokes the connection); `counted` carries client → application
     /// as `a_to_b`.
-    pub async fn run(self, downstream: &mut TcpStream, counted: &Counted) {
+    pub(crate) async fn run<C: Client>(self, client_side: &mut C, counted: &Counted) {
+        let (peer, target) = self.addrs;
+        self.mesh
+            .metrics
+            .traffic
+            .opened
+            .get_or_create(&self.labels)
+            .inc();
+        let (_guard, revoked) =
+            self.mesh
+                .tracker
+                .track(self.pod, Some(self.client), peer.ip(), target.port());
         splice(
             self.mesh,
             self.labels,
-            downstream,
+            client_side,
             self.app,
-            self.revoked,
+            revoked,
             self.addrs,
             self.decision,
             self.start,
@@ -511,7 +470,7 @@ async fn splice<C: Client>(
 
 /// The client side of an inbound connection: an HBONE stream or a plaintext TCP
 /// connection, each copied to the application its own way.
-trait Client {
+pub(crate) trait Client {
     /// Copies both ways with `app` until both directions end; counts client → app as
     /// `a_to_b`.
     async fn copy_with(&mut self, app: &mut TcpStream, counted: &Counted) -> std::io::Result<()>;

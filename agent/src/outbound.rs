@@ -19,7 +19,7 @@ use crate::{
     copy::{self, Counted},
     ebpf::Capture,
     hbone::{self, ConnectError, connect_marked},
-    inbound::LocalRefusal,
+    inbound::Refusal,
     mesh::{Mesh, Pod},
     metrics::{self, ConnectionLabels, Direction, DirectionLabels, ReasonLabels, Reporter},
     netns,
@@ -50,7 +50,7 @@ pub enum Error {
     #[error(transparent)]
     Hbone(hbone::Error),
     #[error("the same-node destination refused the connection: {0:?}")]
-    Local(LocalRefusal),
+    Local(Refusal),
 }
 
 impl Error {
@@ -60,9 +60,9 @@ impl Error {
             Error::Socket(e) => e.reason(),
             Error::Route(e) => e.reason(),
             Error::Hbone(e) => e.reason(),
-            Error::Local(LocalRefusal::Denied) => "local_unauthorized",
-            Error::Local(LocalRefusal::BadTarget) => "local_bad_target",
-            Error::Local(LocalRefusal::Upstream) => "local_upstream_connect",
+            Error::Local(Refusal::Denied) => "local_unauthorized",
+            Error::Local(Refusal::ForeignTarget | Refusal::AgentPort) => "local_bad_target",
+            Error::Local(Refusal::Upstream) => "local_upstream_connect",
             Error::Connect { .. } => "connect",
             Error::ConnectTimeout { .. } => "connect_timeout",
             Error::Io { .. } => "io",
@@ -179,20 +179,16 @@ impl Outbound {
                         .iter()
                         .find(|a| a.is_ipv4() == authority.is_ipv4())
                         .map_or(peer, |a| SocketAddr::new(*a, peer.port()));
-                    let admitted = crate::inbound::local_admit(
-                        &self.mesh,
-                        &dst_pod,
-                        source,
-                        (from, *authority),
-                    )
-                    .await;
+                    let admitted =
+                        crate::inbound::admit(&self.mesh, &dst_pod, source, (from, *authority))
+                            .await;
                     match admitted {
                         Ok(admitted) => {
                             self.metrics().traffic.opened.get_or_create(&labels).inc();
                             admitted.run(&mut downstream, &counted).await;
                         }
                         Err(refusal) => {
-                            labels.response_flags = if refusal == LocalRefusal::Denied {
+                            labels.response_flags = if refusal == Refusal::Denied {
                                 "DENIED"
                             } else {
                                 "UF"

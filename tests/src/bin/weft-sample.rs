@@ -69,6 +69,10 @@ enum Command {
         /// Pace the sending at this many bytes per second.
         #[arg(long)]
         rate: Option<u64>,
+        /// Use the socket the way an event loop does: non-blocking, waiting for
+        /// readiness with poll(2), rather than blocking in read and write.
+        #[arg(long)]
+        nonblocking: bool,
     },
     /// Request/response latency on one connection to an echo server: COUNT round
     /// trips of SIZE bytes; prints percentiles in microseconds, as JSON.
@@ -151,12 +155,13 @@ fn main() -> anyhow::Result<()> {
             timeout_secs,
             text,
             rate,
+            nonblocking,
         } => echo(
             connect,
             bytes,
             Duration::from_secs(timeout_secs),
             text.map(String::into_bytes),
-            rate,
+            (rate, nonblocking),
         ),
         Command::Spread { connect, count } => spread(connect, count),
         Command::Rr {
@@ -290,7 +295,7 @@ fn echo(
     bytes: u64,
     timeout: Duration,
     text: Option<Vec<u8>>,
-    rate: Option<u64>,
+    (rate, nonblocking): (Option<u64>, bool),
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         text.as_ref().is_none_or(|t| !t.is_empty()),
@@ -300,6 +305,8 @@ fn echo(
         TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting {addr}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
+    // Shared by both halves: the flag belongs to the open file.
+    stream.set_nonblocking(nonblocking)?;
     let local = stream.local_addr()?;
     let peer = stream.peer_addr()?;
     let mut writer = stream.try_clone()?;
@@ -329,7 +336,17 @@ fn echo(
                     std::thread::sleep(wait);
                 }
             }
-            writer.write_all(&chunk)?;
+            let mut rest = &chunk[..];
+            while !rest.is_empty() {
+                match writer.write(rest) {
+                    Ok(n) => rest = &rest[n..],
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        ready(&writer, libc::POLLOUT, timeout)?;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
             hash.update(&chunk);
             left -= n as u64;
             sent += n as u64;
@@ -342,10 +359,15 @@ fn echo(
     let mut received = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
     loop {
-        let n = reader.read(&mut buf).context("reading the echo")?;
-        if n == 0 {
-            break;
-        }
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if nonblocking && e.kind() == std::io::ErrorKind::WouldBlock => {
+                ready(&reader, libc::POLLIN, timeout).context("waiting for the echo")?;
+                continue;
+            }
+            Err(e) => return Err(e).context("reading the echo"),
+        };
         hash.update(&buf[..n]);
         received += n as u64;
     }
@@ -365,6 +387,29 @@ fn echo(
         })
     );
     Ok(())
+}
+
+/// Waits until `stream` is ready for `events` (poll(2)), at most `timeout`.
+fn ready(stream: &TcpStream, events: libc::c_short, timeout: Duration) -> std::io::Result<()> {
+    let mut fd = libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(stream),
+        events,
+        revents: 0,
+    };
+    let ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd, for the duration of the call.
+    match unsafe { libc::poll(&mut fd, 1, ms) } {
+        0 => Err(std::io::ErrorKind::TimedOut.into()),
+        n if n < 0 => {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }
+        _ => Ok(()),
+    }
 }
 
 fn chat(addr: SocketAddr) -> anyhow::Result<()> {

@@ -542,42 +542,47 @@ pub fn ratios(store: &Store) -> Vec<Ratio> {
     out
 }
 
+/// A metric of two modes, as the ratio of their medians.
+fn mode_ratio(
+    store: &Store,
+    (scenario, topology, metric): (&str, Topology, &str),
+    top: Mode,
+    bottom: Mode,
+) -> Option<f64> {
+    ratio(
+        store.median(scenario, topology, top, metric),
+        store.median(scenario, topology, bottom, metric),
+    )
+}
+
 /// The targets, from the medians.
 pub fn targets(store: &Store) -> Vec<Target> {
     let mesh = |scenario: &str, topology, mode, metric: &str| {
         store.median(scenario, topology, mode, metric)
     };
+    let of = |scenario, topology, metric, top, bottom| {
+        mode_ratio(store, (scenario, topology, metric), top, bottom)
+    };
+    let (same, cross) = (Topology::SameNode, Topology::CrossNode);
     let mut out = vec![
         Target::at_most(
             "same-node rr p50, mesh / mesh-noaccel".to_owned(),
-            ratio(
-                mesh(RR, Topology::SameNode, Mode::Mesh, "p50"),
-                mesh(RR, Topology::SameNode, Mode::MeshNoaccel, "p50"),
-            ),
+            of(RR, same, "p50", Mode::Mesh, Mode::MeshNoaccel),
             0.7,
         ),
         Target::at_most(
             "same-node rr p50, mesh / mesh-tunnel (fast path and sockmap together)".to_owned(),
-            ratio(
-                mesh(RR, Topology::SameNode, Mode::Mesh, "p50"),
-                mesh(RR, Topology::SameNode, Mode::MeshTunnel, "p50"),
-            ),
+            of(RR, same, "p50", Mode::Mesh, Mode::MeshTunnel),
             0.7,
         ),
         Target::at_least(
             "cross-node throughput, mesh / direct".to_owned(),
-            ratio(
-                mesh(THROUGHPUT, Topology::CrossNode, Mode::Mesh, BANDWIDTH),
-                mesh(THROUGHPUT, Topology::CrossNode, Mode::Direct, BANDWIDTH),
-            ),
+            of(THROUGHPUT, cross, BANDWIDTH, Mode::Mesh, Mode::Direct),
             0.5,
         ),
         Target::at_least(
             "cross-node new connections/s, mesh / direct".to_owned(),
-            ratio(
-                mesh(CONNRATE, Topology::CrossNode, Mode::Mesh, RATE),
-                mesh(CONNRATE, Topology::CrossNode, Mode::Direct, RATE),
-            ),
+            of(CONNRATE, cross, RATE, Mode::Mesh, Mode::Direct),
             0.4,
         ),
     ];
@@ -668,29 +673,25 @@ pub fn headline_bars(store: &Store) -> Vec<Bar> {
         let cross = topology == Topology::CrossNode;
         add(
             format!("{topology} throughput, mesh/direct"),
-            ratio(
-                m(THROUGHPUT, topology, Mode::Mesh, BANDWIDTH),
-                m(THROUGHPUT, topology, Mode::Direct, BANDWIDTH),
+            mode_ratio(
+                store,
+                (THROUGHPUT, topology, BANDWIDTH),
+                Mode::Mesh,
+                Mode::Direct,
             ),
             cross.then_some((">=", 0.5)),
             "higher",
         );
         add(
             format!("{topology} new conns/s, mesh/direct"),
-            ratio(
-                m(CONNRATE, topology, Mode::Mesh, RATE),
-                m(CONNRATE, topology, Mode::Direct, RATE),
-            ),
+            mode_ratio(store, (CONNRATE, topology, RATE), Mode::Mesh, Mode::Direct),
             cross.then_some((">=", 0.4)),
             "higher",
         );
         for p in ["p50", "p99"] {
             add(
                 format!("{topology} rr {p}, mesh/direct"),
-                ratio(
-                    m(RR, topology, Mode::Mesh, p),
-                    m(RR, topology, Mode::Direct, p),
-                ),
+                mode_ratio(store, (RR, topology, p), Mode::Mesh, Mode::Direct),
                 None,
                 "lower",
             );
@@ -698,27 +699,23 @@ pub fn headline_bars(store: &Store) -> Vec<Bar> {
         if !cross {
             add(
                 format!("{topology} rr p50, mesh/mesh-noaccel"),
-                ratio(
-                    m(RR, topology, Mode::Mesh, "p50"),
-                    m(RR, topology, Mode::MeshNoaccel, "p50"),
-                ),
+                mode_ratio(store, (RR, topology, "p50"), Mode::Mesh, Mode::MeshNoaccel),
                 Some(("<=", 0.7)),
                 "lower",
             );
             add(
                 format!("{topology} rr p50, mesh/mesh-tunnel"),
-                ratio(
-                    m(RR, topology, Mode::Mesh, "p50"),
-                    m(RR, topology, Mode::MeshTunnel, "p50"),
-                ),
+                mode_ratio(store, (RR, topology, "p50"), Mode::Mesh, Mode::MeshTunnel),
                 None,
                 "lower",
             );
             add(
                 format!("{topology} throughput, mesh/mesh-noaccel"),
-                ratio(
-                    m(THROUGHPUT, topology, Mode::Mesh, BANDWIDTH),
-                    m(THROUGHPUT, topology, Mode::MeshNoaccel, BANDWIDTH),
+                mode_ratio(
+                    store,
+                    (THROUGHPUT, topology, BANDWIDTH),
+                    Mode::Mesh,
+                    Mode::MeshNoaccel,
                 ),
                 None,
                 "higher",
