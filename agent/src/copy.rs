@@ -20,7 +20,7 @@ use tokio::{
     },
 };
 
-use crate::hbone::{H2Stream, h2_io};
+use crate::hbone::{H2Stream, h2_io, poll_send_capacity};
 
 /// The buffer a direction starts with, inline in the task: an idle connection holds
 /// only this.
@@ -145,25 +145,7 @@ async fn tcp_into_h2(
         let mut data = buf.freeze();
         while !data.is_empty() {
             send.reserve_capacity(data.len());
-            let capacity = std::future::poll_fn(|cx| {
-                loop {
-                    let available = send.capacity();
-                    if available > 0 {
-                        return std::task::Poll::Ready(Ok(available));
-                    }
-                    match send.poll_capacity(cx) {
-                        std::task::Poll::Pending => return std::task::Poll::Pending,
-                        std::task::Poll::Ready(Some(Ok(_))) => {}
-                        std::task::Poll::Ready(Some(Err(e))) => {
-                            return std::task::Poll::Ready(Err(h2_io(e)));
-                        }
-                        std::task::Poll::Ready(None) => {
-                            return std::task::Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
-                        }
-                    }
-                }
-            })
-            .await?;
+            let capacity = std::future::poll_fn(|cx| poll_send_capacity(send, cx)).await?;
             let chunk = data.split_to(capacity.min(data.len()));
             send.send_data(chunk, false).map_err(h2_io)?;
         }

@@ -411,6 +411,27 @@ impl H2Stream {
     }
 }
 
+/// Waits until h2 has given the stream some capacity to send (after
+/// `reserve_capacity`); the bytes it may send now.
+pub(crate) fn poll_send_capacity(
+    send: &mut h2::SendStream<Bytes>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<std::io::Result<usize>> {
+    use std::task::Poll;
+    loop {
+        let available = send.capacity();
+        if available > 0 {
+            return Poll::Ready(Ok(available));
+        }
+        match send.poll_capacity(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(_))) => {}
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(h2_io(e))),
+            Poll::Ready(None) => return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+        }
+    }
+}
+
 /// An h2 error as an I/O error: a stream the peer ended without error (a graceful
 /// reset) is the end of its bytes, reported by the callers; anything else is a reset.
 pub(crate) fn h2_io(e: h2::Error) -> std::io::Error {
@@ -463,24 +484,12 @@ impl tokio::io::AsyncWrite for H2Stream {
             return Poll::Ready(Ok(0));
         }
         self.send.reserve_capacity(data.len());
-        loop {
-            let available = self.send.capacity();
-            if available > 0 {
-                let n = available.min(data.len());
-                self.send
-                    .send_data(Bytes::copy_from_slice(&data[..n]), false)
-                    .map_err(h2_io)?;
-                return Poll::Ready(Ok(n));
-            }
-            match self.send.poll_capacity(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Ok(_))) => {}
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(h2_io(e))),
-                Poll::Ready(None) => {
-                    return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
-                }
-            }
-        }
+        let available = std::task::ready!(poll_send_capacity(&mut self.send, cx))?;
+        let n = available.min(data.len());
+        self.send
+            .send_data(Bytes::copy_from_slice(&data[..n]), false)
+            .map_err(h2_io)?;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(

@@ -176,31 +176,25 @@ impl Netns {
 
     /// A new non-blocking TCP socket inside the namespace.
     pub async fn socket(&self, domain: Domain) -> Result<Socket, Error> {
-        let (reply, rx) = oneshot::channel();
-        let gone = || Error::WorkerGone {
-            path: self.path.clone(),
-        };
-        self.requests
-            .send(Request::Socket { domain, reply })
-            .map_err(|_| gone())?;
-        rx.await
-            .map_err(|_| gone())?
-            .map_err(|source| Error::Socket {
-                path: self.path.clone(),
-                source,
-            })
+        self.ask(|reply| Request::Socket { domain, reply }).await
     }
 
     /// The addresses of the namespace's interfaces, except loopback and IPv6
     /// link-local ones: the pod's own addresses.
     pub async fn addresses(&self) -> Result<Vec<IpAddr>, Error> {
+        self.ask(|reply| Request::Addresses { reply }).await
+    }
+
+    /// Sends a request to the namespace's worker thread and waits for its answer.
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<io::Result<T>>) -> Request,
+    ) -> Result<T, Error> {
         let (reply, rx) = oneshot::channel();
         let gone = || Error::WorkerGone {
             path: self.path.clone(),
         };
-        self.requests
-            .send(Request::Addresses { reply })
-            .map_err(|_| gone())?;
+        self.requests.send(request(reply)).map_err(|_| gone())?;
         rx.await
             .map_err(|_| gone())?
             .map_err(|source| Error::Socket {

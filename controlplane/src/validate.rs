@@ -10,10 +10,10 @@ use std::{
 };
 
 use crate::model::{
-    Action, AuthorizationPolicy, BackendObjectReference, BackendRef, Document, EndpointSlice,
-    HeaderMatch, HeaderModifier, HttpRouteRetry, HttpRouteTimeouts, IntOrString, LabelSelector,
-    Metadata, Object, Origin, ParentRef, PathMatchType, PathModifier, PathModifierType, Problem,
-    RouteFilter, RouteFilterType, SERVICE_NAME_LABEL, parse,
+    Action, AuthorizationPolicy, BackendRef, Document, EndpointSlice, HeaderMatch, HeaderModifier,
+    HttpRouteRetry, HttpRouteTimeouts, IntOrString, LabelSelector, Metadata, Object, Origin,
+    ParentRef, PathMatchType, PathModifier, PathModifierType, Problem, RouteFilter,
+    RouteFilterType, SERVICE_NAME_LABEL, parse,
 };
 
 /// Enrollment label (namespace: `enabled`; pod: `disabled` opts out).
@@ -610,24 +610,14 @@ fn parents(c: &mut Check<'_>, index: &Index<'_>, ns: &str, refs: &[ParentRef]) {
 fn backends(c: &mut Check<'_>, index: &Index<'_>, ns: &str, rule: &str, refs: &[BackendRef]) {
     for (i, b) in refs.iter().enumerate() {
         let path = format!("{rule}.backendRefs[{i}]");
-        let target_ns = b.namespace.as_deref().unwrap_or(ns);
-        if b.kind.as_deref().is_some_and(|k| k != "Service") {
-            c.bad(format!("{path}.kind"), "a backend is a Service");
+        let target = (
+            b.kind.as_deref(),
+            b.namespace.as_deref(),
+            b.name.as_str(),
+            b.port,
+        );
+        if !service_backend(c, index, ns, &path, target) {
             continue;
-        }
-        if !index.services.contains(&(target_ns, b.name.as_str())) {
-            c.bad(
-                format!("{path}.name"),
-                format!("no Service {target_ns}/{} is declared", b.name),
-            );
-        }
-        match b.port {
-            None => c.bad(format!("{path}.port"), "required for a Service backend"),
-            Some(p) => {
-                if let Err(e) = port(p) {
-                    c.bad(format!("{path}.port"), e);
-                }
-            }
         }
         if let Some(w) = b.weight
             && !(0..=1_000_000).contains(&w)
@@ -638,6 +628,38 @@ fn backends(c: &mut Check<'_>, index: &Index<'_>, ns: &str, rule: &str, refs: &[
             );
         }
     }
+}
+
+/// A backend (of a rule, or of a mirror): a declared Service, with a port. `target` is
+/// its kind, namespace, name and port. Returns `false` when it is not a Service at all
+/// (nothing more to check).
+fn service_backend(
+    c: &mut Check<'_>,
+    index: &Index<'_>,
+    ns: &str,
+    path: &str,
+    (kind, namespace, name, port_number): (Option<&str>, Option<&str>, &str, Option<i64>),
+) -> bool {
+    if kind.is_some_and(|k| k != "Service") {
+        c.bad(format!("{path}.kind"), "a backend is a Service");
+        return false;
+    }
+    let target_ns = namespace.unwrap_or(ns);
+    if !index.services.contains(&(target_ns, name)) {
+        c.bad(
+            format!("{path}.name"),
+            format!("no Service {target_ns}/{name} is declared"),
+        );
+    }
+    match port_number {
+        None => c.bad(format!("{path}.port"), "required for a Service backend"),
+        Some(p) => {
+            if let Err(e) = port(p) {
+                c.bad(format!("{path}.port"), e);
+            }
+        }
+    }
+    true
 }
 
 /// `Exact` (the default) or `RegularExpression`.
@@ -795,12 +817,18 @@ fn filters(
             }
         }
         if let Some(m) = &f.request_mirror {
-            mirror_backend(
+            let b = &m.backend_ref;
+            service_backend(
                 c,
                 index,
                 ns,
                 &format!("{base}.requestMirror.backendRef"),
-                &m.backend_ref,
+                (
+                    b.kind.as_deref(),
+                    b.namespace.as_deref(),
+                    b.name.as_str(),
+                    b.port,
+                ),
             );
         }
     }
@@ -870,34 +898,6 @@ fn path_modifier(c: &mut Check<'_>, base: &str, p: &PathModifier, prefix_matched
             format!("{base}.type"),
             "ReplacePrefixMatch needs every match of the rule to be a PathPrefix",
         );
-    }
-}
-
-fn mirror_backend(
-    c: &mut Check<'_>,
-    index: &Index<'_>,
-    ns: &str,
-    path: &str,
-    b: &BackendObjectReference,
-) {
-    if b.kind.as_deref().is_some_and(|k| k != "Service") {
-        c.bad(format!("{path}.kind"), "a backend is a Service");
-        return;
-    }
-    let target_ns = b.namespace.as_deref().unwrap_or(ns);
-    if !index.services.contains(&(target_ns, b.name.as_str())) {
-        c.bad(
-            format!("{path}.name"),
-            format!("no Service {target_ns}/{} is declared", b.name),
-        );
-    }
-    match b.port {
-        None => c.bad(format!("{path}.port"), "required for a Service backend"),
-        Some(p) => {
-            if let Err(e) = port(p) {
-                c.bad(format!("{path}.port"), e);
-            }
-        }
     }
 }
 

@@ -53,6 +53,18 @@ pub fn binary(name: &str) -> PathBuf {
     path
 }
 
+/// `weftctl ARGS`, as a command (without Rust backtraces in its errors).
+pub fn weftctl_command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(binary("weftctl"));
+    cmd.args(args).env("RUST_BACKTRACE", "0");
+    cmd
+}
+
+/// Runs `weftctl ARGS` to the end.
+pub fn weftctl(args: &[&str]) -> Output {
+    weftctl_command(args).output().expect("weftctl runs")
+}
+
 /// Runs a command to completion and fails the test with its output if it fails.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd

@@ -2,22 +2,11 @@
 //! plugins and runs real agents; the tests talk between pods and take it all down.
 //! Root, one test at a time (they share the lab's fixed names).
 
-use std::{
-    path::Path,
-    process::{Command, Output},
-};
+use std::{path::Path, process::Command};
 
 use serde_json::Value;
-use tests::{binary, require_root};
+use tests::{require_root, weftctl};
 use weftctl::lab::{self, State};
-
-fn weftctl(args: &[&str]) -> Output {
-    Command::new(binary("weftctl"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("weftctl runs")
-}
 
 fn ok(args: &[&str]) -> String {
     let out = weftctl(args);

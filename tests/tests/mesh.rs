@@ -14,7 +14,7 @@ use std::{
 
 use serde_json::Value;
 use tests::{
-    binary, require_root,
+    require_root, weftctl, weftctl_command,
     wire::{self, StreamOutcome, eventually, frame},
 };
 use weftctl::lab::{self, State};
@@ -49,12 +49,11 @@ services:
 
 const MARKER: &str = "WEFT-PLAINTEXT-MARKER-5f1c9a";
 
-fn weftctl(args: &[&str]) -> Output {
-    Command::new(binary("weftctl"))
-        .args(args)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("weftctl runs")
+/// `weft-sample ARGS` in a pod, to run or to spawn.
+fn sample_command(pod: &str, args: &[&str]) -> Command {
+    let mut cmd = weftctl_command(&["lab", "exec", pod, "--", "weft-sample"]);
+    cmd.args(args);
+    cmd
 }
 
 /// The lab, taken down when the test ends, passed or failed.
@@ -111,9 +110,7 @@ impl Lab {
 
     /// Runs `weft-sample` in a pod.
     fn sample(&self, pod: &str, args: &[&str]) -> Output {
-        let mut all = vec!["lab", "exec", pod, "--", "weft-sample"];
-        all.extend_from_slice(args);
-        weftctl(&all)
+        sample_command(pod, args).output().expect("weftctl runs")
     }
 
     /// Echoes `bytes` from `pod` to `to`; returns the JSON report, or the error text.
@@ -424,22 +421,15 @@ fn authorization_policy_allows_one_namespace_and_revokes_live_connections() {
     );
 
     // A live connection from shop, then the policy flips to ops only: it is closed.
-    let mut chat = Command::new(binary("weftctl"))
-        .args([
-            "lab",
-            "exec",
-            "shop/frontend-1",
-            "--",
-            "weft-sample",
-            "chat",
-            "--connect",
-            &cart2.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut chat = sample_command(
+        "shop/frontend-1",
+        &["chat", "--connect", &cart2.to_string()],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut stdin = chat.stdin.take().unwrap();
     let mut stdout = std::io::BufReader::new(chat.stdout.take().unwrap());
     let mut line = String::new();
@@ -761,17 +751,7 @@ fn drain_finishes_short_transfers_refuses_new_ones_and_exits_at_the_deadline() {
     let lab = Lab::up(&["WEFT_DRAIN_TIMEOUT=4s"]);
     let cart2 = sa(lab.ip("shop/cart-2"), 7000).to_string();
     let spawn = |bytes: u64, rate: u64| {
-        Command::new(binary("weftctl"))
-            .args([
-                "lab",
-                "exec",
-                "shop/frontend-1",
-                "--",
-                "weft-sample",
-                "echo",
-                "--connect",
-                &cart2,
-            ])
+        sample_command("shop/frontend-1", &["echo", "--connect", &cart2])
             .args([
                 "--bytes",
                 &bytes.to_string(),
