@@ -7,6 +7,19 @@ use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration}
 use agent_common::AGENT_PORTS;
 
 pub use api::config::{Env, Error, Source};
+pub use dataplane::{
+    hbone::{
+        CONNECT_TIMEOUT, HBONE_KEEPALIVE_INTERVAL, HBONE_KEEPALIVE_TIMEOUT,
+        HBONE_MAX_HEADER_LIST_SIZE, HBONE_MAX_STREAMS, HBONE_POOL_IDLE_TIMEOUT,
+        TLS_HANDSHAKE_TIMEOUT,
+    },
+    identity::{
+        CERT_LIFETIME, CONTROLPLANE, CONTROLPLANE_CA, CONTROLPLANE_NAME, CSR_BACKOFF_MAX,
+        ControlPlane, TRUST_DOMAIN,
+    },
+    logs::{LOG_FORMAT, LogFormat},
+};
+use api::config::{bounded, switch};
 
 pub const NODE_NAME: &str = "WEFT_NODE_NAME";
 pub const CGROUP: &str = "WEFT_CGROUP";
@@ -15,49 +28,12 @@ pub const STATE_DIR: &str = "WEFT_STATE_DIR";
 pub const ADMIN_SOCKET: &str = "WEFT_ADMIN_SOCKET";
 pub const EXCLUDED_PORTS: &str = "WEFT_EXCLUDED_PORTS";
 pub const METRICS_ADDR: &str = "WEFT_METRICS_ADDR";
-pub const CONNECT_TIMEOUT: &str = "WEFT_CONNECT_TIMEOUT";
 pub const READINESS_ADDR: &str = "WEFT_READINESS_ADDR";
 pub const WORKER_THREADS: &str = "WEFT_WORKER_THREADS";
-pub const TLS_HANDSHAKE_TIMEOUT: &str = "WEFT_TLS_HANDSHAKE_TIMEOUT";
-pub const HBONE_MAX_HEADER_LIST_SIZE: &str = "WEFT_HBONE_MAX_HEADER_LIST_SIZE";
-pub const HBONE_MAX_STREAMS: &str = "WEFT_HBONE_MAX_STREAMS";
-pub const HBONE_KEEPALIVE_INTERVAL: &str = "WEFT_HBONE_KEEPALIVE_INTERVAL";
-pub const HBONE_KEEPALIVE_TIMEOUT: &str = "WEFT_HBONE_KEEPALIVE_TIMEOUT";
-pub const HBONE_POOL_IDLE_TIMEOUT: &str = "WEFT_HBONE_POOL_IDLE_TIMEOUT";
 pub const DRAIN_TIMEOUT: &str = "WEFT_DRAIN_TIMEOUT";
-pub const LOG_FORMAT: &str = "WEFT_LOG_FORMAT";
 pub const SOCKMAP: &str = "WEFT_SOCKMAP";
 pub const SAME_NODE_FAST_PATH: &str = "WEFT_SAME_NODE_FAST_PATH";
-pub const CONTROLPLANE: &str = "WEFT_CONTROLPLANE";
-pub const CONTROLPLANE_CA: &str = "WEFT_CONTROLPLANE_CA";
-pub const CONTROLPLANE_NAME: &str = "WEFT_CONTROLPLANE_NAME";
 pub const NODE_TOKEN_FILE: &str = "WEFT_NODE_TOKEN_FILE";
-pub const TRUST_DOMAIN: &str = "WEFT_TRUST_DOMAIN";
-pub const CERT_LIFETIME: &str = "WEFT_CERT_LIFETIME";
-pub const CSR_BACKOFF_MAX: &str = "WEFT_CSR_BACKOFF_MAX";
-
-/// Where the agent gets certificates: the control plane's CA.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ControlPlane {
-    /// `host:port` of its gRPC endpoint (15012).
-    pub address: String,
-    /// PEM file of the roots that sign its serving certificate.
-    pub ca_file: PathBuf,
-    /// The name in its serving certificate.
-    pub server_name: String,
-    /// File holding this node's bootstrap token.
-    pub token_file: PathBuf,
-    /// Certificate lifetime to ask for (`None`: the CA's default).
-    pub cert_lifetime: Option<Duration>,
-    /// Longest wait between failed certificate requests.
-    pub backoff_max: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -118,102 +94,19 @@ impl Config {
             .map(PathBuf::from)
             .unwrap_or_else(|| state_dir.join("admin.sock"));
 
-        let listen_addr = |key: &'static str, port: u16| match source.get(key).as_deref() {
-            None => Ok(Some(SocketAddr::from(([0, 0, 0, 0], port)))),
-            Some("off") => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|e| Error::Invalid {
-                key,
-                value: v.to_owned(),
-                reason: format!("not an address and port, nor \"off\": {e}"),
-            }),
-        };
-        let metrics_addr = listen_addr(METRICS_ADDR, agent_common::METRICS_PORT)?;
-        let readiness_addr = listen_addr(READINESS_ADDR, agent_common::READINESS_PORT)?;
-        let defaults = crate::hbone::Settings::default();
-        let hbone = crate::hbone::Settings {
-            connect_timeout: api::config::duration(
-                source,
-                CONNECT_TIMEOUT,
-                defaults.connect_timeout,
-            )?,
-            handshake_timeout: api::config::duration(
-                source,
-                TLS_HANDSHAKE_TIMEOUT,
-                defaults.handshake_timeout,
-            )?,
-            max_header_list_size: bounded(
-                source,
-                HBONE_MAX_HEADER_LIST_SIZE,
-                defaults.max_header_list_size,
-                1024..=1024 * 1024,
-            )?,
-            max_streams: bounded(source, HBONE_MAX_STREAMS, defaults.max_streams, 1..=10_000)?,
-            keepalive_interval: api::config::duration(
-                source,
-                HBONE_KEEPALIVE_INTERVAL,
-                defaults.keepalive_interval,
-            )?,
-            keepalive_timeout: api::config::duration(
-                source,
-                HBONE_KEEPALIVE_TIMEOUT,
-                defaults.keepalive_timeout,
-            )?,
-            pool_idle_timeout: api::config::duration(
-                source,
-                HBONE_POOL_IDLE_TIMEOUT,
-                defaults.pool_idle_timeout,
-            )?,
-        };
-
-        let log_format = match source.get(LOG_FORMAT).as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(v) => {
-                return Err(Error::Invalid {
-                    key: LOG_FORMAT,
-                    value: v.to_owned(),
-                    reason: "expected \"text\" or \"json\"".to_owned(),
-                });
-            }
-        };
+        let any = |port: u16| SocketAddr::from(([0, 0, 0, 0], port));
+        let metrics_addr =
+            api::config::listen_addr(source, METRICS_ADDR, any(agent_common::METRICS_PORT))?;
+        let readiness_addr =
+            api::config::listen_addr(source, READINESS_ADDR, any(agent_common::READINESS_PORT))?;
+        let hbone = crate::hbone::Settings::from_source(source)?;
+        let log_format = LogFormat::from_source(source)?;
 
         let sockmap = switch(source, SOCKMAP, false)?;
         let same_node_fast_path = switch(source, SAME_NODE_FAST_PATH, true)?;
 
-        let trust_domain = source
-            .get(TRUST_DOMAIN)
-            .unwrap_or_else(|| api::identity::DEFAULT_TRUST_DOMAIN.to_owned());
-        let controlplane = match source.get(CONTROLPLANE) {
-            None => None,
-            Some(address) => Some(ControlPlane {
-                address,
-                ca_file: source
-                    .get(CONTROLPLANE_CA)
-                    .map(PathBuf::from)
-                    .ok_or(Error::Missing {
-                        key: CONTROLPLANE_CA,
-                        reason: "WEFT_CONTROLPLANE is set and needs the CA that signs it",
-                    })?,
-                server_name: source
-                    .get(CONTROLPLANE_NAME)
-                    .unwrap_or_else(|| "weft-controlplane".to_owned()),
-                token_file: source.get(NODE_TOKEN_FILE).map(PathBuf::from).ok_or(
-                    Error::Missing {
-                        key: NODE_TOKEN_FILE,
-                        reason: "WEFT_CONTROLPLANE is set and needs this node's token",
-                    },
-                )?,
-                cert_lifetime: source
-                    .get(CERT_LIFETIME)
-                    .map(|_| api::config::duration(source, CERT_LIFETIME, Duration::ZERO))
-                    .transpose()?,
-                backoff_max: api::config::duration(
-                    source,
-                    CSR_BACKOFF_MAX,
-                    Duration::from_secs(30),
-                )?,
-            }),
-        };
+        let trust_domain = dataplane::identity::trust_domain(source);
+        let controlplane = ControlPlane::from_source(source, NODE_TOKEN_FILE)?;
         Ok(Config {
             trust_domain,
             controlplane,
@@ -240,20 +133,6 @@ impl Config {
     /// The folder under bpffs that holds this node's pinned programs, links and maps.
     pub fn pin_dir(&self) -> PathBuf {
         self.bpffs.join("weft").join(&self.node_name)
-    }
-}
-
-/// An `on` / `off` switch.
-fn switch(source: &impl Source, key: &'static str, default: bool) -> Result<bool, Error> {
-    match source.get(key).as_deref() {
-        None => Ok(default),
-        Some("on") => Ok(true),
-        Some("off") => Ok(false),
-        Some(v) => Err(Error::Invalid {
-            key,
-            value: v.to_owned(),
-            reason: "expected \"on\" or \"off\"".to_owned(),
-        }),
     }
 }
 
@@ -303,30 +182,6 @@ fn hostname() -> Option<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
     let name = name.trim().to_ascii_lowercase();
     (!name.is_empty()).then_some(name)
-}
-
-/// A whole number within `range`, or `default` when unset.
-fn bounded(
-    source: &impl Source,
-    key: &'static str,
-    default: u32,
-    range: std::ops::RangeInclusive<u32>,
-) -> Result<u32, Error> {
-    let Some(v) = source.get(key) else {
-        return Ok(default);
-    };
-    match v.trim().parse::<u32>() {
-        Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(Error::Invalid {
-            key,
-            value: v,
-            reason: format!(
-                "expected a whole number from {} to {}",
-                range.start(),
-                range.end()
-            ),
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -29,9 +29,10 @@ use tracing::Instrument as _;
 
 use crate::{
     copy::Counted,
-    hbone::{self, H2Stream, connect_marked},
+    hbone::{self, H2Stream},
     mesh::{self, Mesh, Pod},
     metrics::{ConnectionLabels, Reporter},
+    netns::connect_marked,
     policy,
 };
 
@@ -110,18 +111,7 @@ async fn hbone_connection(
         .ok_or("no_client_certificate")
         .and_then(|leaf| api::tls::spiffe_identity(leaf).map_err(|e| e.reason()))?;
     let s = &mesh.settings;
-    let handshake = h2::server::Builder::new()
-        .max_concurrent_streams(s.max_streams)
-        .max_header_list_size(s.max_header_list_size)
-        .initial_window_size(hbone::WINDOW)
-        .initial_connection_window_size(hbone::CONNECTION_WINDOW)
-        .max_frame_size(hbone::FRAME)
-        .handshake::<_, Bytes>(tls);
-    let mut connection = match tokio::time::timeout(s.handshake_timeout, handshake).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(_)) => return Err("hbone_h2"),
-        Err(_) => return Err("hbone_h2_timeout"),
-    };
+    let mut connection = hbone::accept_h2(tls, s).await?;
     let pings = connection.ping_pong();
     let alive = async {
         match pings {

@@ -7,19 +7,17 @@
 
 pub mod admin;
 pub mod config;
-pub mod copy;
-pub mod discovery;
 pub mod ebpf;
 pub mod enroll;
-pub mod hbone;
-pub mod identity;
 pub mod inbound;
 pub mod mesh;
 pub mod metrics;
 pub mod netns;
 pub mod outbound;
-pub mod policy;
 pub mod view;
+
+// The parts the agent shares with the waypoint.
+pub use dataplane::{copy, discovery, hbone, identity, policy};
 
 use std::{sync::Arc, time::Instant};
 
@@ -53,7 +51,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let registry = Arc::new(registry);
 
     let certs = match &config.controlplane {
-        Some(cp) => Some(cert_manager(cp, &config.trust_domain)?),
+        Some(cp) => {
+            let manager = identity::CertManager::for_control_plane(cp, &config.trust_domain)
+                .context("setting up certificates")?;
+            tracing::info!(controlplane = %cp.address, "certificates from the control plane");
+            Some(manager)
+        }
         None => {
             tracing::info!("no control plane configured: workloads get no certificates");
             None
@@ -215,30 +218,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&config.admin_socket);
     Ok(())
-}
-
-fn cert_manager(
-    cp: &config::ControlPlane,
-    trust_domain: &str,
-) -> anyhow::Result<identity::CertManager> {
-    let ca_pem = std::fs::read_to_string(&cp.ca_file)
-        .with_context(|| format!("reading {}", cp.ca_file.display()))?;
-    let token = std::fs::read_to_string(&cp.token_file)
-        .with_context(|| format!("reading {}", cp.token_file.display()))?
-        .trim()
-        .to_owned();
-    let manager = identity::CertManager::new(identity::CaSettings {
-        address: cp.address.clone(),
-        server_name: cp.server_name.clone(),
-        ca_pem,
-        token,
-        trust_domain: trust_domain.to_owned(),
-        lifetime: cp.cert_lifetime,
-        backoff_initial: std::time::Duration::from_millis(500),
-        backoff_max: cp.backoff_max,
-    })?;
-    tracing::info!(controlplane = %cp.address, "certificates from the control plane");
-    Ok(manager)
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
 //! `weft-agent`: the per-node agent. Configured through `WEFT_*` environment variables
 //! (see `config.rs` and ARCHITECTURE.md).
 
-use agent::config::{Config, Env, LogFormat};
+use agent::config::{Config, Env};
 use anyhow::Context as _;
 
 const USAGE: &str = "\
@@ -24,7 +24,7 @@ fn main() -> anyhow::Result<()> {
     };
     let config = Config::from_source(&Env).context("invalid configuration")?;
     // Flushes the log when dropped, at the end of `main`.
-    let _log = init_tracing(config.log_format);
+    let _log = dataplane::logs::init(config.log_format);
     match command {
         "uninstall" => agent::uninstall(&config),
         _ => tokio::runtime::Builder::new_multi_thread()
@@ -34,27 +34,4 @@ fn main() -> anyhow::Result<()> {
             .context("starting the runtime")?
             .block_on(agent::run(config)),
     }
-}
-
-/// Logs go to standard error through a writer thread, so that a connection's access
-/// line costs the data path a queue push rather than a write; when the queue is full
-/// the data path waits (no line is dropped).
-fn init_tracing(format: LogFormat) -> tracing_appender::non_blocking::WorkerGuard {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // Colours only on a terminal: log files and collectors get plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .thread_name("weft-log")
-        .finish(std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(writer);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
-    guard
 }

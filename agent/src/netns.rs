@@ -303,3 +303,50 @@ pub fn current_cookie() -> io::Result<u64> {
     let s = Socket::new(Domain::IPV4, Type::STREAM, None)?;
     netns_cookie(&s)
 }
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Socket(#[from] Error),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    #[error("timed out")]
+    Timeout,
+}
+
+impl ConnectError {
+    /// The error as an HBONE dial failure towards `peer`.
+    pub fn into_hbone(self, peer: std::net::SocketAddr) -> dataplane::hbone::Error {
+        use dataplane::hbone::Error as H;
+        match self {
+            ConnectError::Socket(e) => H::Socket {
+                reason: e.reason(),
+                source: io::Error::other(e),
+            },
+            ConnectError::Io(source) => H::Connect { peer, source },
+            ConnectError::Timeout => H::ConnectTimeout { peer },
+        }
+    }
+}
+
+/// A TCP connection from inside `netns`, marked as the agent's so that no capture
+/// program touches it.
+pub async fn connect_marked(
+    netns: &Netns,
+    dst: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<tokio::net::TcpStream, ConnectError> {
+    let domain = if dst.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = netns.socket(domain).await?;
+    socket.set_mark(agent_common::AGENT_SOCKET_MARK)?;
+    socket.set_tcp_nodelay(true)?;
+    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+    match tokio::time::timeout(timeout, socket.connect(dst)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ConnectError::Timeout),
+    }
+}

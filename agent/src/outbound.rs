@@ -18,11 +18,11 @@ use tracing::Instrument as _;
 use crate::{
     copy::{self, Counted},
     ebpf::Capture,
-    hbone::{self, ConnectError, connect_marked},
+    hbone,
     inbound::Refusal,
     mesh::{Mesh, Pod},
     metrics::{self, ConnectionLabels, Direction, DirectionLabels, ReasonLabels, Reporter},
-    netns,
+    netns::{self, ConnectError, connect_marked},
     view::{Route, RouteError, random_pick},
 };
 
@@ -202,7 +202,17 @@ impl Outbound {
                     let tunnel = match self
                         .mesh
                         .pool
-                        .connect(&pod.netns, source, *hbone_peer, identity, *authority)
+                        .connect(
+                            |peer| async move {
+                                connect_marked(&pod.netns, peer, self.mesh.settings.connect_timeout)
+                                    .await
+                                    .map_err(|e| e.into_hbone(peer))
+                            },
+                            source,
+                            (*hbone_peer, identity),
+                            *authority,
+                            http::HeaderMap::new(),
+                        )
                         .await
                     {
                         Ok(t) => t,

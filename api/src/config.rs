@@ -99,6 +99,61 @@ where
     }
 }
 
+/// A whole number within `range`, or `default` when unset.
+pub fn bounded(
+    source: &impl Source,
+    key: &'static str,
+    default: u32,
+    range: std::ops::RangeInclusive<u32>,
+) -> Result<u32, Error> {
+    let Some(v) = source.get(key) else {
+        return Ok(default);
+    };
+    match v.trim().parse::<u32>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(Error::Invalid {
+            key,
+            value: v,
+            reason: format!(
+                "expected a whole number from {} to {}",
+                range.start(),
+                range.end()
+            ),
+        }),
+    }
+}
+
+/// An `on` / `off` switch; `default` when unset.
+pub fn switch(source: &impl Source, key: &'static str, default: bool) -> Result<bool, Error> {
+    match source.get(key).as_deref() {
+        None => Ok(default),
+        Some("on") => Ok(true),
+        Some("off") => Ok(false),
+        Some(v) => Err(Error::Invalid {
+            key,
+            value: v.to_owned(),
+            reason: "expected \"on\" or \"off\"".to_owned(),
+        }),
+    }
+}
+
+/// A listening address: `default` when unset, `None` for `off`.
+pub fn listen_addr(
+    source: &impl Source,
+    key: &'static str,
+    default: std::net::SocketAddr,
+) -> Result<Option<std::net::SocketAddr>, Error> {
+    match source.get(key).as_deref() {
+        None => Ok(Some(default)),
+        Some("off") => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|e| Error::Invalid {
+            key,
+            value: v.to_owned(),
+            reason: format!("not an address and port, nor \"off\": {e}"),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,14 +16,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-use api::identity::Identity;
+use api::{config::Source, identity::Identity};
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
+use http::{HeaderMap, Method, Request, StatusCode};
 use rustls_pki_types::ServerName;
-use socket2::Domain;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
-use crate::{identity::CertManager, netns::Netns};
+use crate::identity::CertManager;
+
+pub const CONNECT_TIMEOUT: &str = "WEFT_CONNECT_TIMEOUT";
+pub const TLS_HANDSHAKE_TIMEOUT: &str = "WEFT_TLS_HANDSHAKE_TIMEOUT";
+pub const HBONE_MAX_HEADER_LIST_SIZE: &str = "WEFT_HBONE_MAX_HEADER_LIST_SIZE";
+pub const HBONE_MAX_STREAMS: &str = "WEFT_HBONE_MAX_STREAMS";
+pub const HBONE_KEEPALIVE_INTERVAL: &str = "WEFT_HBONE_KEEPALIVE_INTERVAL";
+pub const HBONE_KEEPALIVE_TIMEOUT: &str = "WEFT_HBONE_KEEPALIVE_TIMEOUT";
+pub const HBONE_POOL_IDLE_TIMEOUT: &str = "WEFT_HBONE_POOL_IDLE_TIMEOUT";
 
 /// Limits and timeouts of HBONE, both sides.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +66,29 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// The settings from `WEFT_CONNECT_TIMEOUT`, `WEFT_TLS_HANDSHAKE_TIMEOUT` and
+    /// `WEFT_HBONE_*`, each defaulting to [`Settings::default`].
+    pub fn from_source(source: &impl Source) -> Result<Self, api::config::Error> {
+        use api::config::{bounded, duration};
+        let d = Settings::default();
+        Ok(Settings {
+            connect_timeout: duration(source, CONNECT_TIMEOUT, d.connect_timeout)?,
+            handshake_timeout: duration(source, TLS_HANDSHAKE_TIMEOUT, d.handshake_timeout)?,
+            max_header_list_size: bounded(
+                source,
+                HBONE_MAX_HEADER_LIST_SIZE,
+                d.max_header_list_size,
+                1024..=1024 * 1024,
+            )?,
+            max_streams: bounded(source, HBONE_MAX_STREAMS, d.max_streams, 1..=10_000)?,
+            keepalive_interval: duration(source, HBONE_KEEPALIVE_INTERVAL, d.keepalive_interval)?,
+            keepalive_timeout: duration(source, HBONE_KEEPALIVE_TIMEOUT, d.keepalive_timeout)?,
+            pool_idle_timeout: duration(source, HBONE_POOL_IDLE_TIMEOUT, d.pool_idle_timeout)?,
+        })
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("connecting to {peer} failed: {source}")]
@@ -91,8 +121,13 @@ pub enum Error {
         authority: SocketAddr,
         status: StatusCode,
     },
-    #[error("socket: {0}")]
-    Socket(#[from] crate::netns::Error),
+    /// The socket to connect from could not be made (`reason` names why, for metrics).
+    #[error("socket: {source}")]
+    Socket {
+        reason: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("no certificate manager (no control plane)")]
     NoCertificates,
 }
@@ -110,7 +145,7 @@ impl Error {
                 "hbone_unauthorized"
             }
             Error::Refused { .. } => "hbone_refused",
-            Error::Socket(e) => e.reason(),
+            Error::Socket { reason, .. } => reason,
             Error::NoCertificates => "no_certificates",
         }
     }
@@ -216,15 +251,20 @@ impl Pool {
     }
 
     /// Opens a `CONNECT authority` stream to `peer` (which must be `peer_identity`),
-    /// presenting `source`'s certificate; new TCP connections leave from `netns`.
-    pub async fn connect(
+    /// presenting `source`'s certificate, with `headers` on the request; a new TCP
+    /// connection, when one is needed, comes from `dial(peer)`.
+    pub async fn connect<D, F>(
         &self,
-        netns: &Netns,
+        dial: D,
         source: &Identity,
-        peer: SocketAddr,
-        peer_identity: &Identity,
+        (peer, peer_identity): (SocketAddr, &Identity),
         authority: SocketAddr,
-    ) -> Result<Tunnel, Error> {
+        headers: HeaderMap,
+    ) -> Result<Tunnel, Error>
+    where
+        D: FnOnce(SocketAddr) -> F,
+        F: Future<Output = Result<TcpStream, Error>>,
+    {
         let key = PoolKey {
             source: source.clone(),
             peer,
@@ -232,13 +272,14 @@ impl Pool {
         };
         let (slot, new_connection) = match self.reuse(&key) {
             Some(slot) => (slot, false),
-            None => (self.open(netns, &key).await?, true),
+            None => (self.open(dial(peer).await?, &key).await?, true),
         };
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::CONNECT)
             .uri(authority.to_string())
             .body(())
             .expect("an ip:port authority is a valid CONNECT target");
+        *request.headers_mut() = headers;
         let h2 = |source| Error::H2 { peer, source };
         let mut sender = slot.0.sender.clone().ready().await.map_err(h2)?;
         let (response, send) = sender.send_request(request, false).map_err(h2)?;
@@ -257,17 +298,10 @@ impl Pool {
         })
     }
 
-    /// Opens a new pooled connection and takes its first stream slot.
-    async fn open(&self, netns: &Netns, key: &PoolKey) -> Result<StreamSlot, Error> {
+    /// Opens a new pooled connection over `tcp` and takes its first stream slot.
+    async fn open(&self, tcp: TcpStream, key: &PoolKey) -> Result<StreamSlot, Error> {
         let certs = self.certs.as_ref().ok_or(Error::NoCertificates)?;
         let peer = key.peer;
-        let tcp = connect_marked(netns, peer, self.settings.connect_timeout)
-            .await
-            .map_err(|e| match e {
-                ConnectError::Socket(e) => Error::Socket(e),
-                ConnectError::Io(source) => Error::Connect { peer, source },
-                ConnectError::Timeout => Error::ConnectTimeout { peer },
-            })?;
         let tls =
             tokio_rustls::TlsConnector::from(certs.client_config(&key.source, &key.peer_identity));
         // The peer is verified by its SPIFFE identity, not a DNS name; the name only
@@ -335,35 +369,40 @@ pub const WINDOW: u32 = 4 * 1024 * 1024;
 pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
 pub const FRAME: u32 = 64 * 1024;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error(transparent)]
-    Socket(#[from] crate::netns::Error),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("timed out")]
-    Timeout,
+/// A plain TCP connection to `dst` within `timeout`, with `TCP_NODELAY`, as the
+/// waypoint makes them (the agent makes its own inside pod namespaces).
+pub async fn dial(dst: SocketAddr, timeout: Duration) -> Result<TcpStream, Error> {
+    match tokio::time::timeout(timeout, TcpStream::connect(dst)).await {
+        Ok(Ok(tcp)) => {
+            let _ = tcp.set_nodelay(true);
+            Ok(tcp)
+        }
+        Ok(Err(source)) => Err(Error::Connect { peer: dst, source }),
+        Err(_) => Err(Error::ConnectTimeout { peer: dst }),
+    }
 }
 
-/// A TCP connection from inside `netns`, marked as the agent's so that no capture
-/// program touches it.
-pub async fn connect_marked(
-    netns: &Netns,
-    dst: SocketAddr,
-    timeout: Duration,
-) -> Result<TcpStream, ConnectError> {
-    let domain = if dst.is_ipv4() {
-        Domain::IPV4
-    } else {
-        Domain::IPV6
-    };
-    let socket = netns.socket(domain).await?;
-    socket.set_mark(agent_common::AGENT_SOCKET_MARK)?;
-    socket.set_tcp_nodelay(true)?;
-    let socket = TcpSocket::from_std_stream(socket.into());
-    match tokio::time::timeout(timeout, socket.connect(dst)).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(ConnectError::Timeout),
+/// The server side of an HBONE connection, after the TLS handshake: HTTP/2 with this
+/// side's limits and windows. Fails when the client's preface does not come within the
+/// handshake deadline.
+pub async fn accept_h2<T>(
+    tls: T,
+    s: &Settings,
+) -> Result<h2::server::Connection<T, Bytes>, &'static str>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let handshake = h2::server::Builder::new()
+        .max_concurrent_streams(s.max_streams)
+        .max_header_list_size(s.max_header_list_size)
+        .initial_window_size(WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
+        .max_frame_size(FRAME)
+        .handshake::<_, Bytes>(tls);
+    match tokio::time::timeout(s.handshake_timeout, handshake).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(_)) => Err("hbone_h2"),
+        Err(_) => Err("hbone_h2_timeout"),
     }
 }
 

@@ -1,0 +1,12 @@
+//! What Weft's two data-plane binaries, the node agent and the waypoint, share:
+//! workload certificates from the control plane's CA (`identity`), the configuration
+//! subscription (`discovery`), authorization decisions (`policy`), HBONE tunnels
+//! (`hbone`), copying between streams (`copy`) and logging set-up (`logs`).
+#![forbid(unsafe_code)]
+
+pub mod copy;
+pub mod discovery;
+pub mod hbone;
+pub mod identity;
+pub mod logs;
+pub mod policy;
