@@ -64,13 +64,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     };
     let config_rx = match (&certs, &config.controlplane) {
         (Some(certs), Some(cp)) => {
-            let (rx, _task) = discovery::subscribe(
-                certs.channel(),
-                certs.token().to_owned(),
-                String::new(),
-                config.trust_domain.clone(),
-                cp.backoff_max,
-            );
+            let (rx, _task) = discovery::subscribe(discovery::Subscription {
+                channel: certs.channel(),
+                token: certs.token().to_owned(),
+                node: String::new(),
+                waypoint: None,
+                trust_domain: config.trust_domain.clone(),
+                backoff_max: cp.backoff_max,
+                check: None,
+            });
             Some(rx)
         }
         _ => None,

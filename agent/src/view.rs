@@ -176,7 +176,7 @@ impl View {
         pick: &mut impl FnMut(usize) -> usize,
     ) -> Result<Route, RouteError> {
         let svc = name(key);
-        let Some(&(_, target_port)) = service.ports.iter().find(|(p, _)| *p == dst.port()) else {
+        let Some(target_port) = service.port(dst.port()).map(|p| p.target_port) else {
             return Err(RouteError::NoServicePort {
                 service: svc,
                 port: dst.port(),
@@ -292,6 +292,16 @@ mod tests {
         }
     }
 
+    fn ports(list: &[(u16, u16)]) -> Vec<crate::discovery::ServicePort> {
+        list.iter()
+            .map(|&(port, target_port)| crate::discovery::ServicePort {
+                port,
+                target_port,
+                protocol: Default::default(),
+            })
+            .collect()
+    }
+
     fn config() -> Config {
         let mut c = Config::default();
         c.workloads.insert(
@@ -306,21 +316,23 @@ mod tests {
             key("Service", "shop", "cart"),
             Service {
                 addresses: vec!["10.96.0.10".parse().unwrap()],
-                ports: vec![(80, 8080), (7000, 7000)],
+                ports: ports(&[(80, 8080), (7000, 7000)]),
                 endpoints: vec![
                     endpoint("shop/cart-1", "cart", "10.244.1.3", true),
                     endpoint("shop/cart-2", "cart", "10.244.2.3", true),
                 ],
                 waypoint: None,
+                load_balancer: Default::default(),
             },
         );
         c.services.insert(
             key("Service", "legacy", "billing"),
             Service {
                 addresses: vec!["10.96.0.20".parse().unwrap()],
-                ports: vec![(80, 8080)],
+                ports: ports(&[(80, 8080)]),
                 endpoints: vec![endpoint("legacy/billing-1", "billing", "10.244.1.4", false)],
                 waypoint: None,
+                load_balancer: Default::default(),
             },
         );
         c
@@ -433,9 +445,10 @@ mod tests {
             key("Service", "shop", "shop-waypoint"),
             Service {
                 addresses: vec!["10.96.0.99".parse().unwrap()],
-                ports: vec![(15008, 15008)],
+                ports: ports(&[(15008, 15008)]),
                 endpoints: vec![endpoint("shop/waypoint-1", "waypoint", "10.244.1.9", true)],
                 waypoint: None,
+                load_balancer: Default::default(),
             },
         );
         let v = View::new(Arc::new(c));

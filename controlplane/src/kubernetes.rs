@@ -70,7 +70,14 @@ fn metadata(m: &ObjectMeta) -> Metadata {
         name: m.name.clone().unwrap_or_default(),
         namespace: m.namespace.clone(),
         labels: m.labels.clone().unwrap_or_default(),
-        annotations: BTreeMap::new(),
+        // Only the annotations Weft reads.
+        annotations: m
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() == crate::resources::LOAD_BALANCER_ANNOTATION)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 
@@ -145,6 +152,7 @@ pub fn service(svc: &core::Service) -> Document {
                 intstr::IntOrString::String(s) => IntOrString::String(s.clone()),
             }),
             protocol: p.protocol.clone(),
+            app_protocol: p.app_protocol.clone(),
         })
         .collect();
     let object = Object::Service(model::Service {
@@ -631,11 +639,11 @@ mod tests {
 
         let bad = custom(
             "AuthorizationPolicy",
-            &policy(serde_json::json!([{"to": [{"operation": {"hosts": ["a"]}}]}])),
+            &policy(serde_json::json!([{"to": [{"operation": {"notPorts": ["80"]}}]}])),
         )
         .unwrap_err();
-        assert_eq!(bad[0].path, "spec.rules[0].to[0].operation.hosts");
-        assert!(bad[0].reason.contains("unknown field `hosts`"), "{bad:?}");
+        assert_eq!(bad[0].path, "spec.rules[0].to[0].operation.notPorts");
+        assert!(bad[0].reason.contains("unknown field `notPorts`"), "{bad:?}");
         assert_eq!(bad[0].object.as_deref(), Some("AuthorizationPolicy shop/p"));
 
         // A Workload of a VM, as the CRD stores it.

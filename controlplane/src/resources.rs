@@ -212,9 +212,17 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                             // Named or absent: the same as the service port.
                             _ => p.port as u32,
                         },
+                        protocol: port_protocol(p.app_protocol.as_deref(), p.name.as_deref())
+                            .to_owned(),
                     })
                     .collect();
                 let waypoint = waypoint_of(&s.metadata, ns);
+                let load_balancer = s
+                    .metadata
+                    .annotations
+                    .get(LOAD_BALANCER_ANNOTATION)
+                    .map(|v| load_balancer(v).unwrap_or_default().to_owned())
+                    .unwrap_or_default();
                 out.insert(
                     key("Service", &s.metadata),
                     Body::Service(wire::Service {
@@ -222,6 +230,7 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                         ports,
                         endpoints,
                         waypoint,
+                        load_balancer,
                     }),
                 );
             }
@@ -313,28 +322,71 @@ fn policy_rules(r: &model::Rule) -> Vec<PolicyRule> {
             not_ip_blocks: f.source.not_ip_blocks.clone(),
         })
         .collect();
-    let l7 = |o: &model::Operation| {
-        !o.methods.is_empty() || !o.paths.is_empty() || !o.headers.is_empty()
-    };
-    if r.to.len() <= 1 || !r.to.iter().any(|t| l7(&t.operation)) {
-        let op = r.to.first().map(|t| &t.operation);
-        return vec![PolicyRule {
-            from,
-            ports: ports(r.to.iter().map(|t| &t.operation)),
-            methods: op.map(|o| o.methods.clone()).unwrap_or_default(),
-            paths: op.map(|o| o.paths.clone()).unwrap_or_default(),
-            headers: op.map(header_conditions).unwrap_or_default(),
-        }];
+    if r.to.len() <= 1 || !r.to.iter().any(|t| t.operation.has_l7()) {
+        let mut rule = r
+            .to
+            .first()
+            .map(|t| l7_conditions(&t.operation))
+            .unwrap_or_default();
+        rule.from = from;
+        rule.ports = ports(r.to.iter().map(|t| &t.operation));
+        return vec![rule];
     }
     r.to.iter()
         .map(|t| PolicyRule {
             from: from.clone(),
             ports: ports(std::iter::once(&t.operation)),
-            methods: t.operation.methods.clone(),
-            paths: t.operation.paths.clone(),
-            headers: header_conditions(&t.operation),
+            ..l7_conditions(&t.operation)
         })
         .collect()
+}
+
+/// The L7 conditions of an operation, as a wire rule without sources or ports. Hosts
+/// are compared lowercase.
+fn l7_conditions(o: &model::Operation) -> PolicyRule {
+    let lower = |list: &[String]| list.iter().map(|h| h.to_ascii_lowercase()).collect();
+    PolicyRule {
+        methods: o.methods.clone(),
+        paths: o.paths.clone(),
+        headers: header_conditions(o),
+        hosts: lower(&o.hosts),
+        not_methods: o.not_methods.clone(),
+        not_paths: o.not_paths.clone(),
+        not_hosts: lower(&o.not_hosts),
+        ..PolicyRule::default()
+    }
+}
+
+/// The protocol a Service port declares: its `appProtocol`, else the prefix of its
+/// name before `-` (Istio's convention: `http`, `http-web`, `grpc-api`, `tcp-db`);
+/// `""` when neither says.
+pub fn port_protocol(app_protocol: Option<&str>, name: Option<&str>) -> &'static str {
+    let of = |s: &str| -> Option<&'static str> {
+        Some(match s.to_ascii_lowercase().as_str() {
+            "http" | "http1" | "http/1.1" => "http",
+            "http2" | "h2c" | "kubernetes.io/h2c" => "http2",
+            "grpc" | "grpc-web" => "grpc",
+            "tcp" | "tls" | "https" | "mongo" | "mysql" | "redis" => "tcp",
+            _ => return None,
+        })
+    };
+    if let Some(p) = app_protocol.and_then(of) {
+        return p;
+    }
+    name.and_then(|n| of(n.split('-').next().unwrap_or(n)))
+        .unwrap_or("")
+}
+
+/// The annotation that chooses how a waypoint balances a Service's requests.
+pub const LOAD_BALANCER_ANNOTATION: &str = "weft.dev/load-balancer";
+
+/// The wire name of a load-balancer annotation value, if it is one.
+pub fn load_balancer(value: &str) -> Option<&'static str> {
+    match value {
+        "round-robin" => Some("ROUND_ROBIN"),
+        "least-request" => Some("LEAST_REQUEST"),
+        _ => None,
+    }
 }
 
 /// The ports of any of `operations`.
@@ -486,6 +538,15 @@ fn http_rule(rule: &model::HttpRouteRule, ns: &str) -> wire::HttpRouteRule {
                 }),
                 method: m.method.clone().unwrap_or_default(),
                 headers: header_matches(&m.headers),
+                query_params: m
+                    .query_params
+                    .iter()
+                    .map(|q| wire::HeaderMatch {
+                        r#type: q.type_.clone().unwrap_or_else(|| "Exact".to_owned()),
+                        name: q.name.clone(),
+                        value: q.value.clone(),
+                    })
+                    .collect(),
             })
             .collect(),
         filters: rule.filters.iter().filter_map(|f| filter(f, ns)).collect(),

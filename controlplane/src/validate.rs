@@ -4,16 +4,19 @@
 //! admission webhook and the control plane's sources; every problem names the document,
 //! the field path and the reason.
 
+mod policy;
+mod route;
+
+pub use route::compile_regex;
+
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
 };
 
 use crate::model::{
-    Action, AuthorizationPolicy, BackendRef, Document, EndpointSlice, HeaderMatch, HeaderModifier,
-    HttpRouteRetry, HttpRouteTimeouts, IntOrString, LabelSelector, Metadata, Object, Origin,
-    ParentRef, PathMatchType, PathModifier, PathModifierType, Problem, RouteFilter,
-    RouteFilterType, SERVICE_NAME_LABEL, parse,
+    Document, EndpointSlice,
+    IntOrString, LabelSelector, Metadata, Object, Origin, Problem, SERVICE_NAME_LABEL, parse,
 };
 
 /// Enrollment label (namespace: `enabled`; pod: `disabled` opts out).
@@ -290,6 +293,15 @@ pub fn validate(docs: &[Document]) -> Vec<Problem> {
             Object::Service(s) => {
                 let ns = s.metadata.namespace.as_deref().unwrap_or_default();
                 waypoint_label(&mut c, &index, ns, &s.metadata);
+                let lb = crate::resources::LOAD_BALANCER_ANNOTATION;
+                if let Some(v) = s.metadata.annotations.get(lb)
+                    && crate::resources::load_balancer(v).is_none()
+                {
+                    c.bad(
+                        format!("metadata.annotations.{lb}"),
+                        format!("{v:?}: expected \"round-robin\" or \"least-request\""),
+                    );
+                }
                 for (i, ip) in s
                     .spec
                     .cluster_ip
@@ -359,7 +371,7 @@ pub fn validate(docs: &[Document]) -> Vec<Problem> {
                     }
                 }
             }
-            Object::AuthorizationPolicy(p) => policy(&mut c, &index, p),
+            Object::AuthorizationPolicy(p) => policy::policy(&mut c, &index, p),
             Object::PeerAuthentication(p) => {
                 if let Some(s) = &p.spec.selector {
                     selector(&mut c, "spec.selector", s);
@@ -393,115 +405,8 @@ pub fn validate(docs: &[Document]) -> Vec<Problem> {
                     }
                 }
             }
-            Object::HttpRoute(r) => {
-                let ns = r.metadata.namespace.as_deref().unwrap_or_default();
-                parents(&mut c, &index, ns, &r.spec.parent_refs);
-                for (i, rule) in r.spec.rules.iter().enumerate() {
-                    for (j, m) in rule.matches.iter().enumerate() {
-                        if let Some(path) = &m.path
-                            && path.type_ != PathMatchType::RegularExpression
-                            && !path.value.starts_with('/')
-                        {
-                            c.bad(
-                                format!("spec.rules[{i}].matches[{j}].path.value"),
-                                format!("{:?} must start with '/'", path.value),
-                            );
-                        }
-                        if let Some(method) = &m.method
-                            && !HTTP_METHODS.contains(&method.as_str())
-                        {
-                            c.bad(
-                                format!("spec.rules[{i}].matches[{j}].method"),
-                                format!("{method:?} is not an HTTP method"),
-                            );
-                        }
-                        header_matches(
-                            &mut c,
-                            &format!("spec.rules[{i}].matches[{j}]"),
-                            &m.headers,
-                        );
-                    }
-                    let prefix_matched = !rule.matches.is_empty()
-                        && rule.matches.iter().all(|m| {
-                            m.path
-                                .as_ref()
-                                .is_some_and(|p| p.type_ == PathMatchType::PathPrefix)
-                        });
-                    filters(
-                        &mut c,
-                        &index,
-                        ns,
-                        &format!("spec.rules[{i}]"),
-                        &rule.filters,
-                        RouteKind::Http { prefix_matched },
-                    );
-                    backends(
-                        &mut c,
-                        &index,
-                        ns,
-                        &format!("spec.rules[{i}]"),
-                        &rule.backend_refs,
-                    );
-                    if let Some(t) = &rule.timeouts {
-                        timeouts(&mut c, &format!("spec.rules[{i}].timeouts"), t);
-                    }
-                    if let Some(r) = &rule.retry {
-                        retry(&mut c, &format!("spec.rules[{i}].retry"), r);
-                    }
-                }
-            }
-            Object::GrpcRoute(r) => {
-                let ns = r.metadata.namespace.as_deref().unwrap_or_default();
-                parents(&mut c, &index, ns, &r.spec.parent_refs);
-                for (i, rule) in r.spec.rules.iter().enumerate() {
-                    for (j, m) in rule.matches.iter().enumerate() {
-                        if let Some(method) = &m.method {
-                            if let Some(s) = &method.service
-                                && (s.is_empty()
-                                    || !s
-                                        .chars()
-                                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_'))
-                            {
-                                c.bad(
-                                    format!("spec.rules[{i}].matches[{j}].method.service"),
-                                    format!("{s:?} is not a gRPC service name (package.Service)"),
-                                );
-                            }
-                            if method.service.is_none() && method.method.is_none() {
-                                c.bad(
-                                    format!("spec.rules[{i}].matches[{j}].method"),
-                                    "give a service, a method or both",
-                                );
-                            }
-                            match_type(
-                                &mut c,
-                                &format!("spec.rules[{i}].matches[{j}].method.type"),
-                                method.type_.as_deref(),
-                            );
-                        }
-                        header_matches(
-                            &mut c,
-                            &format!("spec.rules[{i}].matches[{j}]"),
-                            &m.headers,
-                        );
-                    }
-                    filters(
-                        &mut c,
-                        &index,
-                        ns,
-                        &format!("spec.rules[{i}]"),
-                        &rule.filters,
-                        RouteKind::Grpc,
-                    );
-                    backends(
-                        &mut c,
-                        &index,
-                        ns,
-                        &format!("spec.rules[{i}]"),
-                        &rule.backend_refs,
-                    );
-                }
-            }
+            Object::HttpRoute(r) => route::http_route(&mut c, &index, r),
+            Object::GrpcRoute(r) => route::grpc_route(&mut c, &index, r),
         }
     }
     problems
@@ -546,6 +451,19 @@ impl<'a> Index<'a> {
                 _ => {}
             }
         }
+        // Selectors of Services bound to a waypoint: their workloads are served by it.
+        let bound_selectors: Vec<(&str, &BTreeMap<String, String>)> = docs
+            .iter()
+            .filter_map(|d| match &d.object {
+                Object::Service(s)
+                    if s.metadata.labels.contains_key(USE_WAYPOINT_LABEL)
+                        && !s.spec.selector.is_empty() =>
+                {
+                    Some((s.metadata.namespace.as_deref().unwrap_or_default(), &s.spec.selector))
+                }
+                _ => None,
+            })
+            .collect();
         for d in docs {
             if let Object::Workload(w) = &d.object {
                 let ns = w.metadata.namespace.as_deref().unwrap_or_default();
@@ -553,8 +471,12 @@ impl<'a> Index<'a> {
                     .namespaces
                     .get(ns)
                     .is_some_and(|m| m.labels.contains_key(USE_WAYPOINT_LABEL));
-                let has_waypoint =
-                    ns_waypoint || w.metadata.labels.contains_key(USE_WAYPOINT_LABEL);
+                let service_waypoint = bound_selectors.iter().any(|(sns, sel)| {
+                    *sns == ns && sel.iter().all(|(k, v)| w.metadata.labels.get(k) == Some(v))
+                });
+                let has_waypoint = ns_waypoint
+                    || service_waypoint
+                    || w.metadata.labels.contains_key(USE_WAYPOINT_LABEL);
                 index
                     .workloads
                     .entry(ns)
@@ -577,372 +499,6 @@ fn waypoint_label(c: &mut Check<'_>, index: &Index<'_>, ns: &str, m: &Metadata) 
     }
 }
 
-fn parents(c: &mut Check<'_>, index: &Index<'_>, ns: &str, refs: &[ParentRef]) {
-    if refs.is_empty() {
-        c.bad(
-            "spec.parentRefs",
-            "a route needs a parent (a waypoint Gateway or a Service)",
-        );
-    }
-    for (i, r) in refs.iter().enumerate() {
-        let target_ns = r.namespace.as_deref().unwrap_or(ns);
-        let kind = r.kind.as_deref().unwrap_or("Gateway");
-        let known = match kind {
-            "Gateway" => index.waypoints.contains(&(target_ns, r.name.as_str())),
-            "Service" => index.services.contains(&(target_ns, r.name.as_str())),
-            _ => {
-                c.bad(
-                    format!("spec.parentRefs[{i}].kind"),
-                    format!("{kind:?}: a parent is a Gateway or a Service"),
-                );
-                continue;
-            }
-        };
-        if !known {
-            c.bad(
-                format!("spec.parentRefs[{i}]"),
-                format!("no {kind} {target_ns}/{} is declared", r.name),
-            );
-        }
-    }
-}
-
-fn backends(c: &mut Check<'_>, index: &Index<'_>, ns: &str, rule: &str, refs: &[BackendRef]) {
-    for (i, b) in refs.iter().enumerate() {
-        let path = format!("{rule}.backendRefs[{i}]");
-        let target = (
-            b.kind.as_deref(),
-            b.namespace.as_deref(),
-            b.name.as_str(),
-            b.port,
-        );
-        if !service_backend(c, index, ns, &path, target) {
-            continue;
-        }
-        if let Some(w) = b.weight
-            && !(0..=1_000_000).contains(&w)
-        {
-            c.bad(
-                format!("{path}.weight"),
-                format!("{w} is not between 0 and 1000000"),
-            );
-        }
-    }
-}
-
-/// A backend (of a rule, or of a mirror): a declared Service, with a port. `target` is
-/// its kind, namespace, name and port. Returns `false` when it is not a Service at all
-/// (nothing more to check).
-fn service_backend(
-    c: &mut Check<'_>,
-    index: &Index<'_>,
-    ns: &str,
-    path: &str,
-    (kind, namespace, name, port_number): (Option<&str>, Option<&str>, &str, Option<i64>),
-) -> bool {
-    if kind.is_some_and(|k| k != "Service") {
-        c.bad(format!("{path}.kind"), "a backend is a Service");
-        return false;
-    }
-    let target_ns = namespace.unwrap_or(ns);
-    if !index.services.contains(&(target_ns, name)) {
-        c.bad(
-            format!("{path}.name"),
-            format!("no Service {target_ns}/{name} is declared"),
-        );
-    }
-    match port_number {
-        None => c.bad(format!("{path}.port"), "required for a Service backend"),
-        Some(p) => {
-            if let Err(e) = port(p) {
-                c.bad(format!("{path}.port"), e);
-            }
-        }
-    }
-    true
-}
-
-/// `Exact` (the default) or `RegularExpression`.
-fn match_type(c: &mut Check<'_>, path: &str, t: Option<&str>) {
-    if let Some(t) = t
-        && t != "Exact"
-        && t != "RegularExpression"
-    {
-        c.bad(
-            path,
-            format!("{t:?}: expected \"Exact\" or \"RegularExpression\""),
-        );
-    }
-}
-
-fn header_matches(c: &mut Check<'_>, base: &str, headers: &[HeaderMatch]) {
-    for (k, h) in headers.iter().enumerate() {
-        if let Err(e) = header_name(&h.name) {
-            c.bad(format!("{base}.headers[{k}].name"), e);
-        }
-        match_type(c, &format!("{base}.headers[{k}].type"), h.type_.as_deref());
-    }
-}
-
-/// What a route's filters may be: a GRPCRoute has no redirects or rewrites, and a
-/// prefix replacement needs every match of its rule to be a path prefix.
-#[derive(Clone, Copy)]
-enum RouteKind {
-    Http { prefix_matched: bool },
-    Grpc,
-}
-
-fn filters(
-    c: &mut Check<'_>,
-    index: &Index<'_>,
-    ns: &str,
-    rule: &str,
-    list: &[RouteFilter],
-    kind: RouteKind,
-) {
-    let mut types = BTreeSet::new();
-    for (i, f) in list.iter().enumerate() {
-        let base = format!("{rule}.filters[{i}]");
-        let (field, set) = match f.type_ {
-            RouteFilterType::RequestHeaderModifier => {
-                ("requestHeaderModifier", f.request_header_modifier.is_some())
-            }
-            RouteFilterType::ResponseHeaderModifier => (
-                "responseHeaderModifier",
-                f.response_header_modifier.is_some(),
-            ),
-            RouteFilterType::RequestRedirect => ("requestRedirect", f.request_redirect.is_some()),
-            RouteFilterType::UrlRewrite => ("urlRewrite", f.url_rewrite.is_some()),
-            RouteFilterType::RequestMirror => ("requestMirror", f.request_mirror.is_some()),
-        };
-        if !set {
-            c.bad(
-                format!("{base}.{field}"),
-                format!("required by type {field}"),
-            );
-        }
-        let others = [
-            ("requestHeaderModifier", f.request_header_modifier.is_some()),
-            (
-                "responseHeaderModifier",
-                f.response_header_modifier.is_some(),
-            ),
-            ("requestRedirect", f.request_redirect.is_some()),
-            ("urlRewrite", f.url_rewrite.is_some()),
-            ("requestMirror", f.request_mirror.is_some()),
-        ];
-        for (other, present) in others {
-            if present && other != field {
-                c.bad(
-                    format!("{base}.{other}"),
-                    format!("does not go with type {:?}", f.type_),
-                );
-            }
-        }
-        let grpc = matches!(kind, RouteKind::Grpc);
-        if grpc
-            && matches!(
-                f.type_,
-                RouteFilterType::RequestRedirect | RouteFilterType::UrlRewrite
-            )
-        {
-            c.bad(
-                format!("{base}.type"),
-                format!("{:?} is not a GRPCRoute filter", f.type_),
-            );
-            continue;
-        }
-        // Each kind of filter once per rule, except mirrors (Gateway API).
-        if f.type_ != RouteFilterType::RequestMirror && !types.insert(field) {
-            c.bad(
-                format!("{base}.type"),
-                format!("{:?} appears twice in the rule", f.type_),
-            );
-        }
-        if let Some(m) = &f.request_header_modifier {
-            header_modifier(c, &format!("{base}.requestHeaderModifier"), m);
-        }
-        if let Some(m) = &f.response_header_modifier {
-            header_modifier(c, &format!("{base}.responseHeaderModifier"), m);
-        }
-        let prefix_matched = matches!(
-            kind,
-            RouteKind::Http {
-                prefix_matched: true
-            }
-        );
-        if let Some(r) = &f.request_redirect {
-            let base = format!("{base}.requestRedirect");
-            if let Some(scheme) = &r.scheme
-                && scheme != "http"
-                && scheme != "https"
-            {
-                c.bad(
-                    format!("{base}.scheme"),
-                    format!("{scheme:?}: expected \"http\" or \"https\""),
-                );
-            }
-            if let Some(h) = &r.hostname
-                && let Err(e) = dns_subdomain(h)
-            {
-                c.bad(format!("{base}.hostname"), e);
-            }
-            if let Some(p) = r.port
-                && let Err(e) = port(p)
-            {
-                c.bad(format!("{base}.port"), e);
-            }
-            if let Some(code) = r.status_code
-                && code != 301
-                && code != 302
-            {
-                c.bad(
-                    format!("{base}.statusCode"),
-                    format!("{code}: a redirect is 301 or 302"),
-                );
-            }
-            if let Some(p) = &r.path {
-                path_modifier(c, &format!("{base}.path"), p, prefix_matched);
-            }
-        }
-        if let Some(r) = &f.url_rewrite {
-            let base = format!("{base}.urlRewrite");
-            if let Some(h) = &r.hostname
-                && let Err(e) = dns_subdomain(h)
-            {
-                c.bad(format!("{base}.hostname"), e);
-            }
-            if let Some(p) = &r.path {
-                path_modifier(c, &format!("{base}.path"), p, prefix_matched);
-            }
-        }
-        if let Some(m) = &f.request_mirror {
-            let b = &m.backend_ref;
-            service_backend(
-                c,
-                index,
-                ns,
-                &format!("{base}.requestMirror.backendRef"),
-                (
-                    b.kind.as_deref(),
-                    b.namespace.as_deref(),
-                    b.name.as_str(),
-                    b.port,
-                ),
-            );
-        }
-    }
-    if types.contains("requestRedirect") && types.contains("urlRewrite") {
-        c.bad(
-            format!("{rule}.filters"),
-            "a rule cannot both redirect and rewrite",
-        );
-    }
-}
-
-fn header_modifier(c: &mut Check<'_>, base: &str, m: &HeaderModifier) {
-    let mut names = BTreeSet::new();
-    for (field, list) in [("set", &m.set), ("add", &m.add)] {
-        for (i, h) in list.iter().enumerate() {
-            if let Err(e) = header_name(&h.name) {
-                c.bad(format!("{base}.{field}[{i}].name"), e);
-            } else if !names.insert((field, h.name.to_ascii_lowercase())) {
-                c.bad(
-                    format!("{base}.{field}[{i}].name"),
-                    format!("{:?} appears twice", h.name),
-                );
-            }
-        }
-    }
-    for (i, name) in m.remove.iter().enumerate() {
-        if let Err(e) = header_name(name) {
-            c.bad(format!("{base}.remove[{i}]"), e);
-        }
-    }
-    if m.set.is_empty() && m.add.is_empty() && m.remove.is_empty() {
-        c.bad(base, "set, add or remove at least one header");
-    }
-}
-
-fn path_modifier(c: &mut Check<'_>, base: &str, p: &PathModifier, prefix_matched: bool) {
-    let (field, value, other) = match p.type_ {
-        PathModifierType::ReplaceFullPath => (
-            "replaceFullPath",
-            &p.replace_full_path,
-            &p.replace_prefix_match,
-        ),
-        PathModifierType::ReplacePrefixMatch => (
-            "replacePrefixMatch",
-            &p.replace_prefix_match,
-            &p.replace_full_path,
-        ),
-    };
-    match value {
-        None => c.bad(
-            format!("{base}.{field}"),
-            format!("required by type {field}"),
-        ),
-        Some(v) if !v.starts_with('/') => {
-            c.bad(
-                format!("{base}.{field}"),
-                format!("{v:?} must start with '/'"),
-            );
-        }
-        Some(_) => {}
-    }
-    if other.is_some() {
-        c.bad(base, "give only the field of its type");
-    }
-    if p.type_ == PathModifierType::ReplacePrefixMatch && !prefix_matched {
-        c.bad(
-            format!("{base}.type"),
-            "ReplacePrefixMatch needs every match of the rule to be a PathPrefix",
-        );
-    }
-}
-
-fn timeouts(c: &mut Check<'_>, base: &str, t: &HttpRouteTimeouts) {
-    let request = t
-        .request
-        .as_deref()
-        .map(|r| gateway_duration(r).inspect_err(|e| c.bad(format!("{base}.request"), e.clone())));
-    let backend = t.backend_request.as_deref().map(|r| {
-        gateway_duration(r).inspect_err(|e| c.bad(format!("{base}.backendRequest"), e.clone()))
-    });
-    if let (Some(Ok(request)), Some(Ok(backend))) = (request, backend)
-        && !request.is_zero()
-        && backend > request
-    {
-        c.bad(
-            format!("{base}.backendRequest"),
-            "must not be longer than the request timeout",
-        );
-    }
-}
-
-fn retry(c: &mut Check<'_>, base: &str, r: &HttpRouteRetry) {
-    for (i, code) in r.codes.iter().enumerate() {
-        if !(400..=599).contains(code) {
-            c.bad(
-                format!("{base}.codes[{i}]"),
-                format!("{code} is not an HTTP error status (400-599)"),
-            );
-        }
-    }
-    if let Some(a) = r.attempts
-        && !(0..=100).contains(&a)
-    {
-        c.bad(
-            format!("{base}.attempts"),
-            format!("{a} is not between 0 and 100"),
-        );
-    }
-    if let Some(b) = &r.backoff
-        && let Err(e) = gateway_duration(b)
-    {
-        c.bad(format!("{base}.backoff"), e);
-    }
-}
 
 fn endpoint_slice(c: &mut Check<'_>, index: &Index<'_>, e: &EndpointSlice) {
     let ns = e.metadata.namespace.as_deref().unwrap_or_default();
@@ -995,146 +551,6 @@ fn endpoint_slice(c: &mut Check<'_>, index: &Index<'_>, e: &EndpointSlice) {
     }
 }
 
-fn policy(c: &mut Check<'_>, index: &Index<'_>, p: &AuthorizationPolicy) {
-    let ns = p.metadata.namespace.as_deref().unwrap_or_default();
-    if let Some(s) = &p.spec.selector {
-        selector(c, "spec.selector", s);
-    }
-    if p.spec.rules.is_empty() && p.spec.action != Action::Allow {
-        let action = if p.spec.action == Action::Deny {
-            "DENY"
-        } else {
-            "AUDIT"
-        };
-        c.bad(
-            "spec.rules",
-            format!("a {action} policy without rules matches nothing"),
-        );
-    }
-    let mut l7 = Vec::new();
-    for (i, rule) in p.spec.rules.iter().enumerate() {
-        for (j, from) in rule.from.iter().enumerate() {
-            let base = format!("spec.rules[{i}].from[{j}].source");
-            let s = &from.source;
-            for (field, list) in [
-                ("principals", &s.principals),
-                ("notPrincipals", &s.not_principals),
-            ] {
-                for (k, v) in list.iter().enumerate() {
-                    if let Err(e) = principal(v) {
-                        c.bad(format!("{base}.{field}[{k}]"), e);
-                    }
-                }
-            }
-            for (field, list) in [
-                ("namespaces", &s.namespaces),
-                ("notNamespaces", &s.not_namespaces),
-            ] {
-                for (k, v) in list.iter().enumerate() {
-                    if v != "*"
-                        && let Err(e) = dns_label(v)
-                    {
-                        c.bad(format!("{base}.{field}[{k}]"), e);
-                    }
-                }
-            }
-            for (field, list) in [
-                ("ipBlocks", &s.ip_blocks),
-                ("notIpBlocks", &s.not_ip_blocks),
-            ] {
-                for (k, v) in list.iter().enumerate() {
-                    if let Err(e) = cidr(v) {
-                        c.bad(format!("{base}.{field}[{k}]"), e);
-                    }
-                }
-            }
-        }
-        for (j, to) in rule.to.iter().enumerate() {
-            let base = format!("spec.rules[{i}].to[{j}].operation");
-            let op = &to.operation;
-            for (k, p) in op.ports.iter().enumerate() {
-                let ok = match p {
-                    IntOrString::Int(n) => port(*n).map(drop),
-                    IntOrString::String(s) => s
-                        .parse::<i64>()
-                        .map_err(|_| format!("{s:?} is not a port number"))
-                        .and_then(port)
-                        .map(drop),
-                };
-                if let Err(e) = ok {
-                    c.bad(format!("{base}.ports[{k}]"), e);
-                }
-            }
-            for (k, m) in op.methods.iter().enumerate() {
-                if !HTTP_METHODS.contains(&m.as_str()) {
-                    c.bad(
-                        format!("{base}.methods[{k}]"),
-                        format!("{m:?} is not an HTTP method"),
-                    );
-                }
-            }
-            for (k, path) in op.paths.iter().enumerate() {
-                if !(path.starts_with('/') || path.starts_with('*')) {
-                    c.bad(
-                        format!("{base}.paths[{k}]"),
-                        format!("{path:?} must start with '/' or '*'"),
-                    );
-                } else if let Err(e) = wildcard_value(path) {
-                    c.bad(format!("{base}.paths[{k}]"), e);
-                }
-            }
-            for (k, h) in op.headers.iter().enumerate() {
-                if let Err(e) = header_name(&h.name) {
-                    c.bad(format!("{base}.headers[{k}].name"), e);
-                }
-                if h.values.is_empty() {
-                    c.bad(
-                        format!("{base}.headers[{k}].values"),
-                        "at least one value is needed (\"*\": any)",
-                    );
-                }
-                for (n, v) in h.values.iter().enumerate() {
-                    if let Err(e) = wildcard_value(v) {
-                        c.bad(format!("{base}.headers[{k}].values[{n}]"), e);
-                    }
-                }
-            }
-            if !op.methods.is_empty() {
-                l7.push(format!("{base}.methods"));
-            } else if !op.paths.is_empty() {
-                l7.push(format!("{base}.paths"));
-            } else if !op.headers.is_empty() {
-                l7.push(format!("{base}.headers"));
-            }
-        }
-    }
-    // L7 rules are enforced by waypoints. Applied to workloads that no waypoint serves,
-    // they would be silently ignored: refuse them instead.
-    if !l7.is_empty() && ns != ROOT_NAMESPACE {
-        let selected: Vec<bool> = index
-            .workloads
-            .get(ns)
-            .into_iter()
-            .flatten()
-            .filter(|(labels, _)| {
-                p.spec
-                    .selector
-                    .as_ref()
-                    .is_none_or(|s| s.match_labels.iter().all(|(k, v)| labels.get(k) == Some(v)))
-            })
-            .map(|(_, waypoint)| *waypoint)
-            .collect();
-        if selected.iter().any(|w| !w) {
-            for path in l7 {
-                c.bad(
-                    path,
-                    "an L7 rule on workloads that no waypoint serves cannot be enforced \
-                     (label the namespace or Service with weft.dev/use-waypoint)",
-                );
-            }
-        }
-    }
-}
 
 /// Parses and validates YAML files and folders (`.yaml`/`.yml` files in a folder, not
 /// recursively); returns the documents and every problem.

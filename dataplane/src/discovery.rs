@@ -1,8 +1,9 @@
-//! The agent's subscription to the control plane's configuration: a snapshot, then
-//! incremental updates, each ACKed once applied or NACKed (keeping what it had) when it
-//! cannot be applied. After a disconnect the agent resumes from the version it has,
-//! with backoff between attempts. The wire types stop here: the rest of the agent sees
-//! [`Config`].
+//! The subscription to the control plane's configuration, an agent's or a waypoint's:
+//! a snapshot, then incremental updates, each ACKed once applied or NACKed (keeping
+//! what it had) when it cannot be applied. After a disconnect the subscriber resumes
+//! from the version it has, with backoff between attempts, and serves what it has
+//! meanwhile. The wire types of workloads and services stop here; policies and routes
+//! are kept as the control plane validated them, for the subscriber to compile.
 
 use std::{collections::BTreeMap, net::IpAddr, sync::Arc, time::Duration};
 
@@ -39,13 +40,66 @@ pub struct Endpoint {
     pub node: String,
 }
 
+/// What a Service port carries, as declared (`appProtocol` or the port's name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// Not declared: a waypoint detects HTTP.
+    #[default]
+    Undeclared,
+    Http,
+    Http2,
+    Grpc,
+    Tcp,
+}
+
+impl Protocol {
+    fn from_wire(s: &str) -> Self {
+        match s {
+            "http" => Protocol::Http,
+            "http2" => Protocol::Http2,
+            "grpc" => Protocol::Grpc,
+            "tcp" => Protocol::Tcp,
+            _ => Protocol::Undeclared,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServicePort {
+    pub port: u16,
+    pub target_port: u16,
+    pub protocol: Protocol,
+}
+
+/// How a waypoint spreads a Service's requests over its endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LoadBalancer {
+    RoundRobin,
+    /// The fewer requests in flight, the likelier (two random choices, the less busy).
+    #[default]
+    LeastRequest,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Service {
     pub addresses: Vec<IpAddr>,
-    /// `(port, target port)`.
-    pub ports: Vec<(u16, u16)>,
+    pub ports: Vec<ServicePort>,
     pub endpoints: Vec<Endpoint>,
     pub waypoint: Option<String>,
+    pub load_balancer: LoadBalancer,
+}
+
+impl Service {
+    pub fn port(&self, port: u16) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.port == port)
+    }
+}
+
+/// Routes are for waypoints; agents are never sent any.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Route {
+    Http(wire::HttpRoute),
+    Grpc(wire::GrpcRoute),
 }
 
 /// Policies are kept as the control plane validated them; the L4 mesh turns them into
@@ -63,7 +117,8 @@ pub struct Config {
     pub workloads: BTreeMap<Key, Workload>,
     pub services: BTreeMap<Key, Service>,
     pub policies: BTreeMap<Key, Policy>,
-    /// Updates applied since the agent started.
+    pub routes: BTreeMap<Key, Route>,
+    /// Updates applied since the subscriber started.
     pub updates: u64,
 }
 
@@ -90,8 +145,7 @@ enum Converted {
     Workload(Workload),
     Service(Service),
     Policy(Policy),
-    /// A kind the agent does not use (routes are for waypoints).
-    Ignored,
+    Route(Route),
 }
 
 fn convert(key: &Key, body: Body, trust_domain: &str) -> Result<Converted, String> {
@@ -112,7 +166,11 @@ fn convert(key: &Key, body: Body, trust_domain: &str) -> Result<Converted, Strin
                 .iter()
                 .map(|p| {
                     let port = |n: u32| u16::try_from(n).map_err(|_| format!("{n} is not a port"));
-                    Ok((port(p.port)?, port(p.target_port)?))
+                    Ok(ServicePort {
+                        port: port(p.port)?,
+                        target_port: port(p.target_port)?,
+                        protocol: Protocol::from_wire(&p.protocol),
+                    })
                 })
                 .collect::<Result<_, String>>()?,
             endpoints: s
@@ -132,10 +190,15 @@ fn convert(key: &Key, body: Body, trust_domain: &str) -> Result<Converted, Strin
                 })
                 .collect::<Result<_, String>>()?,
             waypoint: optional(&s.waypoint),
+            load_balancer: match s.load_balancer.as_str() {
+                "ROUND_ROBIN" => LoadBalancer::RoundRobin,
+                _ => LoadBalancer::LeastRequest,
+            },
         }),
         Body::AuthorizationPolicy(p) => Converted::Policy(Policy::Authorization(p)),
         Body::PeerAuthentication(p) => Converted::Policy(Policy::PeerAuthentication(p)),
-        Body::HttpRoute(_) | Body::GrpcRoute(_) => Converted::Ignored,
+        Body::HttpRoute(r) => Converted::Route(Route::Http(r)),
+        Body::GrpcRoute(r) => Converted::Route(Route::Grpc(r)),
     })
 }
 
@@ -159,6 +222,7 @@ pub fn apply(
         next.workloads.remove(&k);
         next.services.remove(&k);
         next.policies.remove(&k);
+        next.routes.remove(&k);
     }
     for r in update.upserts {
         let wk = r.key.unwrap_or_default();
@@ -180,7 +244,9 @@ pub fn apply(
             Converted::Policy(p) => {
                 next.policies.insert(k, p);
             }
-            Converted::Ignored => {}
+            Converted::Route(r) => {
+                next.routes.insert(k, r);
+            }
         }
     }
     next.version = update.version;
@@ -188,37 +254,48 @@ pub fn apply(
     Ok(next)
 }
 
-/// Subscribes for `node` and keeps the configuration in the returned channel, for as
-/// long as the task runs.
+/// A check a subscriber runs on a configuration before taking it (a waypoint compiles
+/// its routes); a refusal NACKs the update with the reason and keeps what it had.
+pub type Check = Arc<dyn Fn(&Config) -> Result<(), String> + Send + Sync>;
+
+/// Who subscribes, and how.
+#[derive(Clone)]
+pub struct Subscription {
+    pub channel: Channel,
+    pub token: String,
+    /// May be empty (the token names the node).
+    pub node: String,
+    /// `(namespace, name)` of the waypoint subscribing; `None`: the node's agent.
+    pub waypoint: Option<(String, String)>,
+    pub trust_domain: String,
+    pub backoff_max: Duration,
+    pub check: Option<Check>,
+}
+
+/// Subscribes and keeps the configuration in the returned channel, for as long as the
+/// task runs.
 pub fn subscribe(
-    channel: Channel,
-    token: String,
-    node: String,
-    trust_domain: String,
-    backoff_max: Duration,
+    subscription: Subscription,
 ) -> (watch::Receiver<Arc<Config>>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = watch::channel(Arc::new(Config::default()));
     let task = tokio::spawn(async move {
         let mut backoff = Duration::from_millis(500);
         loop {
-            match stream_once(&channel, &token, &node, &trust_domain, &tx).await {
+            match stream_once(&subscription, &tx).await {
                 Ok(()) => tracing::info!("configuration stream ended; reconnecting"),
                 Err(status) => {
                     tracing::warn!(%status, retry_in = ?backoff, "configuration stream failed")
                 }
             }
             tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(backoff_max);
+            backoff = (backoff * 2).min(subscription.backoff_max);
         }
     });
     (rx, task)
 }
 
 async fn stream_once(
-    channel: &Channel,
-    token: &str,
-    node: &str,
-    trust_domain: &str,
+    sub: &Subscription,
     state: &watch::Sender<Arc<Config>>,
 ) -> Result<(), tonic::Status> {
     let (out, out_rx) = mpsc::channel(8);
@@ -226,17 +303,23 @@ async fn stream_once(
     let _ = out
         .send(SubscribeRequest {
             request: Some(Msg::Hello(Hello {
-                node: node.to_owned(),
+                node: sub.node.clone(),
                 resume_from,
-                waypoint: None,
+                waypoint: sub
+                    .waypoint
+                    .as_ref()
+                    .map(|(namespace, name)| wire::WaypointRef {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    }),
             })),
         })
         .await;
     let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(out_rx));
-    if let Ok(v) = format!("Bearer {token}").parse() {
+    if let Ok(v) = format!("Bearer {}", sub.token).parse() {
         request.metadata_mut().insert("authorization", v);
     }
-    let mut updates = ConfigServiceClient::new(channel.clone())
+    let mut updates = ConfigServiceClient::new(sub.channel.clone())
         .subscribe(request)
         .await?
         .into_inner();
@@ -244,7 +327,13 @@ async fn stream_once(
         let version = update.version;
         let snapshot = update.snapshot;
         let current = Arc::clone(&state.borrow());
-        let reply = match apply(&current, update, trust_domain) {
+        let applied = apply(&current, update, &sub.trust_domain)
+            .map_err(|e| e.to_string())
+            .and_then(|next| match &sub.check {
+                Some(check) => check(&next).map(|()| next),
+                None => Ok(next),
+            });
+        let reply = match applied {
             Ok(next) => {
                 tracing::info!(
                     version,
@@ -252,17 +341,15 @@ async fn stream_once(
                     workloads = next.workloads.len(),
                     services = next.services.len(),
                     policies = next.policies.len(),
+                    routes = next.routes.len(),
                     "configuration applied"
                 );
                 state.send_replace(Arc::new(next));
                 Msg::Ack(Ack { version })
             }
-            Err(e) => {
-                tracing::warn!(version, error = %e, "configuration refused; keeping the current one");
-                Msg::Nack(Nack {
-                    version,
-                    reason: e.to_string(),
-                })
+            Err(reason) => {
+                tracing::warn!(version, error = %reason, "configuration refused; keeping the current one");
+                Msg::Nack(Nack { version, reason })
             }
         };
         if out

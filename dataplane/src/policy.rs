@@ -13,17 +13,22 @@
 //! ALLOW policy without rules matches nothing, so it denies everything it selects.
 //! Principals are written without `spiffe://`, as in the documents.
 //!
-//! A rule with HTTP conditions (methods, paths, headers) cannot be checked on a TCP
-//! connection. Here it errs on the safe side: in an ALLOW policy it never matches (it
-//! would let through requests its HTTP conditions refuse); in a DENY or AUDIT policy it
-//! matches on its L4 part alone (denying more, never less). HTTP conditions are
-//! enforced by a waypoint; the control plane refuses them for workloads without one.
+//! A rule with HTTP conditions (methods, paths, hosts, headers) cannot be checked on a
+//! TCP connection. Without a request it errs on the safe side: in an ALLOW policy it
+//! never matches (it would let through requests its HTTP conditions refuse); in a DENY
+//! or AUDIT policy it matches on its L4 part alone (denying more, never less). A
+//! waypoint decides with the request ([`authorize_request`], [`Request`]); the control
+//! plane refuses HTTP conditions for workloads that no waypoint serves.
 
 use std::{collections::BTreeMap, net::IpAddr};
 
 use api::{identity::Identity, proto::config as wire};
 
 use crate::discovery::{Config, Policy};
+
+mod request;
+
+pub use request::Request;
 
 /// Policies in this namespace apply to every workload of the mesh.
 pub const ROOT_NAMESPACE: &str = "weft-system";
@@ -91,6 +96,17 @@ fn applies(ns: &str, target: &Target<'_>) -> bool {
 
 /// Decides whether `source` may connect to `target`.
 pub fn authorize(config: &Config, target: &Target<'_>, source: &Source<'_>) -> Decision {
+    authorize_request(config, target, source, None)
+}
+
+/// Decides whether `source` may send `request` (when there is one: a waypoint's view)
+/// to `target`.
+pub fn authorize_request(
+    config: &Config,
+    target: &Target<'_>,
+    source: &Source<'_>,
+    request: Option<&Request<'_>>,
+) -> Decision {
     let mut audited = Vec::new();
     let mut deny = None;
     let mut allow_policies = 0usize;
@@ -103,12 +119,16 @@ pub fn authorize(config: &Config, target: &Target<'_>, source: &Source<'_>) -> D
             continue;
         }
         let id = format!("{ns}/{name}");
-        let l4_only = p.action == "ALLOW";
+        // Without a request, an ALLOW rule with HTTP conditions cannot be shown to hold.
+        let l4_only = p.action == "ALLOW" && request.is_none();
         let matched = p
             .rules
             .iter()
             .filter(|r| !(l4_only && has_http_conditions(r)))
-            .any(|r| rule_matches(r, target, source));
+            .any(|r| {
+                rule_matches(r, target, source)
+                    && request.is_none_or(|req| request::conditions_hold(r, req))
+            });
         match p.action.as_str() {
             "AUDIT" => {
                 if matched {
@@ -145,8 +165,14 @@ pub fn authorize(config: &Config, target: &Target<'_>, source: &Source<'_>) -> D
     }
 }
 
-fn has_http_conditions(rule: &wire::PolicyRule) -> bool {
-    !rule.methods.is_empty() || !rule.paths.is_empty() || !rule.headers.is_empty()
+pub fn has_http_conditions(rule: &wire::PolicyRule) -> bool {
+    !rule.methods.is_empty()
+        || !rule.paths.is_empty()
+        || !rule.headers.is_empty()
+        || !rule.hosts.is_empty()
+        || !rule.not_methods.is_empty()
+        || !rule.not_paths.is_empty()
+        || !rule.not_hosts.is_empty()
 }
 
 fn rule_matches(rule: &wire::PolicyRule, target: &Target<'_>, source: &Source<'_>) -> bool {
@@ -266,235 +292,4 @@ pub fn peer_mode(config: &Config, namespace: &str, labels: &BTreeMap<String, Str
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(policies: Vec<(&str, &str, Policy)>) -> Config {
-        let mut c = Config::default();
-        for (ns, name, p) in policies {
-            let kind = match p {
-                Policy::Authorization(_) => "AuthorizationPolicy",
-                Policy::PeerAuthentication(_) => "PeerAuthentication",
-            };
-            c.policies
-                .insert((kind.to_owned(), ns.to_owned(), name.to_owned()), p);
-        }
-        c
-    }
-
-    fn authz(action: &str, selector: &[(&str, &str)], rules: Vec<wire::PolicyRule>) -> Policy {
-        Policy::Authorization(wire::AuthorizationPolicy {
-            action: action.to_owned(),
-            selector: selector
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            rules,
-        })
-    }
-
-    fn from(f: impl FnOnce(&mut wire::PolicySource)) -> wire::PolicyRule {
-        let mut s = wire::PolicySource::default();
-        f(&mut s);
-        wire::PolicyRule {
-            from: vec![s],
-            ..Default::default()
-        }
-    }
-
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    fn id(ns: &str, sa: &str) -> Identity {
-        Identity::new("cluster.local", ns, sa).unwrap()
-    }
-
-    fn check(c: &Config, port: u16, who: Option<&Identity>, ip: &str) -> Decision {
-        let labels: BTreeMap<String, String> = [("app".to_owned(), "cart".to_owned())].into();
-        authorize(
-            c,
-            &Target {
-                namespace: "shop",
-                labels: &labels,
-                port,
-            },
-            &Source {
-                identity: who,
-                ip: ip.parse().unwrap(),
-            },
-        )
-    }
-
-    #[test]
-    fn no_policy_allows() {
-        let d = check(&Config::default(), 80, None, "10.0.0.1");
-        assert!(d.allowed);
-        assert_eq!(d.reason, "no policy");
-    }
-
-    #[test]
-    fn allow_by_namespace_denies_the_rest() {
-        let c = config(vec![(
-            "shop",
-            "only-shop",
-            authz(
-                "ALLOW",
-                &[],
-                vec![from(|s| s.namespaces = strings(&["shop"]))],
-            ),
-        )]);
-        let d = check(&c, 80, Some(&id("shop", "frontend")), "10.0.0.1");
-        assert_eq!((d.allowed, d.reason.as_str()), (true, "shop/only-shop"));
-        let d = check(&c, 80, Some(&id("legacy", "billing")), "10.0.0.1");
-        assert_eq!(
-            (d.allowed, d.reason.as_str()),
-            (false, "no ALLOW policy matched")
-        );
-        // A plaintext client has no namespace.
-        assert!(!check(&c, 80, None, "10.0.0.1").allowed);
-    }
-
-    #[test]
-    fn deny_wins_over_allow_and_audit_is_reported() {
-        let c = config(vec![
-            ("shop", "all", authz("ALLOW", &[], vec![from(|_| {})])),
-            (
-                "shop",
-                "no-billing",
-                authz(
-                    "DENY",
-                    &[],
-                    vec![from(|s| {
-                        s.principals = strings(&["cluster.local/ns/legacy/sa/billing"])
-                    })],
-                ),
-            ),
-            (
-                "shop",
-                "watch",
-                authz("AUDIT", &[], vec![from(|s| s.namespaces = strings(&["*"]))]),
-            ),
-        ]);
-        let d = check(&c, 80, Some(&id("legacy", "billing")), "10.0.0.1");
-        assert_eq!((d.allowed, d.reason.as_str()), (false, "shop/no-billing"));
-        assert_eq!(d.audited, vec!["shop/watch".to_owned()]);
-        let d = check(&c, 80, Some(&id("legacy", "other")), "10.0.0.1");
-        assert_eq!((d.allowed, d.reason.as_str()), (true, "shop/all"));
-    }
-
-    #[test]
-    fn selector_scope_and_mesh_wide_policies() {
-        let c = config(vec![
-            (
-                "shop",
-                "for-frontend",
-                authz("ALLOW", &[("app", "frontend")], vec![]),
-            ),
-            ("other", "elsewhere", authz("ALLOW", &[], vec![])),
-        ]);
-        // Neither selects app=cart in shop.
-        assert!(check(&c, 80, None, "10.0.0.1").allowed);
-        let c = config(vec![(
-            ROOT_NAMESPACE,
-            "mesh-deny-7000",
-            authz(
-                "DENY",
-                &[],
-                vec![wire::PolicyRule {
-                    ports: vec![7000],
-                    ..Default::default()
-                }],
-            ),
-        )]);
-        assert!(!check(&c, 7000, Some(&id("shop", "a")), "10.0.0.1").allowed);
-        assert!(check(&c, 80, Some(&id("shop", "a")), "10.0.0.1").allowed);
-    }
-
-    #[test]
-    fn allow_without_rules_denies_all() {
-        let c = config(vec![("shop", "nothing", authz("ALLOW", &[], vec![]))]);
-        assert!(!check(&c, 80, Some(&id("shop", "a")), "10.0.0.1").allowed);
-    }
-
-    #[test]
-    fn principals_wildcards_negations_and_ip_blocks() {
-        let rule = from(|s| {
-            s.principals = strings(&["cluster.local/ns/shop/*"]);
-            s.not_principals = strings(&["*/sa/intruder"]);
-            s.ip_blocks = strings(&["10.244.0.0/16"]);
-            s.not_ip_blocks = strings(&["10.244.9.0/24"]);
-        });
-        let c = config(vec![("shop", "p", authz("ALLOW", &[], vec![rule]))]);
-        assert!(check(&c, 80, Some(&id("shop", "a")), "10.244.1.5").allowed);
-        assert!(!check(&c, 80, Some(&id("shop", "intruder")), "10.244.1.5").allowed);
-        assert!(!check(&c, 80, Some(&id("legacy", "a")), "10.244.1.5").allowed);
-        assert!(!check(&c, 80, Some(&id("shop", "a")), "10.244.9.5").allowed);
-        assert!(!check(&c, 80, Some(&id("shop", "a")), "10.1.1.5").allowed);
-        assert!(check(&c, 80, Some(&id("shop", "a")), "::ffff:10.244.1.5").allowed);
-    }
-
-    #[test]
-    fn http_conditions_never_widen_an_l4_decision() {
-        let get_only = wire::PolicyRule {
-            methods: vec!["GET".to_owned()],
-            ..Default::default()
-        };
-        // ALLOW GET: a TCP connection cannot show it is a GET, so it is not allowed.
-        let c = config(vec![(
-            "shop",
-            "get",
-            authz("ALLOW", &[], vec![get_only.clone()]),
-        )]);
-        assert!(!check(&c, 80, Some(&id("shop", "a")), "10.0.0.1").allowed);
-        // DENY GET: denied at L4 (more than asked, never less).
-        let c = config(vec![
-            ("shop", "all", authz("ALLOW", &[], vec![from(|_| {})])),
-            ("shop", "no-get", authz("DENY", &[], vec![get_only])),
-        ]);
-        let d = check(&c, 80, Some(&id("shop", "a")), "10.0.0.1");
-        assert_eq!((d.allowed, d.reason.as_str()), (false, "shop/no-get"));
-    }
-
-    #[test]
-    fn ip_blocks() {
-        assert!(in_block("10.0.0.0/8", "10.1.2.3".parse().unwrap()));
-        assert!(!in_block("10.0.0.0/8", "11.1.2.3".parse().unwrap()));
-        assert!(in_block("0.0.0.0/0", "11.1.2.3".parse().unwrap()));
-        assert!(in_block("10.1.2.3", "10.1.2.3".parse().unwrap()));
-        assert!(in_block("fd00::/8", "fd12::1".parse().unwrap()));
-        assert!(!in_block("fd00::/8", "10.1.2.3".parse().unwrap()));
-        assert!(!in_block("10.0.0.0/33", "10.1.2.3".parse().unwrap()));
-        assert!(!in_block("nonsense", "10.1.2.3".parse().unwrap()));
-    }
-
-    fn peer(mode: &str, selector: &[(&str, &str)]) -> Policy {
-        Policy::PeerAuthentication(wire::PeerAuthentication {
-            mode: mode.to_owned(),
-            selector: selector
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-        })
-    }
-
-    #[test]
-    fn peer_modes_most_specific_wins() {
-        let cart: BTreeMap<String, String> = [("app".to_owned(), "cart".to_owned())].into();
-        let other: BTreeMap<String, String> = [("app".to_owned(), "x".to_owned())].into();
-        assert_eq!(
-            peer_mode(&Config::default(), "shop", &cart),
-            PeerMode::Permissive
-        );
-        let c = config(vec![(ROOT_NAMESPACE, "mesh", peer("STRICT", &[]))]);
-        assert_eq!(peer_mode(&c, "shop", &cart), PeerMode::Strict);
-        let c = config(vec![
-            (ROOT_NAMESPACE, "mesh", peer("STRICT", &[])),
-            ("shop", "ns", peer("PERMISSIVE", &[])),
-            ("shop", "cart", peer("STRICT", &[("app", "cart")])),
-        ]);
-        assert_eq!(peer_mode(&c, "shop", &cart), PeerMode::Strict);
-        assert_eq!(peer_mode(&c, "shop", &other), PeerMode::Permissive);
-        assert_eq!(peer_mode(&c, "legacy", &other), PeerMode::Strict);
-    }
-}
+mod tests;

@@ -129,13 +129,15 @@ async fn folder_changes_reach_the_agent_and_bad_files_change_nothing() {
         backoff_max: Duration::from_secs(2),
     })
     .unwrap();
-    let (mut rx, task) = discovery::subscribe(
-        certs.channel(),
-        folder.token.clone(),
-        String::new(),
-        "cluster.local".into(),
-        Duration::from_secs(2),
-    );
+    let (mut rx, task) = discovery::subscribe(discovery::Subscription {
+        channel: certs.channel(),
+        token: folder.token.clone(),
+        node: String::new(),
+        waypoint: None,
+        trust_domain: "cluster.local".into(),
+        backoff_max: Duration::from_secs(2),
+        check: None,
+    });
 
     // The snapshot: this node's workloads only, every service.
     let c = until(&mut rx, "the snapshot", |c| c.version > 0).await;

@@ -81,6 +81,9 @@ pub struct ServicePort {
     pub target_port: Option<IntOrString>,
     #[serde(default)]
     pub protocol: Option<String>,
+    /// What the port carries (`http`, `kubernetes.io/h2c`, `grpc`, `tcp` …).
+    #[serde(default)]
+    pub app_protocol: Option<String>,
 }
 
 // --- EndpointSlice (discovery.k8s.io/v1)
@@ -286,6 +289,31 @@ pub struct Operation {
     /// L7: enforced by a waypoint only. Every condition must hold.
     #[serde(default)]
     pub headers: Vec<HeaderCondition>,
+    /// L7: request hosts, enforced by a waypoint only.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// L7: methods that must not match.
+    #[serde(default)]
+    pub not_methods: Vec<String>,
+    /// L7: paths that must not match.
+    #[serde(default)]
+    pub not_paths: Vec<String>,
+    /// L7: hosts that must not match.
+    #[serde(default)]
+    pub not_hosts: Vec<String>,
+}
+
+impl Operation {
+    /// Whether it has conditions only a waypoint can check.
+    pub fn has_l7(&self) -> bool {
+        !self.methods.is_empty()
+            || !self.paths.is_empty()
+            || !self.headers.is_empty()
+            || !self.hosts.is_empty()
+            || !self.not_methods.is_empty()
+            || !self.not_paths.is_empty()
+            || !self.not_hosts.is_empty()
+    }
 }
 
 /// A request header that must be present with one of `values` (each exact, with one
@@ -586,6 +614,8 @@ pub struct HttpRouteMatch {
     pub method: Option<String>,
     #[serde(default)]
     pub headers: Vec<HeaderMatch>,
+    #[serde(default)]
+    pub query_params: Vec<HeaderMatch>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

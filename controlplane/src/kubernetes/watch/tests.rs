@@ -353,17 +353,17 @@ async fn a_bad_object_is_refused_and_its_last_good_version_stays() {
 
     // A field Weft does not implement.
     let mut unknown = policy("cart", good);
-    unknown["spec"]["rules"][0]["to"] = json!([{"operation": {"hosts": ["cart.shop"]}}]);
+    unknown["spec"]["rules"][0]["to"] = json!([{"operation": {"notPorts": ["80"]}}]);
     fake.apply(POLICIES, unknown);
     let (docs, problems) = in_force
         .until("the unknown field is refused", |_, problems| {
             problems
                 .iter()
-                .any(|p| p.path == "spec.rules[0].to[0].operation.hosts")
+                .any(|p| p.path == "spec.rules[0].to[0].operation.notPorts")
         })
         .await;
     assert_eq!(principal(&docs, "cart").as_deref(), Some(good));
-    assert!(problems[0].reason.contains("hosts"), "{}", problems[0]);
+    assert!(problems[0].reason.contains("notPorts"), "{}", problems[0]);
 
     // A new object that never was good is not taken.
     fake.apply(POLICIES, policy("other", "nobody"));
