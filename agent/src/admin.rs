@@ -149,7 +149,7 @@ impl Admin {
                     "no_control_plane",
                 ),
             },
-            (&Method::GET, "/metrics") => metrics_response(&self.registry),
+            (&Method::GET, "/metrics") => dataplane::probes::metrics_response(&self.registry),
             (
                 _,
                 "/v1/enroll" | "/v1/unenroll" | "/v1/enrollments" | "/v1/stats" | "/v1/config"
@@ -190,98 +190,6 @@ impl Admin {
                 .map(|(d, v)| (d.reason(), v))
                 .collect(),
         }
-    }
-}
-
-/// Serves `GET /metrics` (and nothing else) on a TCP listener, for Prometheus.
-pub async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
-        let registry = Arc::clone(&registry);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let registry = Arc::clone(&registry);
-                async move {
-                    Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
-                        (&Method::GET, "/metrics") => metrics_response(&registry),
-                        _ => error(
-                            StatusCode::NOT_FOUND,
-                            "only GET /metrics is served here",
-                            "not_found",
-                        ),
-                    })
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-/// `GET /healthz/ready`: 200 while `ready`, 503 otherwise (starting or draining).
-pub async fn serve_readiness(
-    listener: tokio::net::TcpListener,
-    ready: Arc<std::sync::atomic::AtomicBool>,
-) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            continue;
-        };
-        let ready = Arc::clone(&ready);
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let ready = ready.load(std::sync::atomic::Ordering::Acquire);
-                async move {
-                    Ok::<_, Infallible>(match (req.method(), req.uri().path()) {
-                        (&Method::GET, "/healthz/ready") if ready => {
-                            let mut r = Response::new(Full::new(Bytes::from_static(b"ready\n")));
-                            r.headers_mut().insert(
-                                hyper::header::CONTENT_TYPE,
-                                hyper::header::HeaderValue::from_static("text/plain"),
-                            );
-                            r
-                        }
-                        (&Method::GET, "/healthz/ready") => error(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "not ready: starting, waiting for configuration, or draining",
-                            "not_ready",
-                        ),
-                        _ => error(
-                            StatusCode::NOT_FOUND,
-                            "only GET /healthz/ready is served here",
-                            "not_found",
-                        ),
-                    })
-                }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
-}
-
-fn metrics_response(registry: &Registry) -> Response<Full<Bytes>> {
-    let mut text = String::new();
-    match prometheus_client::encoding::text::encode(&mut text, registry) {
-        Ok(()) => Response::builder()
-            .status(StatusCode::OK)
-            .header(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )
-            .body(Full::new(Bytes::from(text)))
-            .expect("static response parts are valid"),
-        Err(_) => error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "encoding metrics failed",
-            "metrics",
-        ),
     }
 }
 

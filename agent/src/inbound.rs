@@ -183,7 +183,8 @@ async fn connect_stream(
         return respond(reply, StatusCode::BAD_REQUEST);
     };
     let target = SocketAddr::new(target.ip().to_canonical(), target.port());
-    let admitted = match admit(&mesh, &pod, &client, (peer, target)).await {
+    let original = original_caller(req.headers());
+    let admitted = match admit(&mesh, &pod, &client, (peer, target), original.as_deref()).await {
         Ok(admitted) => admitted,
         Err(refusal) => {
             let (reason, code) = match refusal {
@@ -233,6 +234,7 @@ pub(crate) async fn admit<'m>(
     pod: &Arc<Pod>,
     client: &Identity,
     (peer, target): (SocketAddr, SocketAddr),
+    original: Option<&str>,
 ) -> Result<Admitted<'m>, Refusal> {
     if !pod.addresses.contains(&target.ip()) {
         return Err(Refusal::ForeignTarget);
@@ -264,7 +266,7 @@ pub(crate) async fn admit<'m>(
     }
     if !decision.allowed {
         labels.response_flags = "DENIED";
-        access_log(&labels, peer, target, &decision, 0, 0, Duration::ZERO);
+        access_log(&labels, (peer, target, original), &decision, 0, 0, Duration::ZERO);
         return Err(Refusal::Denied);
     }
     let start = Instant::now();
@@ -274,11 +276,12 @@ pub(crate) async fn admit<'m>(
             tracing::debug!(%target, error = %e, "connecting to the application failed");
             traffic.failure(Reporter::Destination, "upstream_connect");
             labels.response_flags = "UF";
-            access_log(&labels, peer, target, &decision, 0, 0, start.elapsed());
+            access_log(&labels, (peer, target, original), &decision, 0, 0, start.elapsed());
             return Err(Refusal::Upstream);
         }
     };
     Ok(Admitted {
+        original: original.map(str::to_owned),
         mesh,
         pod: Arc::clone(pod),
         client: client.clone(),
@@ -300,6 +303,8 @@ pub(crate) struct Admitted<'m> {
     addrs: (SocketAddr, SocketAddr),
     decision: policy::Decision,
     start: Instant,
+    /// The caller a waypoint forwards for, as its CONNECT request says.
+    original: Option<String>,
 }
 
 impl Admitted<'_> {
@@ -326,7 +331,7 @@ impl Admitted<'_> {
             revoked,
             self.addrs,
             self.decision,
-            self.start,
+            (self.start, self.original.as_deref()),
             counted,
         )
         .await;
@@ -367,7 +372,7 @@ async fn plaintext_connection(
         };
         traffic.authorization(&labels, false);
         labels.response_flags = "DENIED";
-        access_log(&labels, peer, target, &decision, 0, 0, Duration::ZERO);
+        access_log(&labels, (peer, target, None), &decision, 0, 0, Duration::ZERO);
         refuse(tcp);
         return Err("plaintext_strict");
     }
@@ -379,7 +384,7 @@ async fn plaintext_connection(
     traffic.authorization(&labels, decision.allowed);
     if !decision.allowed {
         labels.response_flags = "DENIED";
-        access_log(&labels, peer, target, &decision, 0, 0, Duration::ZERO);
+        access_log(&labels, (peer, target, None), &decision, 0, 0, Duration::ZERO);
         refuse(tcp);
         return Err("plaintext_denied");
     }
@@ -388,7 +393,7 @@ async fn plaintext_connection(
         Ok(s) => s,
         Err(_) => {
             labels.response_flags = "UF";
-            access_log(&labels, peer, target, &decision, 0, 0, start.elapsed());
+            access_log(&labels, (peer, target, None), &decision, 0, 0, start.elapsed());
             refuse(tcp);
             return Err("upstream_connect");
         }
@@ -407,7 +412,7 @@ async fn plaintext_connection(
         revoked,
         (peer, target),
         decision,
-        start,
+        (start, None),
         &Counted::default(),
     )
     .await;
@@ -425,7 +430,7 @@ async fn splice<C: Client>(
     revoked: tokio::sync::oneshot::Receiver<()>,
     (peer, target): (SocketAddr, SocketAddr),
     decision: policy::Decision,
-    start: Instant,
+    (start, original): (Instant, Option<&str>),
     counted: &Counted,
 ) {
     let traffic = &mesh.metrics.traffic;
@@ -449,8 +454,7 @@ async fn splice<C: Client>(
     traffic.closed(&labels, sent, received);
     access_log(
         &labels,
-        peer,
-        target,
+        (peer, target, original),
         &decision,
         sent,
         received,
@@ -485,11 +489,36 @@ fn reset_on_close(tcp: &TcpStream) {
     let _ = socket2::SockRef::from(tcp).set_linger(Some(Duration::ZERO));
 }
 
-/// One line per connection on the `weft::access` target.
+/// The caller a waypoint forwards for: the `baggage` entry `weft.source.principal` of
+/// its CONNECT request, with the address of `forwarded: for=`. Only informative (the
+/// tunnel's peer is the waypoint); logged, never used to decide.
+fn original_caller(headers: &http::HeaderMap) -> Option<String> {
+    let principal = headers
+        .get_all("baggage")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|entry| entry.trim().strip_prefix("weft.source.principal="))
+        .map(|p| p.split(';').next().unwrap_or(p).trim());
+    let address = headers
+        .get("forwarded")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.split([';', ','])
+                .find_map(|p| p.trim().strip_prefix("for="))
+                .map(|a| a.trim_matches('"'))
+        });
+    match (principal, address) {
+        (None, None) => None,
+        (p, a) => Some(format!("{} {}", p.unwrap_or("-"), a.unwrap_or("-"))),
+    }
+}
+
+/// One line per connection on the `weft::access` target. `via` is the caller a
+/// waypoint forwards for (principal and address), if any.
 pub fn access_log(
     labels: &ConnectionLabels,
-    src: SocketAddr,
-    dst: SocketAddr,
+    (src, dst, via): (SocketAddr, SocketAddr, Option<&str>),
     decision: &policy::Decision,
     sent: u64,
     received: u64,
@@ -503,6 +532,7 @@ pub fn access_log(
         },
         src = %src,
         dst = %dst,
+        via = via.unwrap_or("-"),
         src_workload = %format_args!("{}/{}", labels.source_workload_namespace, labels.source_workload),
         src_identity = %labels.source_principal,
         dst_workload = %format_args!("{}/{}", labels.destination_workload_namespace, labels.destination_workload),
@@ -517,4 +547,26 @@ pub fn access_log(
         duration_ms = duration.as_millis() as u64,
         "connection"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_original_caller_comes_from_baggage_and_forwarded() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(original_caller(&h), None);
+        h.insert(
+            "baggage",
+            "k=v, weft.source.principal=spiffe://cluster.local/ns/shop/sa/frontend;p=1"
+                .parse()
+                .unwrap(),
+        );
+        h.insert("forwarded", "for=\"10.244.1.2\";proto=http".parse().unwrap());
+        assert_eq!(
+            original_caller(&h).as_deref(),
+            Some("spiffe://cluster.local/ns/shop/sa/frontend 10.244.1.2")
+        );
+    }
 }

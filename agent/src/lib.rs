@@ -151,7 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the metrics listener {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-            Some(tokio::spawn(admin::serve_metrics(
+            Some(tokio::spawn(dataplane::probes::serve_metrics(
                 listener,
                 Arc::clone(&registry),
             )))
@@ -166,7 +166,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the readiness listener {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "readiness listening");
-            Some(tokio::spawn(admin::serve_readiness(
+            Some(tokio::spawn(dataplane::probes::serve_readiness(
                 listener,
                 Arc::clone(&ready),
             )))

@@ -117,6 +117,11 @@ impl Pod {
 /// The part of the configuration that decides a connection to a pod, as the pod's
 /// workload has it; `None` when the workload is not in the configuration (then
 /// nothing is allowed).
+///
+/// A connection from the waypoint that serves the pod (its workload's or namespace's
+/// waypoint, or that of a Service it is an endpoint of) is allowed: the waypoint has
+/// decided each request with the same policies, HTTP conditions included, for the
+/// original caller, which this side cannot see.
 pub fn authorize(
     config: &Config,
     pod: &Pod,
@@ -124,21 +129,68 @@ pub fn authorize(
     source: &policy::Source<'_>,
 ) -> policy::Decision {
     match pod_workload(config, pod) {
-        Ok((namespace, workload)) => policy::authorize(
-            config,
-            &policy::Target {
-                namespace,
-                labels: &workload.labels,
-                port,
-            },
-            source,
-        ),
+        Ok((namespace, workload)) => {
+            let decision = policy::authorize(
+                config,
+                &policy::Target {
+                    namespace,
+                    labels: &workload.labels,
+                    port,
+                },
+                source,
+            );
+            if decision.allowed {
+                return decision;
+            }
+            let waypoint = source.identity.and_then(|client| {
+                let name = &pod.workload.as_ref()?.name;
+                serving_waypoint(config, namespace, name, workload, client)
+            });
+            match waypoint {
+                Some(waypoint) => policy::Decision {
+                    allowed: true,
+                    reason: format!("waypoint {namespace}/{waypoint}"),
+                    audited: decision.audited,
+                },
+                None => decision,
+            }
+        }
         Err(reason) => policy::Decision {
             allowed: false,
             reason: reason.to_owned(),
             audited: Vec::new(),
         },
     }
+}
+
+/// The waypoint (Gateway name) serving workload `namespace/name` whose identity is
+/// `client`, if there is one: a waypoint's workloads are the endpoints of the Service
+/// named like its Gateway.
+fn serving_waypoint<'c>(
+    config: &'c Config,
+    namespace: &str,
+    name: &str,
+    workload: &'c crate::discovery::Workload,
+    client: &Identity,
+) -> Option<&'c str> {
+    let me = format!("{namespace}/{name}");
+    let through_services = config
+        .services
+        .iter()
+        .filter(|((_, ns, _), s)| ns == namespace && s.endpoints.iter().any(|e| e.workload == me))
+        .filter_map(|(_, s)| s.waypoint.as_deref());
+    workload
+        .waypoint
+        .as_deref()
+        .into_iter()
+        .chain(through_services)
+        .find(|waypoint| {
+            let key = ("Service".to_owned(), namespace.to_owned(), (*waypoint).to_owned());
+            config
+                .services
+                .get(&key)
+                .is_some_and(|w| w.endpoints.iter().any(|e| e.identity == *client))
+        })
 }
 
 /// The peer authentication mode of a pod; STRICT while its workload is unknown.

@@ -180,7 +180,13 @@ impl Outbound {
                         .find(|a| a.is_ipv4() == authority.is_ipv4())
                         .map_or(peer, |a| SocketAddr::new(*a, peer.port()));
                     let admitted =
-                        crate::inbound::admit(&self.mesh, &dst_pod, source, (from, *authority))
+                        crate::inbound::admit(
+                            &self.mesh,
+                            &dst_pod,
+                            source,
+                            (from, *authority),
+                            None,
+                        )
                             .await;
                     match admitted {
                         Ok(admitted) => {
@@ -320,6 +326,13 @@ impl Outbound {
             reason: "-".to_owned(),
             audited: Vec::new(),
         };
-        crate::inbound::access_log(labels, src, dst, &decision, sent, received, start.elapsed());
+        crate::inbound::access_log(
+            labels,
+            (src, dst, None),
+            &decision,
+            sent,
+            received,
+            start.elapsed(),
+        );
     }
 }

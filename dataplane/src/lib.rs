@@ -1,7 +1,8 @@
 //! What Weft's two data-plane binaries, the node agent and the waypoint, share:
 //! workload certificates from the control plane's CA (`identity`), the configuration
 //! subscription (`discovery`), authorization decisions (`policy`), HBONE tunnels
-//! (`hbone`), copying between streams (`copy`) and logging set-up (`logs`).
+//! (`hbone`), copying between streams (`copy`), logging set-up (`logs`) and the
+//! metrics and readiness endpoints (`probes`).
 #![forbid(unsafe_code)]
 
 pub mod copy;
@@ -10,3 +11,4 @@ pub mod hbone;
 pub mod identity;
 pub mod logs;
 pub mod policy;
+pub mod probes;

@@ -94,18 +94,41 @@ fn applies(ns: &str, target: &Target<'_>) -> bool {
     ns == ROOT_NAMESPACE || ns == target.namespace
 }
 
-/// Decides whether `source` may connect to `target`.
-pub fn authorize(config: &Config, target: &Target<'_>, source: &Source<'_>) -> Decision {
-    authorize_request(config, target, source, None)
+/// What a decision is about.
+#[derive(Debug, Clone, Copy)]
+pub enum Scope<'a> {
+    /// A TCP connection, whatever it carries: HTTP conditions never widen the decision
+    /// (ALLOW rules with them do not match; DENY and AUDIT rules match on their L4 part).
+    Connection,
+    /// A tunnel that will carry HTTP requests, each decided on its own later: refused
+    /// only when no request could be allowed (ALLOW rules match on their L4 part; DENY
+    /// rules with HTTP conditions wait for the requests).
+    AnyRequest,
+    /// One HTTP request.
+    Request(&'a Request<'a>),
 }
 
-/// Decides whether `source` may send `request` (when there is one: a waypoint's view)
-/// to `target`.
+/// Decides whether `source` may connect to `target`.
+pub fn authorize(config: &Config, target: &Target<'_>, source: &Source<'_>) -> Decision {
+    authorize_in(config, target, source, Scope::Connection)
+}
+
+/// Decides whether `source` may send `request` to `target` (a waypoint's view).
 pub fn authorize_request(
     config: &Config,
     target: &Target<'_>,
     source: &Source<'_>,
-    request: Option<&Request<'_>>,
+    request: &Request<'_>,
+) -> Decision {
+    authorize_in(config, target, source, Scope::Request(request))
+}
+
+/// Decides within `scope`.
+pub fn authorize_in(
+    config: &Config,
+    target: &Target<'_>,
+    source: &Source<'_>,
+    scope: Scope<'_>,
 ) -> Decision {
     let mut audited = Vec::new();
     let mut deny = None;
@@ -119,15 +142,24 @@ pub fn authorize_request(
             continue;
         }
         let id = format!("{ns}/{name}");
-        // Without a request, an ALLOW rule with HTTP conditions cannot be shown to hold.
-        let l4_only = p.action == "ALLOW" && request.is_none();
+        let allow = p.action == "ALLOW";
         let matched = p
             .rules
             .iter()
-            .filter(|r| !(l4_only && has_http_conditions(r)))
+            .filter(|r| match scope {
+                // Without a request, an ALLOW rule with HTTP conditions cannot be shown
+                // to hold.
+                Scope::Connection => !(allow && has_http_conditions(r)),
+                // Nor can a DENY rule's.
+                Scope::AnyRequest => allow || !has_http_conditions(r),
+                Scope::Request(_) => true,
+            })
             .any(|r| {
                 rule_matches(r, target, source)
-                    && request.is_none_or(|req| request::conditions_hold(r, req))
+                    && match scope {
+                        Scope::Request(req) => request::conditions_hold(r, req),
+                        _ => true,
+                    }
             });
         match p.action.as_str() {
             "AUDIT" => {

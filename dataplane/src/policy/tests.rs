@@ -259,12 +259,12 @@ fn a_waypoint_decides_http_conditions_with_the_request() {
                 identity: Some(who),
                 ip: "10.0.0.1".parse().unwrap(),
             },
-            Some(&Request {
+            &Request {
                 method,
                 path,
                 host: "cart.shop",
                 headers: &headers,
-            }),
+            },
         )
     };
     let frontend = id("shop", "frontend");
@@ -283,4 +283,43 @@ fn a_waypoint_decides_http_conditions_with_the_request() {
         (d.allowed, d.reason.as_str()),
         (false, "no ALLOW policy matched")
     );
+}
+
+#[test]
+fn a_tunnel_for_requests_is_refused_only_when_no_request_could_pass() {
+    let get_only = wire::PolicyRule {
+        methods: vec!["GET".to_owned()],
+        ..from(|s| s.namespaces = vec!["shop".to_owned()])
+    };
+    let no_admin = wire::PolicyRule {
+        paths: vec!["/admin".to_owned()],
+        ..Default::default()
+    };
+    let c = config(vec![
+        ("shop", "get", authz("ALLOW", &[], vec![get_only])),
+        ("shop", "no-admin", authz("DENY", &[], vec![no_admin])),
+    ]);
+    let labels = BTreeMap::new();
+    let target = Target {
+        namespace: "shop",
+        labels: &labels,
+        port: 80,
+    };
+    let decide = |who: &Identity| {
+        authorize_in(
+            &c,
+            &target,
+            &Source {
+                identity: Some(who),
+                ip: "10.0.0.1".parse().unwrap(),
+            },
+            Scope::AnyRequest,
+        )
+    };
+    // A GET from shop could pass; the DENY on /admin waits for the request.
+    assert!(decide(&id("shop", "frontend")).allowed);
+    // Nothing from another namespace could.
+    assert!(!decide(&id("legacy", "billing")).allowed);
+    // A connection cannot show it carries a GET.
+    assert!(!check(&c, 80, Some(&id("shop", "frontend")), "10.0.0.1").allowed);
 }
