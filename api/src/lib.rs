@@ -6,6 +6,7 @@ pub mod admin;
 pub mod config;
 pub mod identity;
 pub mod mounts;
+pub mod pattern;
 pub mod tls;
 
 /// The gRPC protocol, generated from `proto/`. Generated types stop at the edge: each

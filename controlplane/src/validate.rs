@@ -7,8 +7,6 @@
 mod policy;
 mod route;
 
-pub use route::compile_regex;
-
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,

@@ -24,6 +24,9 @@ use tokio::net::TcpStream;
 
 use crate::identity::CertManager;
 
+/// The port HBONE listens on, in each pod and on waypoints.
+pub const HBONE_PORT: u16 = 15008;
+
 pub const CONNECT_TIMEOUT: &str = "WEFT_CONNECT_TIMEOUT";
 pub const TLS_HANDSHAKE_TIMEOUT: &str = "WEFT_TLS_HANDSHAKE_TIMEOUT";
 pub const HBONE_MAX_HEADER_LIST_SIZE: &str = "WEFT_HBONE_MAX_HEADER_LIST_SIZE";

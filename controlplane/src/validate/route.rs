@@ -271,28 +271,11 @@ fn query_matches(c: &mut Check<'_>, base: &str, params: &[HeaderMatch]) {
 /// to RE2's), matched against the whole value. It must compile, within a size limit
 /// that keeps matching cheap.
 fn regex(c: &mut Check<'_>, path: &str, pattern: &str) {
-    if let Err(e) = compile_regex(pattern) {
+    if let Err(e) = api::pattern::compile_regex(pattern) {
         c.bad(path, e);
     }
 }
 
-/// The one way Weft compiles a route's regular expression: anchored at both ends, and
-/// at most 64 KiB compiled. The waypoint compiles with the same settings.
-pub fn compile_regex(pattern: &str) -> Result<regex::Regex, String> {
-    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-        .size_limit(64 * 1024)
-        .build()
-        .map_err(|e| match e {
-            regex::Error::Syntax(detail) => format!(
-                "{pattern:?} is not a regular expression: {}",
-                detail.lines().last().unwrap_or_default().trim_start_matches("error: ")
-            ),
-            regex::Error::CompiledTooBig(limit) => {
-                format!("{pattern:?} compiles to more than {limit} bytes")
-            }
-            other => format!("{pattern:?}: {other}"),
-        })
-}
 
 /// What a route's filters may be: a GRPCRoute has no redirects or rewrites, and a
 /// prefix replacement needs every match of its rule to be a path prefix.

@@ -1,0 +1,103 @@
+//! HTTP on a tunnelled stream: HTTP/1.1 (keep-alive, chunked, upgrades such as
+//! WebSocket) or HTTP/2 with prior knowledge (gRPC among it), served by hyper with the
+//! waypoint's limits — the header section must come within the header timeout and
+//! fit in the header size limit, else the client is answered 408 or 431 and closed.
+//! Draining ends HTTP/1.1 connections after their current request and sends HTTP/2
+//! GOAWAY.
+
+use std::{convert::Infallible, sync::Arc};
+
+use hyper::{body::Incoming, server::conn, service::service_fn};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::{Waypoint, detect::Protocol, inbound::Downstream};
+
+/// Serves the requests of one stream until it ends.
+pub async fn serve<S>(waypoint: &Arc<Waypoint>, down: Arc<Downstream>, protocol: Protocol, io: S)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let waypoint = Arc::clone(waypoint);
+        service_fn(move |req: hyper::Request<Incoming>| {
+            let (waypoint, down) = (Arc::clone(&waypoint), Arc::clone(&down));
+            async move { Ok::<_, Infallible>(crate::proxy::handle(waypoint, down, req).await) }
+        })
+    };
+    let limits = &waypoint.settings.http;
+    let io = TokioIo::new(io);
+    let mut drain = waypoint.drain.clone();
+    let result = match protocol {
+        Protocol::Http2 => {
+            let hbone = &waypoint.settings.hbone;
+            let c = conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(limits.max_header_bytes)
+                .max_concurrent_streams(hbone.max_streams)
+                .initial_stream_window_size(dataplane::hbone::WINDOW)
+                .initial_connection_window_size(dataplane::hbone::CONNECTION_WINDOW)
+                .keep_alive_interval(hbone.keepalive_interval)
+                .keep_alive_timeout(hbone.keepalive_timeout)
+                .serve_connection(io, service);
+            tokio::pin!(c);
+            let done = tokio::select! {
+                r = c.as_mut() => Some(r),
+                () = drained(&mut drain) => None,
+            };
+            match done {
+                Some(r) => r,
+                None => {
+                    c.as_mut().graceful_shutdown();
+                    c.await
+                }
+            }
+        }
+        _ => {
+            let c = conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .max_buf_size((limits.max_header_bytes as usize).max(8192))
+                .keep_alive(true)
+                .serve_connection(io, service)
+                .with_upgrades();
+            tokio::pin!(c);
+            let done = tokio::select! {
+                r = c.as_mut() => Some(r),
+                () = drained(&mut drain) => None,
+            };
+            match done {
+                Some(r) => r,
+                None => {
+                    c.as_mut().graceful_shutdown();
+                    c.await
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// Returns once the waypoint drains.
+async fn drained(drain: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = drain.wait_for(|d| *d).await;
+}
+
+/// Copies both ways between an upgraded client connection and the upgraded endpoint
+/// connection (a WebSocket, say) until both ends close.
+pub async fn splice_upgrade(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (d, u) = match tokio::join!(downstream, upstream) {
+        (Ok(d), Ok(u)) => (d, u),
+        (d, u) => {
+            tracing::debug!(downstream = d.is_ok(), upstream = u.is_ok(), "an upgrade did not complete");
+            return;
+        }
+    };
+    let (mut d, mut u) = (TokioIo::new(d), TokioIo::new(u));
+    let counted = dataplane::copy::Counted::default();
+    if let Err(e) = dataplane::copy::bidirectional(&mut d, &mut u, &counted).await {
+        tracing::debug!(error = %e, "upgraded connection ended with an error");
+    }
+}

@@ -1,0 +1,209 @@
+//! The waypoint's way in: HBONE on 15008, admitted as an agent admits — mutual TLS
+//! with a client certificate of the trust domain, HTTP/2 where every stream must be a
+//! `CONNECT` (else 400) to a Service address and port, or a workload address, that this
+//! waypoint serves (else 400), from a client the destination's policies could let
+//! through (else 401: policies decide each request later, with the request). Then the
+//! stream is taken as HTTP or passed through as TCP by what its port declares, or, when
+//! the port declares nothing, by what its first bytes are.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use api::identity::Identity;
+use bytes::Bytes;
+use dataplane::{
+    discovery::Protocol as Declared,
+    hbone::{self, H2Stream},
+    policy,
+};
+use h2::{RecvStream, server::SendResponse};
+use http::{Method, Request, Response, StatusCode};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::Instrument as _;
+
+use crate::{
+    Waypoint,
+    detect::{self, Protocol, Rewind},
+    view::Target,
+};
+
+/// A tunnel's client and what it was opened for.
+#[derive(Debug)]
+pub struct Downstream {
+    pub client: Identity,
+    /// The client's address (its pod's).
+    pub peer: SocketAddr,
+    pub target: Target,
+    /// The tunnel's authority: the address the client asked for.
+    pub authority: SocketAddr,
+}
+
+/// Accepts HBONE connections until the task is aborted.
+pub async fn serve(waypoint: Arc<Waypoint>, listener: TcpListener) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let waypoint = Arc::clone(&waypoint);
+        let span = tracing::debug_span!("hbone", %peer);
+        tokio::spawn(
+            async move {
+                if let Err(reason) = connection(&waypoint, tcp, peer).await {
+                    waypoint.metrics.refused(reason);
+                    tracing::debug!(reason, "HBONE connection refused or failed");
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
+
+async fn connection(
+    waypoint: &Arc<Waypoint>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+) -> Result<(), &'static str> {
+    let _ = tcp.set_nodelay(true);
+    let s = &waypoint.settings.hbone;
+    let acceptor =
+        tokio_rustls::TlsAcceptor::from(waypoint.certs.server_config(&waypoint.settings.identity));
+    let tls = match tokio::time::timeout(s.handshake_timeout, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return Err("tls_handshake");
+        }
+        Err(_) => return Err("tls_handshake_timeout"),
+    };
+    let client = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .ok_or("no_client_certificate")
+        .and_then(|leaf| api::tls::spiffe_identity(leaf).map_err(|e| e.reason()))?;
+    let mut connection = hbone::accept_h2(tls, s).await?;
+    let pings = connection.ping_pong();
+    let alive = async {
+        match pings {
+            Some(p) => hbone::keepalive(p, s.keepalive_interval, s.keepalive_timeout).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(alive);
+    let mut drain = waypoint.drain.clone();
+    let mut draining = false;
+    loop {
+        let mut start_drain = false;
+        tokio::select! {
+            next = connection.accept() => match next {
+                Some(Ok((req, respond))) => {
+                    let (waypoint, client) = (Arc::clone(waypoint), client.clone());
+                    tokio::spawn(stream(waypoint, client, peer, req, respond).in_current_span());
+                }
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "HBONE connection failed");
+                    return Err("hbone_h2");
+                }
+                None => return Ok(()),
+            },
+            _ = drain.wait_for(|d| *d), if !draining => start_drain = true,
+            () = &mut alive => return Err("hbone_keepalive"),
+        }
+        if start_drain {
+            draining = true;
+            connection.graceful_shutdown();
+        }
+    }
+}
+
+fn respond(mut reply: SendResponse<Bytes>, code: StatusCode) {
+    let mut r = Response::new(());
+    *r.status_mut() = code;
+    let _ = reply.send_response(r, true);
+}
+
+/// Admits one CONNECT stream and hands it to HTTP or to the TCP pass-through.
+async fn stream(
+    waypoint: Arc<Waypoint>,
+    client: Identity,
+    peer: SocketAddr,
+    req: Request<RecvStream>,
+    reply: SendResponse<Bytes>,
+) {
+    let metrics = &waypoint.metrics;
+    if req.method() != Method::CONNECT {
+        metrics.refused("hbone_not_connect");
+        return respond(reply, StatusCode::BAD_REQUEST);
+    }
+    let Some(authority) = req
+        .uri()
+        .authority()
+        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+    else {
+        metrics.refused("hbone_bad_authority");
+        return respond(reply, StatusCode::BAD_REQUEST);
+    };
+    let authority = SocketAddr::new(authority.ip().to_canonical(), authority.port());
+    let view = waypoint.view();
+    let Some(target) = view.target(authority) else {
+        metrics.refused("hbone_not_served");
+        return respond(reply, StatusCode::BAD_REQUEST);
+    };
+    let source = policy::Source {
+        identity: Some(&client),
+        ip: peer.ip(),
+    };
+    let decision = crate::authorize::target(&view, &target, &source, policy::Scope::AnyRequest);
+    if let Some(d) = &decision
+        && !d.allowed
+    {
+        metrics.refused("hbone_denied");
+        crate::access::tunnel_denied(&client, peer, authority, d);
+        return respond(reply, StatusCode::UNAUTHORIZED);
+    }
+    let declared = match &target {
+        Target::Service { port, .. } => port.protocol,
+        Target::Workload { .. } => Declared::Undeclared,
+    };
+    let mut reply = reply;
+    let mut ok = Response::new(());
+    *ok.status_mut() = StatusCode::OK;
+    let send = match reply.send_response(ok, false) {
+        Ok(send) => send,
+        Err(_) => return metrics.refused("hbone_stream_gone"),
+    };
+    metrics.tunnels_accepted.inc();
+    metrics.tunnels_active.inc();
+    let mut io = H2Stream::new(send, req.into_body());
+    let down = Arc::new(Downstream {
+        client,
+        peer,
+        target,
+        authority,
+    });
+    let timeout = waypoint.settings.http.detect_timeout;
+    let detected = match declared {
+        Declared::Tcp => Ok((Protocol::Opaque, Bytes::new())),
+        Declared::Undeclared => detect::detect(&mut io, Some(timeout)).await,
+        // Declared HTTP: whatever comes is parsed as HTTP (and refused when it is not).
+        Declared::Http | Declared::Http2 | Declared::Grpc => detect::detect(&mut io, None)
+            .await
+            .map(|(p, read)| match p {
+                Protocol::Opaque => (Protocol::Http1, read),
+                p => (p, read),
+            }),
+    };
+    match detected {
+        Ok((Protocol::Opaque, read)) => crate::tcp::pass(&waypoint, &down, Rewind::new(read, io)).await,
+        Ok((protocol, read)) => {
+            crate::http::serve(&waypoint, down, protocol, Rewind::new(read, io)).await
+        }
+        Err(e) => tracing::debug!(error = %e, "the stream ended before its protocol was known"),
+    }
+    metrics.tunnels_active.dec();
+}

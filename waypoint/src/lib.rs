@@ -1,0 +1,234 @@
+//! Weft's waypoint: the optional per-service L7 proxy.
+//!
+//! It is a workload of its own: it gets its identity's certificate from the control
+//! plane's CA, subscribes to the configuration as the waypoint of its Gateway (and
+//! keeps serving the last configuration it took while the control plane is away), and
+//! takes HBONE tunnels from the agents on 15008 for the Services and workloads bound to
+//! it (`inbound`). A tunnel carries HTTP (`http`, `proxy`) or, when it does not, a TCP
+//! stream (`tcp`). Requests are routed (`route`, `filters`), authorized (`authorize`)
+//! on their normalized form (`normalize`), balanced (`balance`) and sent to endpoints
+//! over HBONE with the waypoint's identity (`upstream`); their telemetry (`exchange`,
+//! `metrics`, `access`, `trace`, `otlp`) is recorded when their responses end.
+
+pub mod access;
+pub mod authorize;
+pub mod balance;
+pub mod body;
+pub mod config;
+pub mod detect;
+pub mod exchange;
+pub mod filters;
+pub mod http;
+pub mod inbound;
+pub mod metrics;
+pub mod mirror;
+pub mod normalize;
+pub mod otlp;
+pub mod proxy;
+pub mod respond;
+pub mod route;
+pub mod tcp;
+pub mod trace;
+pub mod upstream;
+pub mod view;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use dataplane::{discovery, identity::CertManager};
+use prometheus_client::registry::Registry;
+use tokio::sync::watch;
+
+use crate::{config::Config, metrics::Metrics, upstream::Upstreams, view::View};
+
+/// What every connection and request of the waypoint shares.
+pub struct Waypoint {
+    pub settings: Config,
+    pub certs: CertManager,
+    view: watch::Receiver<Arc<View>>,
+    pub upstreams: Arc<Upstreams>,
+    pub balancer: balance::Balancer,
+    pub metrics: Arc<Metrics>,
+    pub exporter: Option<otlp::Exporter>,
+    /// Turns `true` when the waypoint starts draining.
+    pub drain: watch::Receiver<bool>,
+}
+
+impl Waypoint {
+    /// The configuration in force.
+    pub fn view(&self) -> Arc<View> {
+        Arc::clone(&self.view.borrow())
+    }
+}
+
+/// Runs the waypoint until SIGTERM or SIGINT, then drains.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let certs = CertManager::for_control_plane(&config.controlplane, &config.trust_domain)
+        .context("setting up certificates")?;
+    certs.acquire(&config.identity);
+    let waypoint_ref = (config.namespace.clone(), config.name.clone());
+    let check = {
+        let (ns, name) = waypoint_ref.clone();
+        Arc::new(move |c: &discovery::Config| {
+            // Built again once taken; here only to refuse what does not build.
+            View::new(Arc::new(c.clone()), (&ns, &name)).map(drop)
+        })
+    };
+    let (config_rx, _subscription) = discovery::subscribe(discovery::Subscription {
+        channel: certs.channel(),
+        token: certs.token().to_owned(),
+        node: String::new(),
+        waypoint: Some(waypoint_ref.clone()),
+        trust_domain: config.trust_domain.clone(),
+        backoff_max: config.controlplane.backoff_max,
+        check: Some(check),
+    });
+    let empty = View::new(Arc::default(), (&waypoint_ref.0, &waypoint_ref.1))
+        .map_err(anyhow::Error::msg)?;
+    let (view_tx, view_rx) = watch::channel(Arc::new(empty));
+    let view_task = {
+        let mut rx = config_rx.clone();
+        let (ns, name) = waypoint_ref.clone();
+        tokio::spawn(async move {
+            loop {
+                let c = Arc::clone(&rx.borrow_and_update());
+                match View::new(c, (&ns, &name)) {
+                    Ok(v) => {
+                        let _ = view_tx.send(Arc::new(v));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "configuration not usable; keeping the last one"),
+                }
+                if rx.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+    };
+
+    let metrics = Arc::new(Metrics::default());
+    let upstreams = Arc::new(Upstreams::new(
+        dataplane::hbone::Pool::new(config.hbone.clone(), Some(certs.clone())),
+        config.identity.clone(),
+        config.hbone.connect_timeout,
+        config.http.idle_per_endpoint,
+    ));
+    let mut registry = Registry::default();
+    metrics.register(&mut registry, &upstreams.opened);
+    let registry = Arc::new(registry);
+    let exporter = match &config.tracing {
+        Some(t) => Some(
+            otlp::Exporter::start(
+                &t.endpoint,
+                vec![
+                    ("service.name", "weft-waypoint".to_owned()),
+                    ("k8s.namespace.name", config.namespace.clone()),
+                    ("weft.waypoint", format!("{}/{}", config.namespace, config.name)),
+                ],
+                Arc::clone(&metrics),
+            )
+            .with_context(|| format!("the OTLP endpoint {}", t.endpoint))?,
+        ),
+        None => None,
+    };
+    let (drain_tx, drain_rx) = watch::channel(false);
+    let waypoint = Arc::new(Waypoint {
+        certs: certs.clone(),
+        view: view_rx,
+        upstreams: Arc::clone(&upstreams),
+        balancer: balance::Balancer::default(),
+        metrics: Arc::clone(&metrics),
+        exporter,
+        drain: drain_rx,
+        settings: config.clone(),
+    });
+
+    let listener = tokio::net::TcpListener::bind(config.hbone_addr)
+        .await
+        .with_context(|| format!("binding the HBONE listener {}", config.hbone_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "HBONE listening");
+    let hbone_task = tokio::spawn(inbound::serve(Arc::clone(&waypoint), listener));
+    let mut tasks = vec![view_task];
+    if let Some(addr) = config.metrics_addr {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics listener {addr}"))?;
+        tracing::info!(addr = %l.local_addr()?, "metrics listening");
+        tasks.push(tokio::spawn(dataplane::probes::serve_metrics(l, Arc::clone(&registry))));
+    }
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = config.readiness_addr {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the readiness listener {addr}"))?;
+        tasks.push(tokio::spawn(dataplane::probes::serve_readiness(l, Arc::clone(&ready))));
+    }
+    {
+        // Ready with a certificate and a first configuration.
+        let (mut rx, ready, certs, identity) = (
+            config_rx.clone(),
+            Arc::clone(&ready),
+            certs.clone(),
+            config.identity.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let configured = rx.wait_for(|c| c.version > 0).await.is_ok();
+            let certified = certs.ready(&identity, Duration::from_secs(3600)).await.is_ok();
+            if configured && certified {
+                ready.store(true, Ordering::Release);
+                tracing::info!("certificate and configuration: ready");
+            }
+        }));
+    }
+    {
+        let upstreams = Arc::clone(&upstreams);
+        let waypoint = Arc::clone(&waypoint);
+        tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                upstreams.sweep();
+                waypoint.balancer.sweep();
+            }
+        }));
+    }
+    tracing::info!(
+        waypoint = %format_args!("{}/{}", config.namespace, config.name),
+        identity = %config.identity,
+        "waypoint started"
+    );
+
+    shutdown_signal().await?;
+    tracing::info!("shutting down: no new tunnels; draining open ones");
+    ready.store(false, Ordering::Release);
+    hbone_task.abort();
+    let _ = drain_tx.send(true);
+    let deadline = Instant::now() + config.drain_timeout;
+    while metrics.tunnels_active.get() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    match metrics.tunnels_active.get() {
+        0 => tracing::info!("drained"),
+        left => tracing::warn!(tunnels = left, "drain deadline reached; closing"),
+    }
+    for t in tasks {
+        t.abort();
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

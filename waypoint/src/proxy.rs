@@ -1,0 +1,301 @@
+//! One request through the waypoint: normalized (`normalize.rs`), routed
+//! (`route.rs`), filtered (`filters.rs`), sent to a backend chosen by weight and an
+//! endpoint chosen by the Service's balancer, after the endpoint's policies allow it
+//! (`authorize.rs`); and counted, logged and traced when its response ends
+//! (`exchange.rs`). Whatever the waypoint answers itself comes from `respond.rs`.
+
+use std::{sync::Arc, time::Instant};
+
+use dataplane::{
+    discovery::Protocol as Declared,
+    policy::{self, Scope},
+};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
+use hyper::body::Incoming;
+
+use crate::{
+    Waypoint,
+    balance,
+    body::{self, Body},
+    exchange::Exchange,
+    inbound::Downstream,
+    normalize::{self, Normalized},
+    respond::Reply,
+    route::{self, Lookup, Selected},
+    upstream::Version,
+    view::{Destination, Target, View},
+};
+
+fn is_grpc(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> bool {
+    req.version() == http::Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Answers one request of a tunnel.
+pub async fn handle(
+    waypoint: Arc<Waypoint>,
+    down: Arc<Downstream>,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let grpc = is_grpc(&req);
+    let sampling = waypoint.settings.tracing.as_ref().map_or(0.0, |t| t.sampling);
+    let view = waypoint.view();
+    let mut exchange = Exchange::start(&view, &down, &req, grpc, sampling);
+    let result = forward(&waypoint, &down, &view, req, &mut exchange).await;
+    drop(view);
+    let response = match result {
+        Ok(response) => response,
+        Err(reply) => {
+            exchange.local_reply(&waypoint.metrics, &reply);
+            reply.response(grpc)
+        }
+    };
+    exchange.finish(waypoint, down, response)
+}
+
+/// The decision for a request that reaches no endpoint (a redirect, no route): that of
+/// the workloads the tunnel names.
+fn check_target(
+    waypoint: &Waypoint,
+    view: &View,
+    down: &Downstream,
+    request: &policy::Request<'_>,
+    exchange: &mut Exchange,
+) -> Result<(), Reply> {
+    let source = policy::Source {
+        identity: Some(&down.client),
+        ip: down.peer.ip(),
+    };
+    let decision = crate::authorize::target(view, &down.target, &source, Scope::Request(request));
+    exchange.decided(&waypoint.metrics, decision.as_ref())
+}
+
+async fn forward(
+    waypoint: &Arc<Waypoint>,
+    down: &Downstream,
+    view: &View,
+    mut req: Request<Incoming>,
+    exchange: &mut Exchange,
+) -> Result<Response<Body>, Reply> {
+    let normalized = normalize::request(&req).map_err(Reply::BadRequest)?;
+    exchange.normalized(&normalized);
+    let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let grpc = exchange.grpc;
+    let lookup = view.routes.lookup(
+        down.target.service(),
+        down.authority.port(),
+        grpc,
+        &route::Request {
+            method: req.method(),
+            normalized: &normalized,
+            headers: req.headers(),
+        },
+    );
+    let policy_request = policy::Request {
+        method: req.method().as_str(),
+        path: &normalized.path,
+        host: &normalized.host,
+        headers: req.headers(),
+    };
+    let selected = match lookup {
+        Lookup::Default => None,
+        Lookup::Matched(s) => Some(s),
+        Lookup::NoMatch => {
+            check_target(waypoint, view, down, &policy_request, exchange)?;
+            return Err(Reply::NoRoute {
+                destination: down.target.name(),
+            });
+        }
+    };
+    if let Some(s) = &selected {
+        exchange.route = s.route.name.clone();
+        if let Some(redirect) = &s.rule().filters.redirect {
+            check_target(waypoint, view, down, &policy_request, exchange)?;
+            let port = normalized.port.unwrap_or(down.authority.port());
+            let location = redirect.location(
+                ("http", &normalized.host, port),
+                &normalized.path,
+                normalized.query.as_deref(),
+                s.matched_prefix(),
+            );
+            return Err(Reply::Redirect {
+                status: redirect.status,
+                location,
+            });
+        }
+    }
+    let (destination, declared, service) = destination(waypoint, view, down, selected.as_ref())?;
+    exchange.destination(&destination, &service);
+    let source = policy::Source {
+        identity: Some(&down.client),
+        ip: down.peer.ip(),
+    };
+    let decision = crate::authorize::destination(
+        view,
+        &destination,
+        &source,
+        Scope::Request(&policy_request),
+    );
+    exchange.decided(&waypoint.metrics, decision.as_ref())?;
+
+    // The request as the endpoint gets it.
+    let downstream_version = req.version();
+    let (mut parts, incoming) = req.into_parts();
+    normalize::remove_hop_by_hop(&mut parts.headers, upgrade.is_some());
+    let rule = selected.as_ref().map(Selected::rule);
+    let filters = rule.map(|r| &r.filters);
+    if let Some(ops) = filters.and_then(|f| f.request_headers.as_ref()) {
+        ops.apply(&mut parts.headers);
+    }
+    let mut path = normalized.path.clone();
+    let rewrite = filters.and_then(|f| f.rewrite.as_ref());
+    if let Some(change) = rewrite.and_then(|r| r.path.as_ref()) {
+        path = change.apply(&normalized.path, selected.as_ref().and_then(Selected::matched_prefix));
+    }
+    let host = match rewrite.and_then(|r| r.hostname.clone()) {
+        Some(h) => h,
+        None => parts
+            .headers
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
+            .unwrap_or_else(|| HeaderValue::from_static("localhost")),
+    };
+    exchange.forwarding(&mut parts.headers, down);
+    let target = Normalized {
+        path,
+        ..normalized.clone()
+    }
+    .path_and_query();
+    let version = match declared {
+        Declared::Http2 | Declared::Grpc => Version::Http2,
+        _ if downstream_version == http::Version::HTTP_2 => Version::Http2,
+        _ => Version::Http1,
+    };
+    parts.uri = match version {
+        Version::Http1 => {
+            parts.headers.insert(header::HOST, host);
+            Uri::from(PathAndQuery::try_from(target.as_str()).map_err(|_| {
+                Reply::BadRequest(normalize::Rejection::NotOriginForm)
+            })?)
+        }
+        Version::Http2 => {
+            parts.headers.remove(header::HOST);
+            let authority = host.to_str().unwrap_or("localhost");
+            Uri::try_from(format!("http://{authority}{target}"))
+                .map_err(|_| Reply::BadRequest(normalize::Rejection::BadHost))?
+        }
+    };
+    parts.version = match version {
+        Version::Http1 => http::Version::HTTP_11,
+        Version::Http2 => http::Version::HTTP_2,
+    };
+    let mut body = exchange.count_request(body::boxed(incoming));
+    if let Some(mirrors) = filters.map(|f| &f.mirrors).filter(|m| !m.is_empty()) {
+        let host = normalized.host.as_str();
+        body = crate::mirror::start(waypoint, view, down, (&parts, host), body, mirrors, version);
+    }
+    let upstream_req = Request::from_parts(parts, body);
+    let timeout = match rule {
+        Some(r) => match (r.request_timeout, r.backend_timeout) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        None => None,
+    };
+    let _in_flight = waypoint.balancer.start(destination.addr);
+    let upstreams = &waypoint.upstreams;
+    let started = Instant::now();
+    let send = async {
+        match upgrade {
+            Some(on_upgrade) => {
+                let mut response = upstreams
+                    .send_upgrade(&destination, &down.client, upstream_req)
+                    .await?;
+                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    let upstream_side = hyper::upgrade::on(&mut response);
+                    tokio::spawn(crate::http::splice_upgrade(on_upgrade, upstream_side));
+                }
+                Ok(response.map(body::boxed))
+            }
+            None => upstreams.send(&destination, &down.client, version, upstream_req).await,
+        }
+    };
+    let sent = match timeout {
+        Some(t) => tokio::time::timeout(t, send).await.map_err(|_| Reply::Timeout)?,
+        None => send.await,
+    };
+    exchange.upstream_duration = Some(started.elapsed());
+    let mut response = sent.map_err(|e| {
+        tracing::debug!(error = %e, upstream = %destination.addr, "upstream request failed");
+        if e.before_sending() {
+            Reply::ConnectFailed { reason: e.reason() }
+        } else {
+            Reply::UpstreamFailed
+        }
+    })?;
+    let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    normalize::remove_hop_by_hop(response.headers_mut(), switching);
+    if let Some(ops) = filters.and_then(|f| f.response_headers.as_ref()) {
+        ops.apply(response.headers_mut());
+    }
+    *response.version_mut() = downstream_version;
+    Ok(response)
+}
+
+/// Where a request goes: an endpoint of the rule's backend (by weight), or without a
+/// rule the tunnel's own target; with what its port declares, and the Service's name.
+fn destination(
+    waypoint: &Waypoint,
+    view: &View,
+    down: &Downstream,
+    selected: Option<&Selected>,
+) -> Result<(Destination, Declared, String), Reply> {
+    let (key, port) = match (selected, &down.target) {
+        (Some(s), _) => {
+            let b = balance::weighted(&s.rule().backends).ok_or(Reply::NoBackend)?;
+            (b.service.clone(), b.port)
+        }
+        (None, Target::Service { key, port }) => (key.clone(), port.port),
+        (None, Target::Workload { key, port }) => {
+            let d = view
+                .workload_destination(key, *port)
+                .ok_or_else(|| Reply::NoEndpoints {
+                    service: down.target.name(),
+                })?;
+            return Ok((d, Declared::Undeclared, down.target.name()));
+        }
+    };
+    let name = format!("{}/{}", key.1, key.2);
+    let service = view.service(&key).ok_or_else(|| Reply::UnknownBackend {
+        backend: name.clone(),
+    })?;
+    let service_port = service.port(port).ok_or_else(|| Reply::UnknownBackend {
+        backend: format!("{name}:{port}"),
+    })?;
+    let (endpoint, ip) = waypoint
+        .balancer
+        .pick(&key, service, service_port.target_port, down.authority.is_ipv4())
+        .ok_or_else(|| Reply::NoEndpoints {
+            service: name.clone(),
+        })?;
+    Ok((
+        Destination::of(endpoint, ip, service_port.target_port),
+        service_port.protocol,
+        name,
+    ))
+}

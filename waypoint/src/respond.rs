@@ -1,0 +1,176 @@
+//! Every answer the waypoint gives itself, in one place: why (a [`Reply`]), the
+//! status, the body a person can read, the response flag telemetry carries, and for a
+//! gRPC request the same as a gRPC status (a trailers-only response), since gRPC
+//! clients read `grpc-status`, not the HTTP status.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use crate::{body, normalize::Rejection};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// The request is malformed or ambiguous.
+    BadRequest(Rejection),
+    /// A policy denies it.
+    Denied { policy: String },
+    /// Routes apply to the destination and none matches.
+    NoRoute { destination: String },
+    /// A rule's backend is not a Service the waypoint knows (or lacks the port).
+    UnknownBackend { backend: String },
+    /// Every backend of the rule has weight 0, or it has none.
+    NoBackend,
+    /// The backend Service has no endpoint.
+    NoEndpoints { service: String },
+    /// The endpoint could not be reached.
+    ConnectFailed { reason: &'static str },
+    /// The endpoint failed after the request was sent.
+    UpstreamFailed,
+    /// No response within the route's timeout.
+    Timeout,
+    /// A redirect filter.
+    Redirect { status: StatusCode, location: String },
+}
+
+impl Reply {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reply::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Reply::Denied { .. } => StatusCode::FORBIDDEN,
+            Reply::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Reply::UnknownBackend { .. } | Reply::NoBackend => StatusCode::INTERNAL_SERVER_ERROR,
+            Reply::NoEndpoints { .. } | Reply::ConnectFailed { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Reply::UpstreamFailed => StatusCode::BAD_GATEWAY,
+            Reply::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Reply::Redirect { status, .. } => *status,
+        }
+    }
+
+    /// The response flag of telemetry (Envoy's names where they exist).
+    pub fn flag(&self) -> &'static str {
+        match self {
+            Reply::BadRequest(_) => "DPE",
+            Reply::Denied { .. } => "DENIED",
+            Reply::NoRoute { .. } => "NR",
+            Reply::UnknownBackend { .. } | Reply::NoBackend => "NC",
+            Reply::NoEndpoints { .. } => "UH",
+            Reply::ConnectFailed { .. } => "UF",
+            Reply::UpstreamFailed => "UC",
+            Reply::Timeout => "UT",
+            Reply::Redirect { .. } => "-",
+        }
+    }
+
+    /// For metrics: why the waypoint answered.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Reply::BadRequest(r) => r.reason(),
+            Reply::Denied { .. } => "denied",
+            Reply::NoRoute { .. } => "no_route",
+            Reply::UnknownBackend { .. } => "unknown_backend",
+            Reply::NoBackend => "no_backend",
+            Reply::NoEndpoints { .. } => "no_endpoints",
+            Reply::ConnectFailed { reason } => reason,
+            Reply::UpstreamFailed => "upstream_failed",
+            Reply::Timeout => "timeout",
+            Reply::Redirect { .. } => "redirect",
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Reply::BadRequest(r) => format!("bad request: {r}"),
+            Reply::Denied { .. } => "RBAC: access denied".to_owned(),
+            Reply::NoRoute { destination } => {
+                format!("no route of {destination} matches this request")
+            }
+            Reply::UnknownBackend { backend } => {
+                format!("the route's backend {backend} is not known to this waypoint")
+            }
+            Reply::NoBackend => "the matching rule has no backend to send to".to_owned(),
+            Reply::NoEndpoints { service } => format!("no healthy upstream: {service} has no endpoint"),
+            Reply::ConnectFailed { reason } => format!("upstream connect error: {reason}"),
+            Reply::UpstreamFailed => "upstream connection failed after the request".to_owned(),
+            Reply::Timeout => "upstream request timeout".to_owned(),
+            Reply::Redirect { .. } => String::new(),
+        }
+    }
+
+    /// The gRPC status for this answer (HTTP to gRPC as gRPC's own mapping has it).
+    fn grpc_status(&self) -> u32 {
+        match self.status() {
+            StatusCode::BAD_REQUEST => 13,        // INTERNAL
+            StatusCode::UNAUTHORIZED => 16,       // UNAUTHENTICATED
+            StatusCode::FORBIDDEN => 7,           // PERMISSION_DENIED
+            StatusCode::NOT_FOUND => 12,          // UNIMPLEMENTED
+            StatusCode::TOO_MANY_REQUESTS
+            | StatusCode::BAD_GATEWAY
+            | StatusCode::SERVICE_UNAVAILABLE
+            | StatusCode::GATEWAY_TIMEOUT => 14, // UNAVAILABLE
+            _ => 2,                               // UNKNOWN
+        }
+    }
+
+    /// The response; `grpc` answers a gRPC request the gRPC way.
+    pub fn response(&self, grpc: bool) -> Response<body::Body> {
+        let text = self.text();
+        let mut r = if grpc && !matches!(self, Reply::Redirect { .. }) {
+            let mut r = Response::new(body::empty());
+            let h = r.headers_mut();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            h.insert("grpc-status", HeaderValue::from(self.grpc_status()));
+            if let Ok(v) = HeaderValue::from_str(&text) {
+                h.insert("grpc-message", v);
+            }
+            r
+        } else {
+            let mut r = Response::new(body::full(if text.is_empty() {
+                String::new()
+            } else {
+                format!("{text}\n")
+            }));
+            *r.status_mut() = self.status();
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+            r
+        };
+        if let Reply::Redirect { location, .. } = self
+            && let Ok(v) = HeaderValue::from_str(location)
+        {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        r.headers_mut()
+            .insert("x-weft-reply", HeaderValue::from_static(self.reason()));
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn bodies_a_person_can_read_and_grpc_statuses() {
+        let denied = Reply::Denied {
+            policy: "shop/p".into(),
+        };
+        let r = denied.response(false);
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"RBAC: access denied\n");
+        let g = denied.response(true);
+        assert_eq!(g.status(), StatusCode::OK);
+        assert_eq!(g.headers()["grpc-status"], "7");
+        assert_eq!(Reply::Timeout.response(true).headers()["grpc-status"], "14");
+        let redirect = Reply::Redirect {
+            status: StatusCode::MOVED_PERMANENTLY,
+            location: "http://cart/new".into(),
+        };
+        let r = redirect.response(false);
+        assert_eq!(r.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(r.headers()["location"], "http://cart/new");
+    }
+}
