@@ -7,6 +7,7 @@ use std::{collections::BTreeSet, net::SocketAddr, path::PathBuf, time::Duration}
 use agent_common::AGENT_PORTS;
 
 pub use api::config::{Env, Error, Source};
+use api::config::{bounded, switch};
 pub use dataplane::{
     hbone::{
         CONNECT_TIMEOUT, HBONE_KEEPALIVE_INTERVAL, HBONE_KEEPALIVE_TIMEOUT,
@@ -19,7 +20,6 @@ pub use dataplane::{
     },
     logs::{LOG_FORMAT, LogFormat},
 };
-use api::config::{bounded, switch};
 
 pub const NODE_NAME: &str = "WEFT_NODE_NAME";
 pub const CGROUP: &str = "WEFT_CGROUP";

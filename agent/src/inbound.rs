@@ -266,7 +266,14 @@ pub(crate) async fn admit<'m>(
     }
     if !decision.allowed {
         labels.response_flags = "DENIED";
-        access_log(&labels, (peer, target, original), &decision, 0, 0, Duration::ZERO);
+        access_log(
+            &labels,
+            (peer, target, original),
+            &decision,
+            0,
+            0,
+            Duration::ZERO,
+        );
         return Err(Refusal::Denied);
     }
     let start = Instant::now();
@@ -276,7 +283,14 @@ pub(crate) async fn admit<'m>(
             tracing::debug!(%target, error = %e, "connecting to the application failed");
             traffic.failure(Reporter::Destination, "upstream_connect");
             labels.response_flags = "UF";
-            access_log(&labels, (peer, target, original), &decision, 0, 0, start.elapsed());
+            access_log(
+                &labels,
+                (peer, target, original),
+                &decision,
+                0,
+                0,
+                start.elapsed(),
+            );
             return Err(Refusal::Upstream);
         }
     };
@@ -372,7 +386,14 @@ async fn plaintext_connection(
         };
         traffic.authorization(&labels, false);
         labels.response_flags = "DENIED";
-        access_log(&labels, (peer, target, None), &decision, 0, 0, Duration::ZERO);
+        access_log(
+            &labels,
+            (peer, target, None),
+            &decision,
+            0,
+            0,
+            Duration::ZERO,
+        );
         refuse(tcp);
         return Err("plaintext_strict");
     }
@@ -384,7 +405,14 @@ async fn plaintext_connection(
     traffic.authorization(&labels, decision.allowed);
     if !decision.allowed {
         labels.response_flags = "DENIED";
-        access_log(&labels, (peer, target, None), &decision, 0, 0, Duration::ZERO);
+        access_log(
+            &labels,
+            (peer, target, None),
+            &decision,
+            0,
+            0,
+            Duration::ZERO,
+        );
         refuse(tcp);
         return Err("plaintext_denied");
     }
@@ -393,7 +421,14 @@ async fn plaintext_connection(
         Ok(s) => s,
         Err(_) => {
             labels.response_flags = "UF";
-            access_log(&labels, (peer, target, None), &decision, 0, 0, start.elapsed());
+            access_log(
+                &labels,
+                (peer, target, None),
+                &decision,
+                0,
+                0,
+                start.elapsed(),
+            );
             refuse(tcp);
             return Err("upstream_connect");
         }
@@ -563,7 +598,10 @@ mod tests {
                 .parse()
                 .unwrap(),
         );
-        h.insert("forwarded", "for=\"10.244.1.2\";proto=http".parse().unwrap());
+        h.insert(
+            "forwarded",
+            "for=\"10.244.1.2\";proto=http".parse().unwrap(),
+        );
         assert_eq!(
             original_caller(&h).as_deref(),
             Some("spiffe://cluster.local/ns/shop/sa/frontend 10.244.1.2")

@@ -185,7 +185,11 @@ fn serving_waypoint<'c>(
         .into_iter()
         .chain(through_services)
         .find(|waypoint| {
-            let key = ("Service".to_owned(), namespace.to_owned(), (*waypoint).to_owned());
+            let key = (
+                "Service".to_owned(),
+                namespace.to_owned(),
+                (*waypoint).to_owned(),
+            );
             config
                 .services
                 .get(&key)

@@ -76,6 +76,19 @@ pub struct Outbound {
     mesh: Arc<Mesh>,
 }
 
+/// The CONNECT headers that tell the peer (a waypoint, for its telemetry) which
+/// workload the connection comes from: `baggage: weft.source.workload=<ns>/<name>`.
+fn source_baggage(pod: &Pod) -> http::HeaderMap {
+    let mut h = http::HeaderMap::new();
+    if let Some(w) = &pod.workload
+        && let Ok(v) =
+            http::HeaderValue::from_str(&format!("weft.source.workload={}/{}", w.namespace, w.name))
+    {
+        h.insert("baggage", v);
+    }
+    h
+}
+
 impl Outbound {
     pub fn new(capture: Arc<Capture>, mesh: Arc<Mesh>) -> Self {
         Outbound { capture, mesh }
@@ -179,15 +192,14 @@ impl Outbound {
                         .iter()
                         .find(|a| a.is_ipv4() == authority.is_ipv4())
                         .map_or(peer, |a| SocketAddr::new(*a, peer.port()));
-                    let admitted =
-                        crate::inbound::admit(
-                            &self.mesh,
-                            &dst_pod,
-                            source,
-                            (from, *authority),
-                            None,
-                        )
-                            .await;
+                    let admitted = crate::inbound::admit(
+                        &self.mesh,
+                        &dst_pod,
+                        source,
+                        (from, *authority),
+                        None,
+                    )
+                    .await;
                     match admitted {
                         Ok(admitted) => {
                             self.metrics().traffic.opened.get_or_create(&labels).inc();
@@ -217,7 +229,7 @@ impl Outbound {
                             source,
                             (*hbone_peer, identity),
                             *authority,
-                            http::HeaderMap::new(),
+                            source_baggage(pod),
                         )
                         .await
                     {

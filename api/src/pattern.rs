@@ -39,6 +39,10 @@ mod tests {
         assert!(!r.is_match("ab"));
         let e = compile_regex("(a").unwrap_err();
         assert!(e.starts_with("\"(a\" is not a regular expression: "), "{e}");
-        assert!(compile_regex("a{1000}{1000}").unwrap_err().contains("compiles to more"));
+        assert!(
+            compile_regex("a{1000}{1000}")
+                .unwrap_err()
+                .contains("compiles to more")
+        );
     }
 }

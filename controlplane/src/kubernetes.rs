@@ -643,7 +643,10 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(bad[0].path, "spec.rules[0].to[0].operation.notPorts");
-        assert!(bad[0].reason.contains("unknown field `notPorts`"), "{bad:?}");
+        assert!(
+            bad[0].reason.contains("unknown field `notPorts`"),
+            "{bad:?}"
+        );
         assert_eq!(bad[0].object.as_deref(), Some("AuthorizationPolicy shop/p"));
 
         // A Workload of a VM, as the CRD stores it.

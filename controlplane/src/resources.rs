@@ -323,11 +323,10 @@ fn policy_rules(r: &model::Rule) -> Vec<PolicyRule> {
         })
         .collect();
     if r.to.len() <= 1 || !r.to.iter().any(|t| t.operation.has_l7()) {
-        let mut rule = r
-            .to
-            .first()
-            .map(|t| l7_conditions(&t.operation))
-            .unwrap_or_default();
+        let mut rule =
+            r.to.first()
+                .map(|t| l7_conditions(&t.operation))
+                .unwrap_or_default();
         rule.from = from;
         rule.ports = ports(r.to.iter().map(|t| &t.operation));
         return vec![rule];

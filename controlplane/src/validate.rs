@@ -13,8 +13,8 @@ use std::{
 };
 
 use crate::model::{
-    Document, EndpointSlice,
-    IntOrString, LabelSelector, Metadata, Object, Origin, Problem, SERVICE_NAME_LABEL, parse,
+    Document, EndpointSlice, IntOrString, LabelSelector, Metadata, Object, Origin, Problem,
+    SERVICE_NAME_LABEL, parse,
 };
 
 /// Enrollment label (namespace: `enabled`; pod: `disabled` opts out).
@@ -457,7 +457,10 @@ impl<'a> Index<'a> {
                     if s.metadata.labels.contains_key(USE_WAYPOINT_LABEL)
                         && !s.spec.selector.is_empty() =>
                 {
-                    Some((s.metadata.namespace.as_deref().unwrap_or_default(), &s.spec.selector))
+                    Some((
+                        s.metadata.namespace.as_deref().unwrap_or_default(),
+                        &s.spec.selector,
+                    ))
                 }
                 _ => None,
             })
@@ -496,7 +499,6 @@ fn waypoint_label(c: &mut Check<'_>, index: &Index<'_>, ns: &str, m: &Metadata) 
         );
     }
 }
-
 
 fn endpoint_slice(c: &mut Check<'_>, index: &Index<'_>, e: &EndpointSlice) {
     let ns = e.metadata.namespace.as_deref().unwrap_or_default();
@@ -548,7 +550,6 @@ fn endpoint_slice(c: &mut Check<'_>, index: &Index<'_>, e: &EndpointSlice) {
         }
     }
 }
-
 
 /// Parses and validates YAML files and folders (`.yaml`/`.yml` files in a folder, not
 /// recursively); returns the documents and every problem.

@@ -110,13 +110,10 @@ impl ControlPlane {
             server_name: source
                 .get(CONTROLPLANE_NAME)
                 .unwrap_or_else(|| "weft-controlplane".to_owned()),
-            token_file: source
-                .get(token_key)
-                .map(PathBuf::from)
-                .ok_or(E::Missing {
-                    key: token_key,
-                    reason: "WEFT_CONTROLPLANE is set and needs a token to authenticate with",
-                })?,
+            token_file: source.get(token_key).map(PathBuf::from).ok_or(E::Missing {
+                key: token_key,
+                reason: "WEFT_CONTROLPLANE is set and needs a token to authenticate with",
+            })?,
             cert_lifetime: source
                 .get(CERT_LIFETIME)
                 .map(|_| api::config::duration(source, CERT_LIFETIME, Duration::ZERO))

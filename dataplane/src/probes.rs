@@ -29,7 +29,10 @@ pub fn metrics_response(registry: &Registry) -> Response<Full<Bytes>> {
             )
             .body(Full::new(Bytes::from(text)))
             .expect("static response parts are valid"),
-        Err(_) => text_response(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n"),
+        Err(_) => text_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed\n",
+        ),
     }
 }
 
@@ -43,27 +46,31 @@ fn text_response(status: StatusCode, text: &'static str) -> Response<Full<Bytes>
 
 /// Serves `GET /metrics` (and nothing else) on a TCP listener, for Prometheus.
 pub async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
-    serve(listener, move |req| match (req.method(), req.uri().path()) {
-        (&Method::GET, "/metrics") => metrics_response(&registry),
-        _ => text_response(StatusCode::NOT_FOUND, "only GET /metrics is served here\n"),
+    serve(listener, move |req| {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/metrics") => metrics_response(&registry),
+            _ => text_response(StatusCode::NOT_FOUND, "only GET /metrics is served here\n"),
+        }
     })
     .await
 }
 
 /// `GET /healthz/ready`: 200 while `ready`, 503 otherwise (starting or draining).
 pub async fn serve_readiness(listener: tokio::net::TcpListener, ready: Arc<AtomicBool>) {
-    serve(listener, move |req| match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz/ready") if ready.load(Ordering::Acquire) => {
-            text_response(StatusCode::OK, "ready\n")
+    serve(listener, move |req| {
+        match (req.method(), req.uri().path()) {
+            (&Method::GET, "/healthz/ready") if ready.load(Ordering::Acquire) => {
+                text_response(StatusCode::OK, "ready\n")
+            }
+            (&Method::GET, "/healthz/ready") => text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: starting, waiting for configuration, or draining\n",
+            ),
+            _ => text_response(
+                StatusCode::NOT_FOUND,
+                "only GET /healthz/ready is served here\n",
+            ),
         }
-        (&Method::GET, "/healthz/ready") => text_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: starting, waiting for configuration, or draining\n",
-        ),
-        _ => text_response(
-            StatusCode::NOT_FOUND,
-            "only GET /healthz/ready is served here\n",
-        ),
     })
     .await
 }

@@ -55,7 +55,9 @@ pub fn target(
                 })
                 .collect()
         }
-        Target::Workload { key, port } => view.workload_destination(key, *port).into_iter().collect(),
+        Target::Workload { key, port } => {
+            view.workload_destination(key, *port).into_iter().collect()
+        }
     };
     let mut first_refusal = None;
     for d in &destinations {

@@ -85,7 +85,11 @@ impl Balancer {
                     let a = rand::random_range(0..n);
                     let b = (a + rand::random_range(1..n)) % n;
                     let load = |i: usize| self.load(SocketAddr::new(usable[i].1, port));
-                    if load(b) < load(a) { usable[b] } else { usable[a] }
+                    if load(b) < load(a) {
+                        usable[b]
+                    } else {
+                        usable[a]
+                    }
                 }
             }),
         }
@@ -154,9 +158,14 @@ mod tests {
             .collect();
         assert_eq!(
             picks,
-            ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.2", "10.0.0.3"]
+            [
+                "10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.1", "10.0.0.2", "10.0.0.3"
+            ]
         );
-        assert!(b.pick(&key(), &service(0, LoadBalancer::RoundRobin), 80, true).is_none());
+        assert!(
+            b.pick(&key(), &service(0, LoadBalancer::RoundRobin), 80, true)
+                .is_none()
+        );
     }
 
     #[test]
@@ -167,7 +176,10 @@ mod tests {
             .map(|_| b.start("10.0.0.1:80".parse().unwrap()))
             .collect();
         for _ in 0..50 {
-            assert_eq!(b.pick(&key(), &s, 80, true).unwrap().1.to_string(), "10.0.0.2");
+            assert_eq!(
+                b.pick(&key(), &s, 80, true).unwrap().1.to_string(),
+                "10.0.0.2"
+            );
         }
         drop(busy);
         b.sweep();

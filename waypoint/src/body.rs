@@ -278,7 +278,9 @@ mod tests {
         assert!(rx.try_recv().is_err());
         // Dropped before the end: reported as not clean.
         let (tx, rx) = std::sync::mpsc::channel();
-        drop(Counted::new(full("x"), move |e| tx.send((e.bytes, e.clean)).unwrap()));
+        drop(Counted::new(full("x"), move |e| {
+            tx.send((e.bytes, e.clean)).unwrap()
+        }));
         assert_eq!(rx.try_recv().unwrap(), (0, false));
     }
 

@@ -103,26 +103,25 @@ impl Config {
                     .to_owned(),
             });
         }
-        let identity =
-            Identity::new(&trust_domain, &namespace, &service_account).map_err(|e| {
-                Error::Invalid {
-                    key: SERVICE_ACCOUNT,
-                    value: service_account.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-        let controlplane = ControlPlane::from_source(source, TOKEN_FILE)?.ok_or(Error::Missing {
-            key: dataplane::identity::CONTROLPLANE,
-            reason: "a waypoint gets its identity and configuration from the control plane",
-        })?;
-        let any = |port: u16| SocketAddr::from(([0, 0, 0, 0], port));
-        let hbone_addr = api::config::listen_addr(source, HBONE_ADDR, any(15008))?.ok_or(
+        let identity = Identity::new(&trust_domain, &namespace, &service_account).map_err(|e| {
             Error::Invalid {
+                key: SERVICE_ACCOUNT,
+                value: service_account.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        let controlplane =
+            ControlPlane::from_source(source, TOKEN_FILE)?.ok_or(Error::Missing {
+                key: dataplane::identity::CONTROLPLANE,
+                reason: "a waypoint gets its identity and configuration from the control plane",
+            })?;
+        let any = |port: u16| SocketAddr::from(([0, 0, 0, 0], port));
+        let hbone_addr =
+            api::config::listen_addr(source, HBONE_ADDR, any(15008))?.ok_or(Error::Invalid {
                 key: HBONE_ADDR,
                 value: "off".to_owned(),
                 reason: "the HBONE listener is the waypoint's only way in".to_owned(),
-            },
-        )?;
+            })?;
         let d = Http::default();
         let http = Http {
             header_timeout: api::config::duration(source, HTTP_HEADER_TIMEOUT, d.header_timeout)?,
@@ -215,15 +214,25 @@ mod tests {
         assert_eq!(c.metrics_addr, Some("0.0.0.0:15020".parse().unwrap()));
         assert_eq!(c.http, Http::default());
         assert_eq!(c.tracing, None);
-        assert_eq!(c.controlplane.token_file, std::path::PathBuf::from("/token"));
+        assert_eq!(
+            c.controlplane.token_file,
+            std::path::PathBuf::from("/token")
+        );
     }
 
     #[test]
     fn bad_values_name_the_variable() {
         let e = Config::from_source(&HashMap::from([(WAYPOINT_NAME, "w")])).unwrap_err();
-        assert!(e.to_string().starts_with("WEFT_WAYPOINT_NAMESPACE is not set"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("WEFT_WAYPOINT_NAMESPACE is not set"),
+            "{e}"
+        );
         let e = config(&[(SERVICE_ACCOUNT, "Bad_SA")]).unwrap_err();
-        assert!(e.to_string().starts_with("WEFT_SERVICE_ACCOUNT=\"Bad_SA\""), "{e}");
+        assert!(
+            e.to_string().starts_with("WEFT_SERVICE_ACCOUNT=\"Bad_SA\""),
+            "{e}"
+        );
         let e = config(&[(OTLP_ENDPOINT, "collector:4317")]).unwrap_err();
         assert!(e.to_string().contains("http://host:port"), "{e}");
         let e = config(&[(OTLP_ENDPOINT, "http://c:4317"), (TRACE_SAMPLING, "2")]).unwrap_err();

@@ -133,7 +133,10 @@ mod tests {
         assert_eq!(classify(b"M-SEARCH * HTTP/1.1"), Some(Protocol::Http1));
         assert_eq!(classify(PREFACE), Some(Protocol::Http2));
         assert_eq!(classify(b"PRI * HTTP/2"), None);
-        assert_eq!(classify(b"PRI * HTTP/1.1\r\n\r\n......"), Some(Protocol::Http1));
+        assert_eq!(
+            classify(b"PRI * HTTP/1.1\r\n\r\n......"),
+            Some(Protocol::Http1)
+        );
         assert_eq!(classify(b"GE"), None);
         assert_eq!(classify(b"\x16\x03\x01"), Some(Protocol::Opaque));
         assert_eq!(classify(b"hello"), Some(Protocol::Opaque));
@@ -152,7 +155,9 @@ mod tests {
         assert_eq!(all, "POST /x HTTP/1.1\r\n");
         // A server-first protocol: nothing comes, the stream is opaque after the wait.
         let (_a, mut b) = tokio::io::duplex(64);
-        let (p, read) = detect(&mut b, Some(Duration::from_millis(20))).await.unwrap();
+        let (p, read) = detect(&mut b, Some(Duration::from_millis(20)))
+            .await
+            .unwrap();
         assert_eq!((p, read.len()), (Protocol::Opaque, 0));
     }
 }

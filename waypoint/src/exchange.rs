@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use crate::{
     Waypoint, access,
-    body::{self, Body, Counted, Ended, Tally, Tallied},
+    body::{self, Body, Counted, Ended, Tallied, Tally},
     inbound::Downstream,
     metrics::{Metrics, PolicyLabels, ReasonLabels, RequestLabels},
     normalize::Normalized,
@@ -58,7 +58,10 @@ impl Exchange {
             request_protocol: if grpc { "grpc" } else { "http" },
             ..RequestLabels::default()
         };
-        if let Some((_, name)) = view.workload_at(down.peer.ip()) {
+        if let Some((_, name)) = down
+            .client_workload()
+            .or_else(|| view.workload_at(down.peer.ip()))
+        {
             labels.source_workload = name.to_owned();
         }
         let request_id = req

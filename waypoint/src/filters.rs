@@ -154,7 +154,9 @@ impl Filters {
         let mut f = Filters::default();
         for filter in list.iter().filter_map(|f| f.filter.as_ref()) {
             match filter {
-                Filter::RequestHeaderModifier(m) => f.request_headers = Some(HeaderOps::compile(m)?),
+                Filter::RequestHeaderModifier(m) => {
+                    f.request_headers = Some(HeaderOps::compile(m)?)
+                }
                 Filter::ResponseHeaderModifier(m) => {
                     f.response_headers = Some(HeaderOps::compile(m)?)
                 }
@@ -208,10 +210,7 @@ mod tests {
         assert_eq!(root.apply("/old", Some("/old")), "/");
         let from_root = PathChange::Prefix("/v2".into());
         assert_eq!(from_root.apply("/x", Some("/")), "/v2/x");
-        assert_eq!(
-            PathChange::Full("/f".into()).apply("/anything", None),
-            "/f"
-        );
+        assert_eq!(PathChange::Full("/f".into()).apply("/anything", None), "/f");
     }
 
     #[test]

@@ -87,11 +87,18 @@ async fn drained(drain: &mut tokio::sync::watch::Receiver<bool>) {
 
 /// Copies both ways between an upgraded client connection and the upgraded endpoint
 /// connection (a WebSocket, say) until both ends close.
-pub async fn splice_upgrade(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+pub async fn splice_upgrade(
+    downstream: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+) {
     let (d, u) = match tokio::join!(downstream, upstream) {
         (Ok(d), Ok(u)) => (d, u),
         (d, u) => {
-            tracing::debug!(downstream = d.is_ok(), upstream = u.is_ok(), "an upgrade did not complete");
+            tracing::debug!(
+                downstream = d.is_ok(),
+                upstream = u.is_ok(),
+                "an upgrade did not complete"
+            );
             return;
         }
     };

@@ -30,6 +30,9 @@ use crate::{
 #[derive(Debug)]
 pub struct Downstream {
     pub client: Identity,
+    /// The client's workload (`namespace/name`), as its agent says in the CONNECT's
+    /// baggage; for telemetry only, and only in the client identity's namespace.
+    pub client_workload: Option<String>,
     /// The client's address (its pod's).
     pub peer: SocketAddr,
     pub target: Target,
@@ -179,9 +182,14 @@ async fn stream(
     };
     metrics.tunnels_accepted.inc();
     metrics.tunnels_active.inc();
+    let client_workload = baggage(req.headers(), "weft.source.workload").filter(|w| {
+        w.split_once('/')
+            .is_some_and(|(ns, _)| ns == client.namespace())
+    });
     let mut io = H2Stream::new(send, req.into_body());
     let down = Arc::new(Downstream {
         client,
+        client_workload,
         peer,
         target,
         authority,
@@ -199,11 +207,54 @@ async fn stream(
             }),
     };
     match detected {
-        Ok((Protocol::Opaque, read)) => crate::tcp::pass(&waypoint, &down, Rewind::new(read, io)).await,
+        Ok((Protocol::Opaque, read)) => {
+            crate::tcp::pass(&waypoint, &down, Rewind::new(read, io)).await
+        }
         Ok((protocol, read)) => {
             crate::http::serve(&waypoint, down, protocol, Rewind::new(read, io)).await
         }
         Err(e) => tracing::debug!(error = %e, "the stream ended before its protocol was known"),
     }
     metrics.tunnels_active.dec();
+}
+
+/// The value of `key` in the request's `baggage` (W3C), without properties.
+fn baggage(headers: &http::HeaderMap, key: &str) -> Option<String> {
+    headers
+        .get_all("baggage")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|entry| {
+            let (k, v) = entry.split_once('=')?;
+            (k.trim() == key).then(|| v.split(';').next().unwrap_or(v).trim().to_owned())
+        })
+}
+
+impl Downstream {
+    /// `(namespace, name)` of the client's workload, when known.
+    pub fn client_workload(&self) -> Option<(&str, &str)> {
+        self.client_workload.as_deref()?.split_once('/')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn baggage_entries() {
+        let mut h = http::HeaderMap::new();
+        h.append(
+            "baggage",
+            "a=1, weft.source.workload=shop/frontend-1;p=x"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            baggage(&h, "weft.source.workload").as_deref(),
+            Some("shop/frontend-1")
+        );
+        assert_eq!(baggage(&h, "b"), None);
+    }
 }

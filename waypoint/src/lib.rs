@@ -102,7 +102,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     Ok(v) => {
                         let _ = view_tx.send(Arc::new(v));
                     }
-                    Err(e) => tracing::warn!(error = %e, "configuration not usable; keeping the last one"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "configuration not usable; keeping the last one")
+                    }
                 }
                 if rx.changed().await.is_err() {
                     break;
@@ -115,7 +117,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let upstreams = Arc::new(Upstreams::new(
         dataplane::hbone::Pool::new(config.hbone.clone(), Some(certs.clone())),
         config.identity.clone(),
-        config.hbone.connect_timeout,
+        (config.hbone.connect_timeout, config.hbone.pool_idle_timeout),
         config.http.idle_per_endpoint,
     ));
     let mut registry = Registry::default();
@@ -128,7 +130,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 vec![
                     ("service.name", "weft-waypoint".to_owned()),
                     ("k8s.namespace.name", config.namespace.clone()),
-                    ("weft.waypoint", format!("{}/{}", config.namespace, config.name)),
+                    (
+                        "weft.waypoint",
+                        format!("{}/{}", config.namespace, config.name),
+                    ),
                 ],
                 Arc::clone(&metrics),
             )
@@ -159,14 +164,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the metrics listener {addr}"))?;
         tracing::info!(addr = %l.local_addr()?, "metrics listening");
-        tasks.push(tokio::spawn(dataplane::probes::serve_metrics(l, Arc::clone(&registry))));
+        tasks.push(tokio::spawn(dataplane::probes::serve_metrics(
+            l,
+            Arc::clone(&registry),
+        )));
     }
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = config.readiness_addr {
         let l = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the readiness listener {addr}"))?;
-        tasks.push(tokio::spawn(dataplane::probes::serve_readiness(l, Arc::clone(&ready))));
+        tasks.push(tokio::spawn(dataplane::probes::serve_readiness(
+            l,
+            Arc::clone(&ready),
+        )));
     }
     {
         // Ready with a certificate and a first configuration.
@@ -178,7 +189,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         );
         tasks.push(tokio::spawn(async move {
             let configured = rx.wait_for(|c| c.version > 0).await.is_ok();
-            let certified = certs.ready(&identity, Duration::from_secs(3600)).await.is_ok();
+            let certified = certs
+                .ready(&identity, Duration::from_secs(3600))
+                .await
+                .is_ok();
             if configured && certified {
                 ready.store(true, Ordering::Release);
                 tracing::info!("certificate and configuration: ready");

@@ -5,7 +5,8 @@
 use anyhow::Context as _;
 use waypoint::config::{Config, Env};
 
-const USAGE: &str = "usage: weft-waypoint      run the waypoint (configuration from WEFT_* variables)";
+const USAGE: &str =
+    "usage: weft-waypoint      run the waypoint (configuration from WEFT_* variables)";
 
 fn main() -> anyhow::Result<()> {
     match std::env::args().nth(1).as_deref() {

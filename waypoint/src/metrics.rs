@@ -149,16 +149,32 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn register(&self, registry: &mut Registry, upstream_connections: &Family<ProtocolLabels, Counter>) {
+    pub fn register(
+        &self,
+        registry: &mut Registry,
+        upstream_connections: &Family<ProtocolLabels, Counter>,
+    ) {
         let weft = registry.sub_registry_with_prefix("weft");
-        weft.register("requests", "Requests through the waypoint", self.requests.clone());
+        weft.register(
+            "requests",
+            "Requests through the waypoint",
+            self.requests.clone(),
+        );
         weft.register(
             "request_duration_milliseconds",
             "Time from a request's start to its response's end",
             self.duration.clone(),
         );
-        weft.register("request_bytes", "Request body sizes", self.request_bytes.clone());
-        weft.register("response_bytes", "Response body sizes", self.response_bytes.clone());
+        weft.register(
+            "request_bytes",
+            "Request body sizes",
+            self.request_bytes.clone(),
+        );
+        weft.register(
+            "response_bytes",
+            "Response body sizes",
+            self.response_bytes.clone(),
+        );
         weft.register(
             "tcp_connections_opened",
             "Streams passed through as TCP, opened",
@@ -195,7 +211,11 @@ impl Metrics {
             "HBONE streams accepted",
             self.tunnels_accepted.clone(),
         );
-        w.register("tunnels_active", "HBONE streams open", self.tunnels_active.clone());
+        w.register(
+            "tunnels_active",
+            "HBONE streams open",
+            self.tunnels_active.clone(),
+        );
         w.register(
             "tunnels_refused",
             "HBONE connections and streams refused, by reason",
@@ -206,7 +226,11 @@ impl Metrics {
             "HTTP connections opened to endpoints",
             upstream_connections.clone(),
         );
-        w.register("spans_exported", "Spans sent to the collector", self.spans_exported.clone());
+        w.register(
+            "spans_exported",
+            "Spans sent to the collector",
+            self.spans_exported.clone(),
+        );
         w.register(
             "spans_dropped",
             "Spans not sent, by reason",
@@ -240,9 +264,18 @@ mod tests {
         m.duration.get_or_create(&labels).observe(3.0);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        assert!(text.contains("weft_requests_total{reporter=\"waypoint\""), "{text}");
+        assert!(
+            text.contains("weft_requests_total{reporter=\"waypoint\""),
+            "{text}"
+        );
         assert!(text.contains("response_code=\"403\""), "{text}");
-        assert!(text.contains("weft_request_duration_milliseconds_bucket{"), "{text}");
-        assert!(text.contains("# TYPE weft_waypoint_tunnels_accepted counter"), "{text}");
+        assert!(
+            text.contains("weft_request_duration_milliseconds_bucket{"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE weft_waypoint_tunnels_accepted counter"),
+            "{text}"
+        );
     }
 }

@@ -72,9 +72,7 @@ pub fn start(
         let req = Request::from_parts(copy_parts, body::boxed(copy));
         let (waypoint, caller) = (Arc::clone(waypoint), down.client.clone());
         tokio::spawn(async move {
-            let send = waypoint
-                .upstreams
-                .send(&destination, &caller, version, req);
+            let send = waypoint.upstreams.send(&destination, &caller, version, req);
             match tokio::time::timeout(MIRROR_TIMEOUT, send).await {
                 Ok(Ok(response)) => {
                     let _ = response.into_body().collect().await;

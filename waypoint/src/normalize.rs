@@ -95,7 +95,8 @@ impl Rejection {
 /// Normalizes `req` (see the module's documentation).
 pub fn request<B>(req: &Request<B>) -> Result<Normalized, Rejection> {
     let headers = req.headers();
-    if headers.contains_key(header::CONTENT_LENGTH) && headers.contains_key(header::TRANSFER_ENCODING)
+    if headers.contains_key(header::CONTENT_LENGTH)
+        && headers.contains_key(header::TRANSFER_ENCODING)
     {
         return Err(Rejection::Smuggling);
     }
@@ -158,8 +159,7 @@ pub fn split_host(authority: &str) -> Result<(String, Option<u16>), Rejection> {
             None => (authority, None),
         };
         let ok = !h.is_empty()
-            && h
-                .bytes()
+            && h.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
         if !ok {
             return Err(Rejection::BadHost);
@@ -327,7 +327,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     let trailers = headers
         .get(header::TE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
     for n in [
         "keep-alive",
         "proxy-connection",
@@ -342,7 +345,10 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(header::TE, header::HeaderValue::from_static("trailers"));
     }
     if keep_upgrade {
-        headers.insert(header::CONNECTION, header::HeaderValue::from_static("upgrade"));
+        headers.insert(
+            header::CONNECTION,
+            header::HeaderValue::from_static("upgrade"),
+        );
     } else {
         headers.remove(header::CONNECTION);
         headers.remove(header::UPGRADE);

@@ -60,7 +60,9 @@ impl Exporter {
         if self.queue.try_send(span).is_err() {
             self.metrics
                 .spans_dropped
-                .get_or_create(&ReasonLabels { reason: "queue_full" })
+                .get_or_create(&ReasonLabels {
+                    reason: "queue_full",
+                })
                 .inc();
         }
     }
@@ -150,7 +152,9 @@ async fn send(
                 tracing::debug!(%status, spans = n, "exporting spans failed");
                 metrics
                     .spans_dropped
-                    .get_or_create(&ReasonLabels { reason: "export_failed" })
+                    .get_or_create(&ReasonLabels {
+                        reason: "export_failed",
+                    })
                     .inc_by(n);
             }
         }

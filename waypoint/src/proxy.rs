@@ -14,8 +14,7 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAnd
 use hyper::body::Incoming;
 
 use crate::{
-    Waypoint,
-    balance,
+    Waypoint, balance,
     body::{self, Body},
     exchange::Exchange,
     inbound::Downstream,
@@ -52,7 +51,11 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let grpc = is_grpc(&req);
-    let sampling = waypoint.settings.tracing.as_ref().map_or(0.0, |t| t.sampling);
+    let sampling = waypoint
+        .settings
+        .tracing
+        .as_ref()
+        .map_or(0.0, |t| t.sampling);
     let view = waypoint.view();
     let mut exchange = Exchange::start(&view, &down, &req, grpc, sampling);
     let result = forward(&waypoint, &down, &view, req, &mut exchange).await;
@@ -144,12 +147,8 @@ async fn forward(
         identity: Some(&down.client),
         ip: down.peer.ip(),
     };
-    let decision = crate::authorize::destination(
-        view,
-        &destination,
-        &source,
-        Scope::Request(&policy_request),
-    );
+    let decision =
+        crate::authorize::destination(view, &destination, &source, Scope::Request(&policy_request));
     exchange.decided(&waypoint.metrics, decision.as_ref())?;
 
     // The request as the endpoint gets it.
@@ -164,7 +163,10 @@ async fn forward(
     let mut path = normalized.path.clone();
     let rewrite = filters.and_then(|f| f.rewrite.as_ref());
     if let Some(change) = rewrite.and_then(|r| r.path.as_ref()) {
-        path = change.apply(&normalized.path, selected.as_ref().and_then(Selected::matched_prefix));
+        path = change.apply(
+            &normalized.path,
+            selected.as_ref().and_then(Selected::matched_prefix),
+        );
     }
     let host = match rewrite.and_then(|r| r.hostname.clone()) {
         Some(h) => h,
@@ -172,7 +174,12 @@ async fn forward(
             .headers
             .get(header::HOST)
             .cloned()
-            .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
+            .or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            })
             .unwrap_or_else(|| HeaderValue::from_static("localhost")),
     };
     exchange.forwarding(&mut parts.headers, down);
@@ -189,9 +196,10 @@ async fn forward(
     parts.uri = match version {
         Version::Http1 => {
             parts.headers.insert(header::HOST, host);
-            Uri::from(PathAndQuery::try_from(target.as_str()).map_err(|_| {
-                Reply::BadRequest(normalize::Rejection::NotOriginForm)
-            })?)
+            Uri::from(
+                PathAndQuery::try_from(target.as_str())
+                    .map_err(|_| Reply::BadRequest(normalize::Rejection::NotOriginForm))?,
+            )
         }
         Version::Http2 => {
             parts.headers.remove(header::HOST);
@@ -232,11 +240,17 @@ async fn forward(
                 }
                 Ok(response.map(body::boxed))
             }
-            None => upstreams.send(&destination, &down.client, version, upstream_req).await,
+            None => {
+                upstreams
+                    .send(&destination, &down.client, version, upstream_req)
+                    .await
+            }
         }
     };
     let sent = match timeout {
-        Some(t) => tokio::time::timeout(t, send).await.map_err(|_| Reply::Timeout)?,
+        Some(t) => tokio::time::timeout(t, send)
+            .await
+            .map_err(|_| Reply::Timeout)?,
         None => send.await,
     };
     exchange.upstream_duration = Some(started.elapsed());
@@ -289,7 +303,12 @@ fn destination(
     })?;
     let (endpoint, ip) = waypoint
         .balancer
-        .pick(&key, service, service_port.target_port, down.authority.is_ipv4())
+        .pick(
+            &key,
+            service,
+            service_port.target_port,
+            down.authority.is_ipv4(),
+        )
         .ok_or_else(|| Reply::NoEndpoints {
             service: name.clone(),
         })?;

@@ -28,7 +28,10 @@ pub enum Reply {
     /// No response within the route's timeout.
     Timeout,
     /// A redirect filter.
-    Redirect { status: StatusCode, location: String },
+    Redirect {
+        status: StatusCode,
+        location: String,
+    },
 }
 
 impl Reply {
@@ -89,7 +92,9 @@ impl Reply {
                 format!("the route's backend {backend} is not known to this waypoint")
             }
             Reply::NoBackend => "the matching rule has no backend to send to".to_owned(),
-            Reply::NoEndpoints { service } => format!("no healthy upstream: {service} has no endpoint"),
+            Reply::NoEndpoints { service } => {
+                format!("no healthy upstream: {service} has no endpoint")
+            }
             Reply::ConnectFailed { reason } => format!("upstream connect error: {reason}"),
             Reply::UpstreamFailed => "upstream connection failed after the request".to_owned(),
             Reply::Timeout => "upstream request timeout".to_owned(),
@@ -100,15 +105,15 @@ impl Reply {
     /// The gRPC status for this answer (HTTP to gRPC as gRPC's own mapping has it).
     fn grpc_status(&self) -> u32 {
         match self.status() {
-            StatusCode::BAD_REQUEST => 13,        // INTERNAL
-            StatusCode::UNAUTHORIZED => 16,       // UNAUTHENTICATED
-            StatusCode::FORBIDDEN => 7,           // PERMISSION_DENIED
-            StatusCode::NOT_FOUND => 12,          // UNIMPLEMENTED
+            StatusCode::BAD_REQUEST => 13,  // INTERNAL
+            StatusCode::UNAUTHORIZED => 16, // UNAUTHENTICATED
+            StatusCode::FORBIDDEN => 7,     // PERMISSION_DENIED
+            StatusCode::NOT_FOUND => 12,    // UNIMPLEMENTED
             StatusCode::TOO_MANY_REQUESTS
             | StatusCode::BAD_GATEWAY
             | StatusCode::SERVICE_UNAVAILABLE
             | StatusCode::GATEWAY_TIMEOUT => 14, // UNAVAILABLE
-            _ => 2,                               // UNKNOWN
+            _ => 2,                         // UNKNOWN
         }
     }
 
@@ -118,7 +123,10 @@ impl Reply {
         let mut r = if grpc && !matches!(self, Reply::Redirect { .. }) {
             let mut r = Response::new(body::empty());
             let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
             h.insert("grpc-status", HeaderValue::from(self.grpc_status()));
             if let Ok(v) = HeaderValue::from_str(&text) {
                 h.insert("grpc-message", v);

@@ -266,7 +266,11 @@ fn http_match(m: &wire::HttpRouteMatch) -> Result<Match, String> {
             "RegularExpression" => PathMatch::Regex(api::pattern::compile_regex(&p.value)?),
             _ => {
                 let v = p.value.trim_end_matches('/');
-                PathMatch::Prefix(if v.is_empty() { "/".to_owned() } else { v.to_owned() })
+                PathMatch::Prefix(if v.is_empty() {
+                    "/".to_owned()
+                } else {
+                    v.to_owned()
+                })
             }
         }),
     };
@@ -320,7 +324,11 @@ impl Route {
                 .iter()
                 .map(|rule| {
                     Ok(Rule {
-                        matches: rule.matches.iter().map(http_match).collect::<Result<_, _>>()?,
+                        matches: rule
+                            .matches
+                            .iter()
+                            .map(http_match)
+                            .collect::<Result<_, _>>()?,
                         filters: Filters::compile(&rule.filters)?,
                         backends: backends(&rule.backends)?,
                         request_timeout: millis(rule.request_timeout_ms),
@@ -333,7 +341,11 @@ impl Route {
                 .iter()
                 .map(|rule| {
                     Ok(Rule {
-                        matches: rule.matches.iter().map(grpc_match).collect::<Result<_, _>>()?,
+                        matches: rule
+                            .matches
+                            .iter()
+                            .map(grpc_match)
+                            .collect::<Result<_, _>>()?,
                         filters: Filters::compile(&rule.filters)?,
                         backends: backends(&rule.backends)?,
                         request_timeout: None,
@@ -478,7 +490,8 @@ impl Table {
         let mut table = Table::default();
         for (key, route) in &config.routes {
             let compiled = Arc::new(
-                Route::compile(key, route).map_err(|e| format!("{} {}/{}: {e}", key.0, key.1, key.2))?,
+                Route::compile(key, route)
+                    .map_err(|e| format!("{} {}/{}: {e}", key.0, key.1, key.2))?,
             );
             let (parents, grpc) = match route {
                 WireRoute::Http(r) => (&r.parents, false),
@@ -492,9 +505,9 @@ impl Table {
                         .entry(("Service".to_owned(), p.namespace.clone(), p.name.clone()))
                         .or_default()
                         .extend(candidates(&compiled, port, grpc)),
-                    "Gateway" if (p.namespace.as_str(), p.name.as_str()) == waypoint => table
-                        .gateway
-                        .extend(candidates(&compiled, port, grpc)),
+                    "Gateway" if (p.namespace.as_str(), p.name.as_str()) == waypoint => {
+                        table.gateway.extend(candidates(&compiled, port, grpc))
+                    }
                     _ => {}
                 }
             }
@@ -508,7 +521,13 @@ impl Table {
 
     /// Routing for a request to `service` on `port` (`None`: a workload addressed
     /// directly, which only the waypoint's own routes can match).
-    pub fn lookup(&self, service: Option<&Key>, port: u16, grpc: bool, req: &Request<'_>) -> Lookup {
+    pub fn lookup(
+        &self,
+        service: Option<&Key>,
+        port: u16,
+        grpc: bool,
+        req: &Request<'_>,
+    ) -> Lookup {
         let applies = |c: &&Candidate| (c.port == 0 || c.port == port) && (grpc || !c.grpc);
         if let Some(list) = service.and_then(|s| self.by_service.get(s))
             && list.iter().any(|c| c.port == 0 || c.port == port)

@@ -36,7 +36,10 @@ where
         connection_security_policy: "mutual_tls",
         response_flags: "-",
     };
-    if let Some((_, name)) = view.workload_at(down.peer.ip()) {
+    if let Some((_, name)) = down
+        .client_workload()
+        .or_else(|| view.workload_at(down.peer.ip()))
+    {
         labels.source_workload = name.to_owned();
     }
     let destination = match &down.target {
@@ -113,5 +116,11 @@ where
     metrics.tcp_sent.get_or_create(&labels).inc_by(sent);
     metrics.tcp_received.get_or_create(&labels).inc_by(received);
     metrics.tcp_closed.get_or_create(&labels).inc();
-    crate::access::stream(down, &labels, Some(&destination), (sent, received), start.elapsed());
+    crate::access::stream(
+        down,
+        &labels,
+        Some(&destination),
+        (sent, received),
+        start.elapsed(),
+    );
 }

@@ -18,7 +18,11 @@ pub struct Context {
 }
 
 fn parse_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N || !s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if s.len() != 2 * N
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     let mut out = [0u8; N];
@@ -130,13 +134,22 @@ mod tests {
         );
         let c = Context::from_headers(&h, 0.0);
         assert_eq!(c.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(c.parent, Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]));
+        assert_eq!(
+            c.parent,
+            Some([0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7])
+        );
         assert!(c.sampled);
         let up = c.traceparent();
         let up = up.to_str().unwrap();
-        assert!(up.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{up}");
+        assert!(
+            up.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+            "{up}"
+        );
         assert!(up.ends_with("-01"));
-        assert!(!up.contains("00f067aa0ba902b7"), "the waypoint's own span is the parent");
+        assert!(
+            !up.contains("00f067aa0ba902b7"),
+            "the waypoint's own span is the parent"
+        );
 
         for bad in [
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",

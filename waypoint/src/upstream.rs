@@ -12,6 +12,7 @@ use std::{
     pin::Pin,
     sync::{Arc, Mutex},
     task::{Context, Poll},
+    time::Instant,
 };
 
 use api::identity::Identity;
@@ -124,8 +125,7 @@ pub struct Caller {
 impl Caller {
     fn connect_headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
-        if let Ok(v) = HeaderValue::from_str(&format!("weft.source.principal={}", self.principal))
-        {
+        if let Ok(v) = HeaderValue::from_str(&format!("weft.source.principal={}", self.principal)) {
             h.insert("baggage", v);
         }
         if let Some(ip) = self.address {
@@ -154,10 +154,15 @@ pub struct Upstreams {
     identity: Identity,
     connect_timeout: std::time::Duration,
     idle_max: usize,
-    h1: Mutex<HashMap<PoolKey, Vec<http1::SendRequest<Body>>>>,
-    h2: Mutex<HashMap<PoolKey, http2::SendRequest<Body>>>,
+    /// A pooled HTTP connection unused for this long is closed.
+    idle_timeout: std::time::Duration,
+    h1: Mutex<HashMap<PoolKey, Vec<(http1::SendRequest<Body>, Instant)>>>,
+    h2: Mutex<HashMap<PoolKey, (http2::SendRequest<Body>, Instant)>>,
     /// HTTP connections opened, by protocol.
-    pub opened: prometheus_client::metrics::family::Family<crate::metrics::ProtocolLabels, prometheus_client::metrics::counter::Counter>,
+    pub opened: prometheus_client::metrics::family::Family<
+        crate::metrics::ProtocolLabels,
+        prometheus_client::metrics::counter::Counter,
+    >,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -172,7 +177,7 @@ impl Upstreams {
     pub fn new(
         hbone: hbone::Pool,
         identity: Identity,
-        connect_timeout: std::time::Duration,
+        (connect_timeout, idle_timeout): (std::time::Duration, std::time::Duration),
         idle_max: usize,
     ) -> Self {
         Upstreams {
@@ -180,6 +185,7 @@ impl Upstreams {
             identity,
             connect_timeout,
             idle_max,
+            idle_timeout,
             h1: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
             opened: Default::default(),
@@ -267,16 +273,19 @@ impl Upstreams {
         req: Request<Body>,
     ) -> Result<Response<Incoming>, Error> {
         let mut sender = self.open_h1(dest, caller, true).await?;
-        sender.send_request(req).await.map_err(|source| Error::Http {
-            addr: dest.addr,
-            source,
-        })
+        sender
+            .send_request(req)
+            .await
+            .map_err(|source| Error::Http {
+                addr: dest.addr,
+                source,
+            })
     }
 
     fn h1_idle(&self, key: &PoolKey) -> Option<http1::SendRequest<Body>> {
         let mut pool = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         let list = pool.get_mut(key)?;
-        while let Some(s) = list.pop() {
+        while let Some((s, _)) = list.pop() {
             if s.is_ready() {
                 return Some(s);
             }
@@ -290,16 +299,19 @@ impl Upstreams {
         }
         let mut pool = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         let list = pool.entry(key).or_default();
-        list.retain(|s| !s.is_closed());
+        list.retain(|(s, _)| !s.is_closed());
         if list.len() < self.idle_max {
-            list.push(sender);
+            list.push((sender, Instant::now()));
         }
     }
 
     fn h2_idle(&self, key: &PoolKey) -> Option<http2::SendRequest<Body>> {
         let mut pool = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-        match pool.get(key) {
-            Some(s) if !s.is_closed() => Some(s.clone()),
+        match pool.get_mut(key) {
+            Some((s, used)) if !s.is_closed() => {
+                *used = Instant::now();
+                Some(s.clone())
+            }
             Some(_) => {
                 pool.remove(key);
                 None
@@ -366,7 +378,7 @@ impl Upstreams {
         });
         let mut pool = self.h2.lock().unwrap_or_else(|p| p.into_inner());
         // Another request may have opened one meanwhile; either serves.
-        pool.insert(key.clone(), sender.clone());
+        pool.insert(key.clone(), (sender.clone(), Instant::now()));
         Ok(sender)
     }
 
@@ -377,17 +389,21 @@ impl Upstreams {
         }
     }
 
-    /// Drops pooled connections that closed, and HBONE connections idle too long.
+    /// Drops pooled connections that closed or stayed unused for the idle timeout (an
+    /// HTTP/2 connection with requests still open lives on until they end), and HBONE
+    /// connections idle too long.
     pub fn sweep(&self) {
-        self.hbone.sweep();
+        let limit = self.idle_timeout;
         let mut h1 = self.h1.lock().unwrap_or_else(|p| p.into_inner());
         h1.retain(|_, list| {
-            list.retain(|s| !s.is_closed());
+            list.retain(|(s, idle)| !s.is_closed() && idle.elapsed() < limit);
             !list.is_empty()
         });
         drop(h1);
         let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
-        h2.retain(|_, s| !s.is_closed());
+        h2.retain(|_, (s, used)| !s.is_closed() && used.elapsed() < limit);
+        drop(h2);
+        self.hbone.sweep();
     }
 }
 
@@ -426,4 +442,3 @@ impl hyper::body::Body for Returning {
         self.body.size_hint()
     }
 }
-

@@ -13,19 +13,25 @@
 //! file, and can run any number of times.
 
 pub mod bench;
+mod build;
 pub mod cni;
+mod documents;
+mod pods;
+mod status;
 pub mod topology;
+pub mod waypoints;
+
+pub use build::{controlplane_address, controlplane_netns};
+pub use status::status;
 
 use std::{
     collections::BTreeMap,
-    fmt::Write as _,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
-use serde_json::json;
 
 use topology::{Pod, Topology};
 
@@ -80,8 +86,9 @@ pub struct State {
     pub cgroup_root: PathBuf,
     pub pods: Vec<PodState>,
     pub agents: Vec<AgentState>,
-    /// Mesh components that do not exist yet and were not started.
-    pub missing: Vec<String>,
+    /// `WEFT_…` settings every waypoint runs with (`lab up --waypoint-env`).
+    #[serde(default)]
+    pub waypoint_env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -113,6 +120,12 @@ impl State {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e).context("reading the lab state"),
         }
+    }
+
+    pub fn save(&self) -> anyhow::Result<()> {
+        let tmp = run_dir().join(".state.json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)?;
+        std::fs::rename(&tmp, state_file()).context("writing the lab state")
     }
 
     pub fn pod(&self, name: &str) -> anyhow::Result<&PodState> {
@@ -268,33 +281,44 @@ fn lab_netns() -> anyhow::Result<Vec<String>> {
 
 /// Builds the lab. `agent_env` holds `WEFT_…=value` settings passed to every agent
 /// (limits and timeouts, for tests and experiments).
-pub fn up(topology_file: Option<&Path>, agent_env: &[String]) -> anyhow::Result<()> {
+pub fn up(
+    topology_file: Option<&Path>,
+    agent_env: &[String],
+    waypoint_env: &[String],
+) -> anyhow::Result<()> {
     up_with(
         topology_file,
-        agent_env,
+        (agent_env, waypoint_env),
         &Progress {
             start: Instant::now(),
         },
     )
 }
 
-/// [`up`], reporting progress on a clock the caller already runs.
-fn up_with(
-    topology_file: Option<&Path>,
-    agent_env: &[String],
-    progress: &Progress,
-) -> anyhow::Result<()> {
+/// `KEY=VALUE` pairs of `WEFT_` settings, as `--<flag> KEY=VALUE` gives them.
+fn settings(flag: &str, pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
     let mut env = Vec::new();
-    for pair in agent_env {
+    for pair in pairs {
         let (key, value) = pair
             .split_once('=')
-            .with_context(|| format!("--agent-env {pair:?}: expected KEY=VALUE"))?;
+            .with_context(|| format!("--{flag} {pair:?}: expected KEY=VALUE"))?;
         anyhow::ensure!(
             key.starts_with("WEFT_"),
-            "--agent-env {pair:?}: only WEFT_ settings are passed to agents"
+            "--{flag} {pair:?}: only WEFT_ settings are passed on"
         );
         env.push((key.to_owned(), value.to_owned()));
     }
+    Ok(env)
+}
+
+/// [`up`], reporting progress on a clock the caller already runs.
+fn up_with(
+    topology_file: Option<&Path>,
+    (agent_env, waypoint_env): (&[String], &[String]),
+    progress: &Progress,
+) -> anyhow::Result<()> {
+    let env = settings("agent-env", agent_env)?;
+    let waypoint_env = settings("waypoint-env", waypoint_env)?;
     let (source, text) = match topology_file {
         Some(path) => (
             path.display().to_string(),
@@ -307,23 +331,25 @@ fn up_with(
     };
     let topology = topology::parse(&source, &text)?;
     preflight()?;
-    let bins = Binaries {
+    let bins = build::Binaries {
         agent: sibling("weft-agent")?,
         sample: sibling("weft-sample")?,
         controlplane: sibling("weft-controlplane")?,
+        waypoint: sibling("weft-waypoint")?,
     };
     progress.say(format_args!(
-        "topology: {} nodes, {} namespaces, {} pods, {} services ({source})",
+        "topology: {} nodes, {} namespaces, {} pods, {} services, {} waypoints ({source})",
         topology.nodes.len(),
         topology.namespaces.len(),
         topology.pods.len(),
-        topology.services.len()
+        topology.services.len(),
+        topology.waypoints.len()
     ));
     if leftovers()? {
         progress.say("an earlier lab is still here; removing it first");
         down_with(progress)?;
     }
-    match build(&topology, &bins, &env, progress) {
+    match build::build(&topology, &bins, (&env, &waypoint_env), progress) {
         Ok(state) => {
             summary(&state);
             Ok(())
@@ -338,411 +364,6 @@ fn up_with(
     }
 }
 
-/// The binaries the lab runs.
-struct Binaries {
-    agent: PathBuf,
-    sample: PathBuf,
-    controlplane: PathBuf,
-}
-
-/// The name of the control plane's namespace, and its address on the underlay (`.2`).
-pub fn controlplane_netns() -> String {
-    format!("{PREFIX}-controlplane")
-}
-
-/// A new random token (32 bytes from the kernel, hex).
-fn new_token() -> anyhow::Result<String> {
-    use std::io::Read as _;
-    let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .and_then(|mut f| f.write_all(contents.as_bytes()))
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-fn build(
-    topology: &Topology,
-    bins: &Binaries,
-    agent_env: &[(String, String)],
-    progress: &Progress,
-) -> anyhow::Result<State> {
-    for dir in ["logs", "cni", "agents", "controlplane/config"] {
-        std::fs::create_dir_all(run_dir().join(dir))?;
-    }
-    let cg_root = cgroup_root()?;
-    std::fs::create_dir_all(cg_root.join("system"))
-        .with_context(|| format!("creating cgroup {}", cg_root.display()))?;
-
-    // Underlay: a bridge in the lab's own namespace.
-    let underlay = underlay_netns();
-    ip(&["netns", "add", &underlay])?;
-    ip(&["-n", &underlay, "link", "add", "br0", "type", "bridge"])?;
-    ip(&["-n", &underlay, "link", "set", "br0", "up"])?;
-    ip(&["-n", &underlay, "link", "set", "lo", "up"])?;
-    let underlay_net: topology::Ipv4Net = topology.underlay.parse().map_err(anyhow::Error::msg)?;
-    progress.say(format_args!(
-        "underlay {underlay_net} (namespace {underlay})"
-    ));
-
-    // Nodes.
-    for (i, node) in topology.nodes.iter().enumerate() {
-        let ns = node_netns(&node.name);
-        ip(&["netns", "add", &ns])?;
-        let port = format!("n{i}");
-        ip(&[
-            "-n", &underlay, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
-            &ns,
-        ])?;
-        ip(&["-n", &underlay, "link", "set", &port, "master", "br0", "up"])?;
-        let addr = format!("{}/{}", node.address, underlay_net.prefix);
-        ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
-        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
-        run(Command::new("ip").args([
-            "netns",
-            "exec",
-            &ns,
-            "sysctl",
-            "-qw",
-            "net.ipv4.ip_forward=1",
-        ]))?;
-        std::fs::create_dir_all(cg_root.join("nodes").join(&node.name))?;
-        progress.say(format_args!(
-            "node {}: {} on the underlay, pods {}",
-            node.name, node.address, node.pod_subnet
-        ));
-    }
-    for node in &topology.nodes {
-        for other in topology.nodes.iter().filter(|o| o.name != node.name) {
-            ip(&[
-                "-n",
-                &node_netns(&node.name),
-                "route",
-                "add",
-                &other.pod_subnet,
-                "via",
-                &other.address.to_string(),
-            ])?;
-        }
-    }
-
-    // Pods.
-    let mut pods = Vec::new();
-    for pod in &topology.pods {
-        let node = topology
-            .nodes
-            .iter()
-            .find(|n| n.name == pod.node)
-            .expect("checked by the topology");
-        let subnet: topology::Ipv4Net = node.pod_subnet.parse().map_err(anyhow::Error::msg)?;
-        let ns = pod_netns(pod);
-        ip(&["netns", "add", &ns])?;
-        let cgroup = cg_root
-            .join("nodes")
-            .join(&pod.node)
-            .join(format!("{}.{}", pod.namespace, pod.name));
-        std::fs::create_dir_all(&cgroup)?;
-        let node_ns = netns_path(&node_netns(&node.name));
-        let pod_ns = netns_path(&ns);
-        let attachment = |ifname| cni::Attachment {
-            container_id: &ns,
-            netns: &pod_ns,
-            ifname,
-            args: format!(
-                "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
-                pod.namespace, pod.name
-            ),
-            runtime_netns: &node_ns,
-        };
-        cni::add(&cni::loopback(), &attachment("lo"))?;
-        let network = cni::pod_network(
-            &node.pod_subnet,
-            subnet.host(1),
-            &run_dir().join("cni").join(&node.name),
-        );
-        let result = cni::add(&network, &attachment("eth0"))?;
-        let ip = cni::first_ipv4(&result).context("the CNI result has no IPv4 address")?;
-        progress.say(format_args!(
-            "pod {} on {}: {ip}{}",
-            pod.key(),
-            pod.node,
-            if pod.enrolled { " (in the mesh)" } else { "" }
-        ));
-        pods.push(PodState {
-            pod: pod.clone(),
-            netns: ns,
-            cgroup,
-            ip,
-            app_pid: 0,
-            log: run_dir()
-                .join("logs")
-                .join(format!("{}.{}.log", pod.namespace, pod.name)),
-            cni_result: result,
-        });
-    }
-
-    write_documents(topology, &pods)?;
-    // The control plane, on the underlay at .2, with a bootstrap token per node.
-    let cp_ns = controlplane_netns();
-    let cp_addr = underlay_net.host(2);
-    ip(&["netns", "add", &cp_ns])?;
-    ip(&[
-        "-n", &underlay, "link", "add", "cp", "type", "veth", "peer", "name", "eth0", "netns",
-        &cp_ns,
-    ])?;
-    ip(&["-n", &underlay, "link", "set", "cp", "master", "br0", "up"])?;
-    ip(&[
-        "-n",
-        &cp_ns,
-        "addr",
-        "add",
-        &format!("{cp_addr}/{}", underlay_net.prefix),
-        "dev",
-        "eth0",
-    ])?;
-    ip(&["-n", &cp_ns, "link", "set", "eth0", "up"])?;
-    ip(&["-n", &cp_ns, "link", "set", "lo", "up"])?;
-    let cp_dir = run_dir().join("controlplane");
-    let mut tokens = String::new();
-    for node in &topology.nodes {
-        let token = new_token()?;
-        tokens.push_str(&format!("{}: {token}\n", node.name));
-        write_private(
-            &run_dir().join("agents").join(&node.name).join("token"),
-            &token,
-        )?;
-    }
-    write_private(&cp_dir.join("node-tokens.yaml"), &tokens)?;
-    let cp_log = run_dir().join("logs/controlplane.log");
-    let mut cmd = in_pod(
-        &cg_root.join("system"),
-        &netns_path(&cp_ns),
-        &bins.controlplane,
-        &[],
-    );
-    cmd.env("WEFT_CP_STATE_DIR", cp_dir.join("state"))
-        .env("WEFT_CP_CONFIG_DIR", cp_dir.join("config"))
-        .env("WEFT_CP_NODE_TOKENS", cp_dir.join("node-tokens.yaml"))
-        .env("WEFT_CP_LISTEN", format!("{cp_addr}:15012"))
-        .env("WEFT_CP_SERVING_IPS", cp_addr.to_string());
-    let cp_pid = launch(cmd, &cp_log)?;
-    let trust_bundle = cp_dir.join("state/ca/trust-bundle.pem");
-    wait_for(
-        &format!("the control plane (log: {})", cp_log.display()),
-        Duration::from_secs(20),
-        || {
-            alive(cp_pid)
-                && std::fs::read_to_string(&cp_log).is_ok_and(|l| l.contains("control plane ready"))
-        },
-    )?;
-    progress.say(format_args!(
-        "control plane at {cp_addr}:15012 (pid {cp_pid}); CA root in {}",
-        trust_bundle.display()
-    ));
-    let missing = vec!["weft-waypoint".to_owned()];
-
-    // Agents, one per node, in the node's namespace.
-    let mut agents = Vec::new();
-    for node in &topology.nodes {
-        let state_dir = run_dir().join("agents").join(&node.name);
-        let log = run_dir()
-            .join("logs")
-            .join(format!("agent-{}.log", node.name));
-        // The agent runs under its node's cgroup, as a DaemonSet pod runs under the
-        // node's root cgroup: the node's `sockops` program sees its sockets too (the
-        // agent's ends of the app ↔ agent legs).
-        let agent_cgroup = cg_root.join("nodes").join(&node.name).join("weft-agent");
-        std::fs::create_dir_all(&agent_cgroup)
-            .with_context(|| format!("creating cgroup {}", agent_cgroup.display()))?;
-        let mut cmd = in_pod(
-            &agent_cgroup,
-            &netns_path(&node_netns(&node.name)),
-            &bins.agent,
-            &[],
-        );
-        cmd.env("WEFT_NODE_NAME", agent_node_name(&node.name))
-            .env("WEFT_CGROUP", cg_root.join("nodes").join(&node.name))
-            .env("WEFT_STATE_DIR", &state_dir)
-            .env("WEFT_METRICS_ADDR", format!("{}:15020", node.address))
-            .env("WEFT_CONTROLPLANE", format!("{cp_addr}:15012"))
-            .env("WEFT_CONTROLPLANE_CA", &trust_bundle)
-            .env("WEFT_NODE_TOKEN_FILE", state_dir.join("token"))
-            .envs(agent_env.iter().map(|(k, v)| (k, v)));
-        let pid = launch(cmd, &log)?;
-        agents.push(AgentState {
-            node: node.name.clone(),
-            admin_socket: state_dir.join("admin.sock"),
-            pid,
-            log,
-        });
-    }
-    for agent in &agents {
-        let client = api::admin::Client::new(&agent.admin_socket);
-        wait_for(
-            &format!("the agent of {} (log: {})", agent.node, agent.log.display()),
-            Duration::from_secs(30),
-            || alive(agent.pid) && client.get("/v1/stats").is_ok_and(|r| r.status == 200),
-        )?;
-        progress.say(format_args!(
-            "agent of {} ready (pid {})",
-            agent.node, agent.pid
-        ));
-    }
-
-    // The sample app in every pod.
-    for p in &mut pods {
-        let args = vec![
-            "serve".to_owned(),
-            "--echo".to_owned(),
-            format!("[::]:{ECHO_PORT}"),
-            "--http".to_owned(),
-            format!("[::]:{HTTP_PORT}"),
-            "--name".to_owned(),
-            p.pod.name.clone(),
-        ];
-        p.app_pid = launch(
-            in_pod(&p.cgroup, &netns_path(&p.netns), &bins.sample, &args),
-            &p.log,
-        )?;
-    }
-    for p in &pods {
-        wait_for(
-            &format!(
-                "the sample app of {} (log: {})",
-                p.pod.key(),
-                p.log.display()
-            ),
-            Duration::from_secs(15),
-            || {
-                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
-                alive(p.app_pid) && log.contains("echo listening") && log.contains("http listening")
-            },
-        )?;
-    }
-    progress.say(format_args!(
-        "sample app running in {} pods (echo :{ECHO_PORT}, http :{HTTP_PORT})",
-        pods.len()
-    ));
-
-    // Enrollment through each node's agent.
-    for p in pods.iter().filter(|p| p.pod.enrolled) {
-        let agent = agents
-            .iter()
-            .find(|a| a.node == p.pod.node)
-            .expect("one agent per node");
-        let workload = api::admin::WorkloadRef {
-            namespace: p.pod.namespace.clone(),
-            name: p.pod.name.clone(),
-            service_account: p.pod.service_account.clone(),
-        };
-        let r = api::admin::Client::new(&agent.admin_socket)
-            .enroll(&netns_path(&p.netns), Some(workload))?;
-        if r.status != 200 {
-            bail!("enrolling {} failed: {}", p.pod.key(), r.error_message());
-        }
-        progress.say(format_args!(
-            "enrolled {} with the agent of {}",
-            p.pod.key(),
-            p.pod.node
-        ));
-    }
-
-    // Every enrolled workload has its certificate before the lab is called up.
-    for agent in &agents {
-        let client = api::admin::Client::new(&agent.admin_socket);
-        wait_for(
-            &format!(
-                "certificates on {} (log: {})",
-                agent.node,
-                agent.log.display()
-            ),
-            Duration::from_secs(30),
-            || {
-                client.get("/v1/enrollments").is_ok_and(|r| {
-                    r.body
-                        .as_array()
-                        .is_some_and(|l| l.iter().all(|e| e["certificate"] == "ready"))
-                })
-            },
-        )?;
-    }
-    progress.say("every enrolled workload has its certificate");
-
-    let state = State {
-        controlplane_pid: cp_pid,
-        topology: topology.clone(),
-        cgroup_root: cg_root,
-        pods,
-        agents,
-        missing,
-    };
-    std::fs::write(state_file(), serde_json::to_vec_pretty(&state)?)?;
-    progress.say("lab is up");
-    Ok(state)
-}
-
-/// Writes the documents that describe the lab's workloads into the control plane's
-/// local configuration folder, in the kinds it reads: Kubernetes `Namespace` and
-/// `Service`, and Weft's `Workload` for workloads that are not Kubernetes pods.
-fn write_documents(topology: &Topology, pods: &[PodState]) -> anyhow::Result<()> {
-    let dir = run_dir().join("controlplane/config");
-    let mut docs = Vec::new();
-    for ns in &topology.namespaces {
-        docs.push(json!({
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": { "name": ns.name, "labels": ns.labels },
-        }));
-    }
-    for svc in &topology.services {
-        docs.push(json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": { "name": svc.name, "namespace": svc.namespace },
-            "spec": {
-                "clusterIP": svc.vip.to_string(),
-                "selector": svc.selector,
-                "ports": svc.ports.iter().map(|p| json!({
-                    "name": p.name, "port": p.port, "targetPort": p.target_port, "protocol": "TCP",
-                })).collect::<Vec<_>>(),
-            },
-        }));
-    }
-    for p in pods {
-        docs.push(json!({
-            "apiVersion": "weft.dev/v1alpha1",
-            "kind": "Workload",
-            "metadata": { "name": p.pod.name, "namespace": p.pod.namespace, "labels": p.pod.labels },
-            "spec": {
-                "serviceAccount": p.pod.service_account,
-                "node": p.pod.node,
-                "addresses": [p.ip.to_string()],
-            },
-        }));
-    }
-    let mut text = String::from(
-        "# Written by `weftctl lab up`: the lab's namespaces, services and workloads.\n",
-    );
-    for doc in docs {
-        text.push_str("---\n");
-        text.push_str(&serde_yaml_ng::to_string(&doc)?);
-    }
-    std::fs::write(dir.join("lab.yaml"), text)?;
-    Ok(())
-}
-
 fn summary(state: &State) {
     println!();
     println!("{:<22} {:<8} {:<14} MESH", "POD", "NODE", "IP");
@@ -752,10 +373,17 @@ fn summary(state: &State) {
             p.pod.key(),
             p.pod.node,
             p.ip,
-            if p.pod.enrolled { "enrolled" } else { "-" }
+            if p.pod.enrolled {
+                "enrolled"
+            } else if p.pod.waypoint {
+                "waypoint"
+            } else {
+                "-"
+            }
         );
     }
-    if let (Some(a), Some(b)) = (state.pods.first(), state.pods.last()) {
+    let apps: Vec<&PodState> = state.pods.iter().filter(|p| !p.pod.waypoint).collect();
+    if let (Some(a), Some(b)) = (apps.first(), apps.last()) {
         println!();
         println!(
             "Try: weftctl lab exec {} -- weft-sample echo --connect {}:{ECHO_PORT} --bytes 1000",
@@ -795,35 +423,10 @@ fn down_with(progress: &Progress) -> anyhow::Result<()> {
     // Give the pods' addresses back through CNI, as a runtime would.
     if let Some(state) = &state {
         for p in &state.pods {
-            let node_ns = netns_path(&node_netns(&p.pod.node));
-            let pod_ns = netns_path(&p.netns);
-            if !node_ns.exists() || !pod_ns.exists() {
-                continue;
-            }
-            let at = |ifname| cni::Attachment {
-                container_id: &p.netns,
-                netns: &pod_ns,
-                ifname,
-                args: format!(
-                    "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={}",
-                    p.pod.namespace, p.pod.name
-                ),
-                runtime_netns: &node_ns,
-            };
             let node = state.topology.nodes.iter().find(|n| n.name == p.pod.node);
-            if let Some(node) = node {
-                let subnet: topology::Ipv4Net =
-                    node.pod_subnet.parse().map_err(anyhow::Error::msg)?;
-                let net = cni::pod_network(
-                    &node.pod_subnet,
-                    subnet.host(1),
-                    &run_dir().join("cni").join(&node.name),
-                );
-                if let Err(e) = cni::del(&net, &at("eth0"), Some(&p.cni_result)) {
-                    progress.say(format_args!("CNI DEL of {}: {e}", p.pod.key()));
-                }
+            for problem in pods::release(p, node) {
+                progress.say(problem);
             }
-            let _ = cni::del(&cni::loopback(), &at("lo"), None);
         }
     }
 
@@ -876,135 +479,6 @@ fn remove_cgroup_tree(dir: &Path) -> anyhow::Result<()> {
         }
     }
     std::fs::remove_dir(dir).with_context(|| format!("removing cgroup {}", dir.display()))
-}
-
-pub fn status() -> anyhow::Result<()> {
-    let Some(state) = State::load()? else {
-        println!("no lab is up (start one with `weftctl lab up`)");
-        return Ok(());
-    };
-    let mut out = String::new();
-    writeln!(
-        out,
-        "control plane: {} (pid {}, log {}/logs/controlplane.log)\n",
-        if alive(state.controlplane_pid) {
-            "running"
-        } else {
-            "DOWN"
-        },
-        state.controlplane_pid,
-        RUN_DIR
-    )?;
-    // Configuration files the control plane refused (the last good version is in force).
-    let cp_status = run_dir().join("controlplane/state/status.json");
-    if let Ok(text) = std::fs::read_to_string(&cp_status)
-        && let Ok(status) = serde_json::from_str::<serde_json::Value>(&text)
-    {
-        let problems = status["problems"].as_array().cloned().unwrap_or_default();
-        writeln!(
-            out,
-            "configuration version {}: {}",
-            status["version"],
-            if problems.is_empty() {
-                "every file is in force".to_owned()
-            } else {
-                format!(
-                    "{} problems (the last good versions stay in force):",
-                    problems.len()
-                )
-            }
-        )?;
-        for p in problems {
-            writeln!(out, "  {}", p["text"].as_str().unwrap_or_default())?;
-        }
-        writeln!(out)?;
-    }
-    // Certificates by pod namespace path, from the agents.
-    let mut certs: BTreeMap<PathBuf, String> = BTreeMap::new();
-    for a in &state.agents {
-        if let Ok(r) = api::admin::Client::new(&a.admin_socket).get("/v1/enrollments")
-            && let Ok(list) = serde_json::from_value::<Vec<api::admin::Enrollment>>(r.body)
-        {
-            for e in list {
-                certs.insert(e.netns, e.certificate.unwrap_or_else(|| "-".to_owned()));
-            }
-        }
-    }
-    writeln!(
-        out,
-        "{:<10} {:<14} {:<8} {:>9} {:>10} {:>12}",
-        "NODE", "UNDERLAY", "AGENT", "ENROLLED", "ACCEPTED", "REDIRECTED"
-    )?;
-    for a in &state.agents {
-        let node = state.topology.nodes.iter().find(|n| n.name == a.node);
-        let stats = api::admin::Client::new(&a.admin_socket)
-            .get("/v1/stats")
-            .ok()
-            .filter(|r| r.status == 200)
-            .map(|r| r.body);
-        let field = |f: &dyn Fn(&serde_json::Value) -> Option<u64>| {
-            stats
-                .as_ref()
-                .and_then(f)
-                .map_or("-".to_owned(), |v| v.to_string())
-        };
-        writeln!(
-            out,
-            "{:<10} {:<14} {:<8} {:>9} {:>10} {:>12}",
-            a.node,
-            node.map(|n| n.address.to_string()).unwrap_or_default(),
-            if alive(a.pid) { "running" } else { "DOWN" },
-            field(&|s| s["enrolled_namespaces"].as_u64()),
-            field(&|s| s["outbound"]["accepted"].as_u64()),
-            field(&|s| s["decisions"]["redirected"].as_u64()),
-        )?;
-    }
-    writeln!(out)?;
-    writeln!(
-        out,
-        "{:<22} {:<8} {:<14} {:<10} {:<12} APP",
-        "POD", "NODE", "IP", "MESH", "CERTIFICATE"
-    )?;
-    for p in &state.pods {
-        writeln!(
-            out,
-            "{:<22} {:<8} {:<14} {:<10} {:<12} {}",
-            p.pod.key(),
-            p.pod.node,
-            p.ip,
-            if p.pod.enrolled { "enrolled" } else { "-" },
-            certs.get(&netns_path(&p.netns)).map_or("-", String::as_str),
-            if alive(p.app_pid) { "running" } else { "DOWN" }
-        )?;
-    }
-    if !state.topology.services.is_empty() {
-        writeln!(out)?;
-        writeln!(out, "{:<22} {:<14} PORTS", "SERVICE", "VIP")?;
-        for s in &state.topology.services {
-            let ports: Vec<String> = s
-                .ports
-                .iter()
-                .map(|p| format!("{}→{}", p.port, p.target_port))
-                .collect();
-            writeln!(
-                out,
-                "{:<22} {:<14} {}",
-                format!("{}/{}", s.namespace, s.name),
-                s.vip,
-                ports.join(", ")
-            )?;
-        }
-    }
-    if !state.missing.is_empty() {
-        writeln!(out)?;
-        writeln!(
-            out,
-            "not started (not implemented yet): {}",
-            state.missing.join(", ")
-        )?;
-    }
-    print!("{out}");
-    Ok(())
 }
 
 /// Runs a command inside a pod (its cgroup and network namespace) and returns its exit

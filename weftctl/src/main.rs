@@ -23,6 +23,37 @@ enum Top {
     /// A Weft cluster on this machine: nodes and pods as network namespaces (root).
     #[command(subcommand)]
     Lab(Lab),
+    /// Waypoints (per-service L7 proxies) of the lab: add one or change what it
+    /// serves, list them, delete one.
+    #[command(subcommand)]
+    Waypoint(Waypoint),
+}
+
+#[derive(Subcommand)]
+enum Waypoint {
+    /// Create a waypoint (its Gateway, pod and Service) or, when it exists, bind it to
+    /// the Services given instead of those it had.
+    Apply {
+        #[arg(short = 'n', long)]
+        namespace: String,
+        #[arg(long)]
+        name: String,
+        /// Services of the namespace whose traffic goes through it (comma-separated).
+        #[arg(long = "for", value_delimiter = ',')]
+        services: Vec<String>,
+        /// The node its pod runs on (default: the first).
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// List the waypoints, where they run and what they serve.
+    List,
+    /// Delete a waypoint: its Services go straight to their endpoints again.
+    Delete {
+        #[arg(short = 'n', long)]
+        namespace: String,
+        #[arg(long)]
+        name: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -36,6 +67,10 @@ enum Lab {
         /// `--agent-env WEFT_DRAIN_TIMEOUT=5s`.
         #[arg(long = "agent-env")]
         agent_env: Vec<String>,
+        /// `WEFT_…=value` for every waypoint (repeatable), e.g.
+        /// `--waypoint-env WEFT_OTLP_ENDPOINT=http://10.244.1.2:4317`.
+        #[arg(long = "waypoint-env")]
+        waypoint_env: Vec<String>,
     },
     /// Show nodes, agents, pods and services.
     Status,
@@ -87,7 +122,18 @@ fn main() -> anyhow::Result<()> {
         Top::Lab(Lab::Up {
             topology,
             agent_env,
-        }) => weftctl::lab::up(topology.as_deref(), &agent_env),
+            waypoint_env,
+        }) => weftctl::lab::up(topology.as_deref(), &agent_env, &waypoint_env),
+        Top::Waypoint(Waypoint::Apply {
+            namespace,
+            name,
+            services,
+            node,
+        }) => weftctl::lab::waypoints::apply(&namespace, &name, &services, node.as_deref()),
+        Top::Waypoint(Waypoint::List) => weftctl::lab::waypoints::list(),
+        Top::Waypoint(Waypoint::Delete { namespace, name }) => {
+            weftctl::lab::waypoints::delete(&namespace, &name)
+        }
         Top::Lab(Lab::Status) => weftctl::lab::status(),
         Top::Lab(Lab::Exec { pod, command }) => {
             let code = weftctl::lab::exec(&pod, &command)?;

@@ -12,128 +12,129 @@ use crate::model::{
 use super::{Check, HTTP_METHODS, Index, dns_subdomain, gateway_duration, header_name, port};
 
 pub(super) fn http_route(c: &mut Check<'_>, index: &Index<'_>, r: &HttpRoute) {
-        let ns = r.metadata.namespace.as_deref().unwrap_or_default();
-        parents(c, index, ns, &r.spec.parent_refs);
-        for (i, rule) in r.spec.rules.iter().enumerate() {
-            for (j, m) in rule.matches.iter().enumerate() {
-                if let Some(path) = &m.path
-                    && path.type_ != PathMatchType::RegularExpression
-                    && !path.value.starts_with('/')
-                {
-                    c.bad(
-                        format!("spec.rules[{i}].matches[{j}].path.value"),
-                        format!("{:?} must start with '/'", path.value),
-                    );
-                }
-                if let Some(method) = &m.method
-                    && !HTTP_METHODS.contains(&method.as_str())
-                {
-                    c.bad(
-                        format!("spec.rules[{i}].matches[{j}].method"),
-                        format!("{method:?} is not an HTTP method"),
-                    );
-                }
-                if let Some(path) = &m.path
-                    && path.type_ == PathMatchType::RegularExpression
-                {
-                    regex(c, &format!("spec.rules[{i}].matches[{j}].path.value"), &path.value);
-                }
-                header_matches(
-                    c,
-                    &format!("spec.rules[{i}].matches[{j}]"),
-                    &m.headers,
+    let ns = r.metadata.namespace.as_deref().unwrap_or_default();
+    parents(c, index, ns, &r.spec.parent_refs);
+    for (i, rule) in r.spec.rules.iter().enumerate() {
+        for (j, m) in rule.matches.iter().enumerate() {
+            if let Some(path) = &m.path
+                && path.type_ != PathMatchType::RegularExpression
+                && !path.value.starts_with('/')
+            {
+                c.bad(
+                    format!("spec.rules[{i}].matches[{j}].path.value"),
+                    format!("{:?} must start with '/'", path.value),
                 );
-                query_matches(c, &format!("spec.rules[{i}].matches[{j}]"), &m.query_params);
             }
-            let prefix_matched = !rule.matches.is_empty()
-                && rule.matches.iter().all(|m| {
-                    m.path
-                        .as_ref()
-                        .is_some_and(|p| p.type_ == PathMatchType::PathPrefix)
-                });
-            filters(
-                c,
-                index,
-                ns,
-                &format!("spec.rules[{i}]"),
-                &rule.filters,
-                RouteKind::Http { prefix_matched },
-            );
-            backends(
-                c,
-                index,
-                ns,
-                &format!("spec.rules[{i}]"),
-                &rule.backend_refs,
-            );
-            if let Some(t) = &rule.timeouts {
-                timeouts(c, &format!("spec.rules[{i}].timeouts"), t);
+            if let Some(method) = &m.method
+                && !HTTP_METHODS.contains(&method.as_str())
+            {
+                c.bad(
+                    format!("spec.rules[{i}].matches[{j}].method"),
+                    format!("{method:?} is not an HTTP method"),
+                );
             }
-            if let Some(r) = &rule.retry {
-                retry(c, &format!("spec.rules[{i}].retry"), r);
+            if let Some(path) = &m.path
+                && path.type_ == PathMatchType::RegularExpression
+            {
+                regex(
+                    c,
+                    &format!("spec.rules[{i}].matches[{j}].path.value"),
+                    &path.value,
+                );
             }
+            header_matches(c, &format!("spec.rules[{i}].matches[{j}]"), &m.headers);
+            query_matches(c, &format!("spec.rules[{i}].matches[{j}]"), &m.query_params);
         }
+        let prefix_matched = !rule.matches.is_empty()
+            && rule.matches.iter().all(|m| {
+                m.path
+                    .as_ref()
+                    .is_some_and(|p| p.type_ == PathMatchType::PathPrefix)
+            });
+        filters(
+            c,
+            index,
+            ns,
+            &format!("spec.rules[{i}]"),
+            &rule.filters,
+            RouteKind::Http { prefix_matched },
+        );
+        backends(
+            c,
+            index,
+            ns,
+            &format!("spec.rules[{i}]"),
+            &rule.backend_refs,
+        );
+        if let Some(t) = &rule.timeouts {
+            timeouts(c, &format!("spec.rules[{i}].timeouts"), t);
+        }
+        if let Some(r) = &rule.retry {
+            retry(c, &format!("spec.rules[{i}].retry"), r);
+        }
+    }
 }
 
 pub(super) fn grpc_route(c: &mut Check<'_>, index: &Index<'_>, r: &GrpcRoute) {
-        let ns = r.metadata.namespace.as_deref().unwrap_or_default();
-        parents(c, index, ns, &r.spec.parent_refs);
-        for (i, rule) in r.spec.rules.iter().enumerate() {
-            for (j, m) in rule.matches.iter().enumerate() {
-                if let Some(method) = &m.method {
-                    if let Some(s) = &method.service
-                        && method.type_.as_deref() != Some("RegularExpression")
-                        && (s.is_empty()
-                            || !s
-                                .chars()
-                                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_'))
-                    {
-                        c.bad(
-                            format!("spec.rules[{i}].matches[{j}].method.service"),
-                            format!("{s:?} is not a gRPC service name (package.Service)"),
-                        );
-                    }
-                    if method.service.is_none() && method.method.is_none() {
-                        c.bad(
-                            format!("spec.rules[{i}].matches[{j}].method"),
-                            "give a service, a method or both",
-                        );
-                    }
-                    match_type(
-                        c,
-                        &format!("spec.rules[{i}].matches[{j}].method.type"),
-                        method.type_.as_deref(),
+    let ns = r.metadata.namespace.as_deref().unwrap_or_default();
+    parents(c, index, ns, &r.spec.parent_refs);
+    for (i, rule) in r.spec.rules.iter().enumerate() {
+        for (j, m) in rule.matches.iter().enumerate() {
+            if let Some(method) = &m.method {
+                if let Some(s) = &method.service
+                    && method.type_.as_deref() != Some("RegularExpression")
+                    && (s.is_empty()
+                        || !s
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+                {
+                    c.bad(
+                        format!("spec.rules[{i}].matches[{j}].method.service"),
+                        format!("{s:?} is not a gRPC service name (package.Service)"),
                     );
-                    if method.type_.as_deref() == Some("RegularExpression") {
-                        for (field, value) in [("service", &method.service), ("method", &method.method)] {
-                            if let Some(v) = value {
-                                regex(c, &format!("spec.rules[{i}].matches[{j}].method.{field}"), v);
-                            }
+                }
+                if method.service.is_none() && method.method.is_none() {
+                    c.bad(
+                        format!("spec.rules[{i}].matches[{j}].method"),
+                        "give a service, a method or both",
+                    );
+                }
+                match_type(
+                    c,
+                    &format!("spec.rules[{i}].matches[{j}].method.type"),
+                    method.type_.as_deref(),
+                );
+                if method.type_.as_deref() == Some("RegularExpression") {
+                    for (field, value) in [("service", &method.service), ("method", &method.method)]
+                    {
+                        if let Some(v) = value {
+                            regex(
+                                c,
+                                &format!("spec.rules[{i}].matches[{j}].method.{field}"),
+                                v,
+                            );
                         }
                     }
                 }
-                header_matches(
-                    c,
-                    &format!("spec.rules[{i}].matches[{j}]"),
-                    &m.headers,
-                );
             }
-            filters(
-                c,
-                index,
-                ns,
-                &format!("spec.rules[{i}]"),
-                &rule.filters,
-                RouteKind::Grpc,
-            );
-            backends(
-                c,
-                index,
-                ns,
-                &format!("spec.rules[{i}]"),
-                &rule.backend_refs,
-            );
+            header_matches(c, &format!("spec.rules[{i}].matches[{j}]"), &m.headers);
         }
+        filters(
+            c,
+            index,
+            ns,
+            &format!("spec.rules[{i}]"),
+            &rule.filters,
+            RouteKind::Grpc,
+        );
+        backends(
+            c,
+            index,
+            ns,
+            &format!("spec.rules[{i}]"),
+            &rule.backend_refs,
+        );
+    }
 }
 
 fn parents(c: &mut Check<'_>, index: &Index<'_>, ns: &str, refs: &[ParentRef]) {
@@ -260,7 +261,11 @@ fn query_matches(c: &mut Check<'_>, base: &str, params: &[HeaderMatch]) {
                 format!("{:?} appears twice", q.name),
             );
         }
-        match_type(c, &format!("{base}.queryParams[{k}].type"), q.type_.as_deref());
+        match_type(
+            c,
+            &format!("{base}.queryParams[{k}].type"),
+            q.type_.as_deref(),
+        );
         if q.type_.as_deref() == Some("RegularExpression") {
             regex(c, &format!("{base}.queryParams[{k}].value"), &q.value);
         }
@@ -275,7 +280,6 @@ fn regex(c: &mut Check<'_>, path: &str, pattern: &str) {
         c.bad(path, e);
     }
 }
-
 
 /// What a route's filters may be: a GRPCRoute has no redirects or rewrites, and a
 /// prefix replacement needs every match of its rule to be a path prefix.

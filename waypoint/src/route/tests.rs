@@ -189,7 +189,10 @@ fn query_matches_and_ties_by_name() {
         ),
         (
             "m",
-            http(vec![parent("Service", "cart", 0)], vec![rule(vec![], "m-all")]),
+            http(
+                vec![parent("Service", "cart", 0)],
+                vec![rule(vec![], "m-all")],
+            ),
         ),
     ]);
     let t = Table::new(&c, ("shop", "waypoint")).unwrap();
@@ -215,16 +218,31 @@ fn grpc_routes_first_for_grpc_requests_and_gateway_hostnames() {
             ..Default::default()
         }],
     });
-    let mut named = http(vec![parent("Gateway", "waypoint", 0)], vec![rule(vec![], "named")]);
+    let mut named = http(
+        vec![parent("Gateway", "waypoint", 0)],
+        vec![rule(vec![], "named")],
+    );
     if let WireRoute::Http(r) = &mut named {
         r.hostnames = vec!["*.shop".into()];
     }
     let c = config(vec![
         ("g", grpc),
-        ("h", http(vec![parent("Gateway", "waypoint", 0)], vec![rule(vec![], "any")])),
+        (
+            "h",
+            http(
+                vec![parent("Gateway", "waypoint", 0)],
+                vec![rule(vec![], "any")],
+            ),
+        ),
         ("n", named),
         // Another waypoint's route is not this one's.
-        ("o", http(vec![parent("Gateway", "other", 0)], vec![rule(vec![], "other")])),
+        (
+            "o",
+            http(
+                vec![parent("Gateway", "other", 0)],
+                vec![rule(vec![], "other")],
+            ),
+        ),
     ]);
     let t = Table::new(&c, ("shop", "waypoint")).unwrap();
     assert_eq!(to(&t, &probe("POST", "/sample.Echo/Say"), true), "grpc");
@@ -244,5 +262,8 @@ fn a_route_that_does_not_compile_is_named() {
         ),
     )]);
     let e = Table::new(&c, ("shop", "waypoint")).unwrap_err();
-    assert!(e.starts_with("HTTPRoute shop/bad: \"(\" is not a regular expression"), "{e}");
+    assert!(
+        e.starts_with("HTTPRoute shop/bad: \"(\" is not a regular expression"),
+        "{e}"
+    );
 }

@@ -1300,7 +1300,7 @@ impl<'a> LabGuard<'a> {
         if super::leftovers()? {
             bail!("another lab is up: the benchmark does not take down what it did not bring up");
         }
-        super::up_with(None, agent_env, progress)?;
+        super::up_with(None, (agent_env, &[]), progress)?;
         let state = State::load()?.context("the lab is up but wrote no state")?;
         Ok(LabGuard {
             progress,

@@ -14,6 +14,8 @@ pub const DEFAULT: &str = include_str!("default-topology.yaml");
 
 /// The label that puts a namespace in the mesh, or takes a pod out of it.
 pub const MESH_LABEL: &str = "weft.dev/mesh";
+/// The label of a waypoint's pods: its Gateway's name.
+pub const GATEWAY_NAME_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ipv4Net {
@@ -99,6 +101,19 @@ struct RawTopology {
     pods: Vec<RawPod>,
     #[serde(default)]
     services: Vec<RawService>,
+    #[serde(default)]
+    waypoints: Vec<RawWaypoint>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawWaypoint {
+    name: String,
+    namespace: String,
+    node: String,
+    vip: String,
+    #[serde(default)]
+    services: Vec<String>,
 }
 
 fn default_underlay() -> String {
@@ -169,6 +184,45 @@ pub struct Topology {
     pub namespaces: Vec<Namespace>,
     pub pods: Vec<Pod>,
     pub services: Vec<Service>,
+    #[serde(default)]
+    pub waypoints: Vec<Waypoint>,
+}
+
+/// A waypoint: a Gateway of class `weft-waypoint`, a pod of its own that runs
+/// `weft-waypoint` (named like it, outside the mesh: it speaks HBONE itself), a Service
+/// of that name for the agents to reach it, and the Services bound to it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Waypoint {
+    pub name: String,
+    pub namespace: String,
+    pub node: String,
+    pub vip: Ipv4Addr,
+    /// Services of its namespace bound to it (`weft.dev/use-waypoint`).
+    pub services: Vec<String>,
+}
+
+impl Waypoint {
+    /// `namespace/name`.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The waypoint's pod.
+    pub fn pod(&self) -> Pod {
+        Pod {
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            node: self.node.clone(),
+            service_account: self.name.clone(),
+            labels: BTreeMap::from([
+                (GATEWAY_NAME_LABEL.to_owned(), self.name.clone()),
+                (MESH_LABEL.to_owned(), "disabled".to_owned()),
+            ]),
+            enrolled: false,
+            waypoint: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -196,6 +250,9 @@ pub struct Pod {
     pub labels: BTreeMap<String, String>,
     /// Whether the pod is in the mesh: its namespace is enrolled and it does not opt out.
     pub enrolled: bool,
+    /// A waypoint's pod (it runs `weft-waypoint`, not the sample app).
+    #[serde(default)]
+    pub waypoint: bool,
 }
 
 impl Pod {
@@ -427,6 +484,7 @@ fn check(raw: RawTopology, problems: &mut Vec<String>) -> Topology {
             service_account: pod.service_account.clone(),
             labels: pod.labels.clone(),
             enrolled: ns_enabled && !opted_out,
+            waypoint: false,
         });
     }
     for (node, count) in per_node {
@@ -540,6 +598,14 @@ fn check(raw: RawTopology, problems: &mut Vec<String>) -> Topology {
         });
     }
 
+    let waypoints = check_waypoints(
+        &raw.waypoints,
+        (&namespaces, &node_names),
+        (&mut pods, &mut pod_keys),
+        (&services, &mut vips, service_subnet),
+        &mut p,
+    );
+
     Topology {
         underlay: raw.underlay,
         service_subnet: raw.service_subnet,
@@ -554,7 +620,113 @@ fn check(raw: RawTopology, problems: &mut Vec<String>) -> Topology {
             .collect(),
         pods,
         services,
+        waypoints,
     }
+}
+
+type Pods<'a> = (&'a mut Vec<Pod>, &'a mut BTreeSet<(String, String)>);
+type Services<'a> = (&'a [Service], &'a mut BTreeSet<Ipv4Addr>, Option<Ipv4Net>);
+
+/// Checks the waypoints and adds their pods.
+fn check_waypoints(
+    raw: &[RawWaypoint],
+    (namespaces, nodes): (
+        &BTreeMap<String, BTreeMap<String, String>>,
+        &BTreeSet<String>,
+    ),
+    (pods, pod_keys): Pods<'_>,
+    (services, vips, service_subnet): Services<'_>,
+    p: &mut impl FnMut(String, String),
+) -> Vec<Waypoint> {
+    let mut out = Vec::new();
+    let mut bound: BTreeMap<(String, String), String> = BTreeMap::new();
+    for (i, w) in raw.iter().enumerate() {
+        let field = format!("waypoints[{i}]");
+        if let Err(e) = dns_label(&w.name) {
+            p(format!("{field}.name"), format!("{:?} {e}", w.name));
+        }
+        if !namespaces.contains_key(&w.namespace) {
+            p(
+                format!("{field}.namespace"),
+                format!("unknown namespace {:?}", w.namespace),
+            );
+        }
+        if !nodes.contains(&w.node) {
+            p(
+                format!("{field}.node"),
+                format!("unknown node {:?}", w.node),
+            );
+        }
+        if !pod_keys.insert((w.namespace.clone(), w.name.clone())) {
+            p(
+                format!("{field}.name"),
+                format!("{}/{} is also a pod's name", w.namespace, w.name),
+            );
+        }
+        if services
+            .iter()
+            .any(|s| s.namespace == w.namespace && s.name == w.name)
+        {
+            p(
+                format!("{field}.name"),
+                format!("{}/{} is also a service's name", w.namespace, w.name),
+            );
+        }
+        let vip = match w.vip.parse::<Ipv4Addr>() {
+            Err(_) => {
+                p(
+                    format!("{field}.vip"),
+                    format!("{:?} is not an IPv4 address", w.vip),
+                );
+                Ipv4Addr::UNSPECIFIED
+            }
+            Ok(vip) => {
+                if service_subnet.is_some_and(|s| !s.contains(vip)) {
+                    p(
+                        format!("{field}.vip"),
+                        format!("{vip} is outside serviceSubnet"),
+                    );
+                }
+                if !vips.insert(vip) {
+                    p(
+                        format!("{field}.vip"),
+                        format!("{vip} is used by another service"),
+                    );
+                }
+                vip
+            }
+        };
+        for (j, svc) in w.services.iter().enumerate() {
+            if !services
+                .iter()
+                .any(|s| s.namespace == w.namespace && &s.name == svc)
+            {
+                p(
+                    format!("{field}.services[{j}]"),
+                    format!("no service {}/{svc} in the topology", w.namespace),
+                );
+            }
+            if let Some(other) = bound.insert((w.namespace.clone(), svc.clone()), w.name.clone()) {
+                p(
+                    format!("{field}.services[{j}]"),
+                    format!(
+                        "{}/{svc} is already bound to waypoint {other:?}",
+                        w.namespace
+                    ),
+                );
+            }
+        }
+        let waypoint = Waypoint {
+            name: w.name.clone(),
+            namespace: w.namespace.clone(),
+            node: w.node.clone(),
+            vip,
+            services: w.services.clone(),
+        };
+        pods.push(waypoint.pod());
+        out.push(waypoint);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -574,6 +746,11 @@ mod tests {
         for node in &t.nodes {
             assert!(t.pods.iter().filter(|p| p.node == node.name).count() >= 3);
         }
+        assert_eq!(t.waypoints.len(), 1);
+        assert_eq!(t.waypoints[0].services, ["cart"]);
+        let pod = t.pods.iter().find(|p| p.waypoint).unwrap();
+        assert_eq!(pod.key(), "shop/cart-waypoint");
+        assert!(!pod.enrolled);
         assert!(t.pods.iter().any(|p| p.enrolled));
         assert!(t.pods.iter().any(|p| !p.enrolled));
         assert_eq!(t.nodes[1].address, Ipv4Addr::new(10, 250, 0, 11));
@@ -668,6 +845,29 @@ services:
             p.iter()
                 .any(|m| m.starts_with("pods[0].namespace: unknown namespace")),
             "{p:?}"
+        );
+    }
+
+    #[test]
+    fn waypoints_are_checked() {
+        let with = |w: &str| format!("{BASE}waypoints:\n  - {w}\n");
+        let t = parse(
+            "t",
+            &with("{name: wp, namespace: ns, node: a, vip: 10.96.0.9, services: [s]}"),
+        )
+        .unwrap();
+        assert_eq!(t.pods.last().unwrap().labels[GATEWAY_NAME_LABEL], "wp");
+        let p = problems(&with(
+            "{name: p1, namespace: ns, node: z, vip: 10.96.0.1, services: [nope]}",
+        ));
+        assert_eq!(
+            p,
+            vec![
+                "waypoints[0].node: unknown node \"z\"",
+                "waypoints[0].name: ns/p1 is also a pod's name",
+                "waypoints[0].vip: 10.96.0.1 is used by another service",
+                "waypoints[0].services[0]: no service ns/nope in the topology",
+            ]
         );
     }
 

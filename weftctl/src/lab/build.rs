@@ -1,0 +1,381 @@
+//! `lab up`'s work: the underlay, the nodes, the pods, the control plane and its
+//! tokens, an agent per node, the sample apps and the waypoints, in that order, each
+//! checked before the next.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+
+use super::{
+    AgentState, ECHO_PORT, HTTP_PORT, PREFIX, Progress, State, agent_node_name, alive, cgroup_root,
+    documents, in_pod, ip, launch, netns_path, node_netns, pods, run, run_dir, state_file,
+    topology::{self, Topology},
+    underlay_netns, wait_for, waypoints,
+};
+
+/// The binaries the lab runs.
+pub(super) struct Binaries {
+    pub agent: PathBuf,
+    pub sample: PathBuf,
+    pub controlplane: PathBuf,
+    pub waypoint: PathBuf,
+}
+
+/// The control plane's address on the underlay: its `.2`.
+pub fn controlplane_address(topology: &Topology) -> anyhow::Result<std::net::Ipv4Addr> {
+    let underlay: topology::Ipv4Net = topology.underlay.parse().map_err(anyhow::Error::msg)?;
+    Ok(underlay.host(2))
+}
+
+/// The name of the control plane's namespace, and its address on the underlay (`.2`).
+pub fn controlplane_netns() -> String {
+    format!("{PREFIX}-controlplane")
+}
+
+/// A new random token (32 bytes from the kernel, hex).
+fn new_token() -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(contents.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Builds the lab: underlay, nodes, pods, control plane, agents, sample apps, waypoints.
+pub(super) fn build(
+    topology: &Topology,
+    bins: &Binaries,
+    (agent_env, waypoint_env): (&[(String, String)], &[(String, String)]),
+    progress: &Progress,
+) -> anyhow::Result<State> {
+    for dir in ["logs", "cni", "agents", "controlplane/config"] {
+        std::fs::create_dir_all(run_dir().join(dir))?;
+    }
+    let cg_root = cgroup_root()?;
+    std::fs::create_dir_all(cg_root.join("system"))
+        .with_context(|| format!("creating cgroup {}", cg_root.display()))?;
+
+    // Underlay: a bridge in the lab's own namespace.
+    let underlay = underlay_netns();
+    ip(&["netns", "add", &underlay])?;
+    ip(&["-n", &underlay, "link", "add", "br0", "type", "bridge"])?;
+    ip(&["-n", &underlay, "link", "set", "br0", "up"])?;
+    ip(&["-n", &underlay, "link", "set", "lo", "up"])?;
+    let underlay_net: topology::Ipv4Net = topology.underlay.parse().map_err(anyhow::Error::msg)?;
+    progress.say(format_args!(
+        "underlay {underlay_net} (namespace {underlay})"
+    ));
+
+    // Nodes.
+    for (i, node) in topology.nodes.iter().enumerate() {
+        let ns = node_netns(&node.name);
+        ip(&["netns", "add", &ns])?;
+        let port = format!("n{i}");
+        ip(&[
+            "-n", &underlay, "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns",
+            &ns,
+        ])?;
+        ip(&["-n", &underlay, "link", "set", &port, "master", "br0", "up"])?;
+        let addr = format!("{}/{}", node.address, underlay_net.prefix);
+        ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"])?;
+        ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &ns, "link", "set", "lo", "up"])?;
+        run(Command::new("ip").args([
+            "netns",
+            "exec",
+            &ns,
+            "sysctl",
+            "-qw",
+            "net.ipv4.ip_forward=1",
+        ]))?;
+        std::fs::create_dir_all(cg_root.join("nodes").join(&node.name))?;
+        progress.say(format_args!(
+            "node {}: {} on the underlay, pods {}",
+            node.name, node.address, node.pod_subnet
+        ));
+    }
+    for node in &topology.nodes {
+        for other in topology.nodes.iter().filter(|o| o.name != node.name) {
+            ip(&[
+                "-n",
+                &node_netns(&node.name),
+                "route",
+                "add",
+                &other.pod_subnet,
+                "via",
+                &other.address.to_string(),
+            ])?;
+        }
+    }
+
+    // Pods (a waypoint's too).
+    let mut pods = Vec::new();
+    for pod in &topology.pods {
+        let node = topology
+            .nodes
+            .iter()
+            .find(|n| n.name == pod.node)
+            .expect("checked by the topology");
+        let p = pods::create(pod, node, &cg_root)?;
+        progress.say(format_args!(
+            "pod {} on {}: {}{}",
+            pod.key(),
+            pod.node,
+            p.ip,
+            if pod.enrolled {
+                " (in the mesh)"
+            } else if pod.waypoint {
+                " (waypoint)"
+            } else {
+                ""
+            }
+        ));
+        pods.push(p);
+    }
+
+    documents::write(topology, &pods)?;
+    // The control plane, on the underlay at .2, with a bootstrap token per node.
+    let cp_ns = controlplane_netns();
+    let cp_addr = controlplane_address(topology)?;
+    ip(&["netns", "add", &cp_ns])?;
+    ip(&[
+        "-n", &underlay, "link", "add", "cp", "type", "veth", "peer", "name", "eth0", "netns",
+        &cp_ns,
+    ])?;
+    ip(&["-n", &underlay, "link", "set", "cp", "master", "br0", "up"])?;
+    ip(&[
+        "-n",
+        &cp_ns,
+        "addr",
+        "add",
+        &format!("{cp_addr}/{}", underlay_net.prefix),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&["-n", &cp_ns, "link", "set", "eth0", "up"])?;
+    ip(&["-n", &cp_ns, "link", "set", "lo", "up"])?;
+    // Pods reach it too (waypoints subscribe from their own pods), through their nodes.
+    for node in &topology.nodes {
+        ip(&[
+            "-n",
+            &cp_ns,
+            "route",
+            "add",
+            &node.pod_subnet,
+            "via",
+            &node.address.to_string(),
+        ])?;
+    }
+    let cp_dir = run_dir().join("controlplane");
+    let mut tokens = String::new();
+    for node in &topology.nodes {
+        let token = new_token()?;
+        tokens.push_str(&format!("{}: {token}\n", node.name));
+        write_private(
+            &run_dir().join("agents").join(&node.name).join("token"),
+            &token,
+        )?;
+    }
+    write_private(&cp_dir.join("node-tokens.yaml"), &tokens)?;
+    let cp_log = run_dir().join("logs/controlplane.log");
+    let mut cmd = in_pod(
+        &cg_root.join("system"),
+        &netns_path(&cp_ns),
+        &bins.controlplane,
+        &[],
+    );
+    cmd.env("WEFT_CP_STATE_DIR", cp_dir.join("state"))
+        .env("WEFT_CP_CONFIG_DIR", cp_dir.join("config"))
+        .env("WEFT_CP_NODE_TOKENS", cp_dir.join("node-tokens.yaml"))
+        .env("WEFT_CP_LISTEN", format!("{cp_addr}:15012"))
+        .env("WEFT_CP_SERVING_IPS", cp_addr.to_string());
+    let cp_pid = launch(cmd, &cp_log)?;
+    let trust_bundle = cp_dir.join("state/ca/trust-bundle.pem");
+    wait_for(
+        &format!("the control plane (log: {})", cp_log.display()),
+        Duration::from_secs(20),
+        || {
+            alive(cp_pid)
+                && std::fs::read_to_string(&cp_log).is_ok_and(|l| l.contains("control plane ready"))
+        },
+    )?;
+    progress.say(format_args!(
+        "control plane at {cp_addr}:15012 (pid {cp_pid}); CA root in {}",
+        trust_bundle.display()
+    ));
+
+    // Agents, one per node, in the node's namespace.
+    let mut agents = Vec::new();
+    for node in &topology.nodes {
+        let state_dir = run_dir().join("agents").join(&node.name);
+        let log = run_dir()
+            .join("logs")
+            .join(format!("agent-{}.log", node.name));
+        // The agent runs under its node's cgroup, as a DaemonSet pod runs under the
+        // node's root cgroup: the node's `sockops` program sees its sockets too (the
+        // agent's ends of the app ↔ agent legs).
+        let agent_cgroup = cg_root.join("nodes").join(&node.name).join("weft-agent");
+        std::fs::create_dir_all(&agent_cgroup)
+            .with_context(|| format!("creating cgroup {}", agent_cgroup.display()))?;
+        let mut cmd = in_pod(
+            &agent_cgroup,
+            &netns_path(&node_netns(&node.name)),
+            &bins.agent,
+            &[],
+        );
+        cmd.env("WEFT_NODE_NAME", agent_node_name(&node.name))
+            .env("WEFT_CGROUP", cg_root.join("nodes").join(&node.name))
+            .env("WEFT_STATE_DIR", &state_dir)
+            .env("WEFT_METRICS_ADDR", format!("{}:15020", node.address))
+            .env("WEFT_CONTROLPLANE", format!("{cp_addr}:15012"))
+            .env("WEFT_CONTROLPLANE_CA", &trust_bundle)
+            .env("WEFT_NODE_TOKEN_FILE", state_dir.join("token"))
+            .envs(agent_env.iter().map(|(k, v)| (k, v)));
+        let pid = launch(cmd, &log)?;
+        agents.push(AgentState {
+            node: node.name.clone(),
+            admin_socket: state_dir.join("admin.sock"),
+            pid,
+            log,
+        });
+    }
+    for agent in &agents {
+        let client = api::admin::Client::new(&agent.admin_socket);
+        wait_for(
+            &format!("the agent of {} (log: {})", agent.node, agent.log.display()),
+            Duration::from_secs(30),
+            || alive(agent.pid) && client.get("/v1/stats").is_ok_and(|r| r.status == 200),
+        )?;
+        progress.say(format_args!(
+            "agent of {} ready (pid {})",
+            agent.node, agent.pid
+        ));
+    }
+
+    // The sample app in every pod but the waypoints'.
+    for p in pods.iter_mut().filter(|p| !p.pod.waypoint) {
+        let args = vec![
+            "serve".to_owned(),
+            "--echo".to_owned(),
+            format!("[::]:{ECHO_PORT}"),
+            "--http".to_owned(),
+            format!("[::]:{HTTP_PORT}"),
+            "--name".to_owned(),
+            p.pod.name.clone(),
+        ];
+        p.app_pid = launch(
+            in_pod(&p.cgroup, &netns_path(&p.netns), &bins.sample, &args),
+            &p.log,
+        )?;
+    }
+    for p in pods.iter().filter(|p| !p.pod.waypoint) {
+        wait_for(
+            &format!(
+                "the sample app of {} (log: {})",
+                p.pod.key(),
+                p.log.display()
+            ),
+            Duration::from_secs(15),
+            || {
+                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+                alive(p.app_pid) && log.contains("echo listening") && log.contains("http listening")
+            },
+        )?;
+    }
+    progress.say(format_args!(
+        "sample app running in {} pods (echo :{ECHO_PORT}, http :{HTTP_PORT})",
+        pods.iter().filter(|p| !p.pod.waypoint).count()
+    ));
+
+    // Waypoints, in their own pods.
+    let lab = waypoints::Launch {
+        binary: &bins.waypoint,
+        controlplane: cp_addr,
+        env: waypoint_env,
+    };
+    for p in pods.iter_mut().filter(|p| p.pod.waypoint) {
+        lab.start(p)?;
+    }
+    for p in pods.iter().filter(|p| p.pod.waypoint) {
+        waypoints::wait_ready(p)?;
+        progress.say(format_args!(
+            "waypoint {} ready at {}:15008 (pid {})",
+            p.pod.key(),
+            p.ip,
+            p.app_pid
+        ));
+    }
+
+    // Enrollment through each node's agent.
+    for p in pods.iter().filter(|p| p.pod.enrolled) {
+        let agent = agents
+            .iter()
+            .find(|a| a.node == p.pod.node)
+            .expect("one agent per node");
+        let workload = api::admin::WorkloadRef {
+            namespace: p.pod.namespace.clone(),
+            name: p.pod.name.clone(),
+            service_account: p.pod.service_account.clone(),
+        };
+        let r = api::admin::Client::new(&agent.admin_socket)
+            .enroll(&netns_path(&p.netns), Some(workload))?;
+        if r.status != 200 {
+            bail!("enrolling {} failed: {}", p.pod.key(), r.error_message());
+        }
+        progress.say(format_args!(
+            "enrolled {} with the agent of {}",
+            p.pod.key(),
+            p.pod.node
+        ));
+    }
+
+    // Every enrolled workload has its certificate before the lab is called up.
+    for agent in &agents {
+        let client = api::admin::Client::new(&agent.admin_socket);
+        wait_for(
+            &format!(
+                "certificates on {} (log: {})",
+                agent.node,
+                agent.log.display()
+            ),
+            Duration::from_secs(30),
+            || {
+                client.get("/v1/enrollments").is_ok_and(|r| {
+                    r.body
+                        .as_array()
+                        .is_some_and(|l| l.iter().all(|e| e["certificate"] == "ready"))
+                })
+            },
+        )?;
+    }
+    progress.say("every enrolled workload has its certificate");
+
+    let state = State {
+        controlplane_pid: cp_pid,
+        topology: topology.clone(),
+        cgroup_root: cg_root,
+        pods,
+        agents,
+        waypoint_env: waypoint_env.to_vec(),
+    };
+    std::fs::write(state_file(), serde_json::to_vec_pretty(&state)?)?;
+    progress.say("lab is up");
+    Ok(state)
+}
