@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod lab;
 pub mod wire;
 
 /// Fails the test unless it runs as root.

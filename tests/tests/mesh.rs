@@ -6,18 +6,18 @@
 
 use std::{
     io::{Read as _, Write as _},
-    net::{Ipv4Addr, SocketAddr},
-    path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
+    net::Ipv4Addr,
+    path::Path,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 use tests::{
-    require_root, weftctl, weftctl_command,
+    lab::{Lab, http_get, metric, sa, sample_command},
     wire::{self, StreamOutcome, eventually, frame},
 };
-use weftctl::lab::{self, State};
+use weftctl::lab;
 
 /// Two nodes; `shop` and `ops` in the mesh, `legacy` not; a 3-endpoint service.
 const TOPOLOGY: &str = "\
@@ -49,177 +49,12 @@ services:
 
 const MARKER: &str = "WEFT-PLAINTEXT-MARKER-5f1c9a";
 
-/// `weft-sample ARGS` in a pod, to run or to spawn.
-fn sample_command(pod: &str, args: &[&str]) -> Command {
-    let mut cmd = weftctl_command(&["lab", "exec", pod, "--", "weft-sample"]);
-    cmd.args(args);
-    cmd
-}
-
-/// The lab, taken down when the test ends, passed or failed.
-struct Lab {
-    state: State,
-    dir: PathBuf,
-}
-
-impl Lab {
-    fn up(agent_env: &[&str]) -> Lab {
-        require_root();
-        let dir = std::env::temp_dir().join(tests::unique("mesh"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let topology = dir.join("topology.yaml");
-        std::fs::write(&topology, TOPOLOGY).unwrap();
-        let mut args = vec!["lab", "up", "--topology", topology.to_str().unwrap()];
-        for e in agent_env {
-            args.extend(["--agent-env", e]);
-        }
-        let out = weftctl(&args);
-        if !out.status.success() {
-            let _ = weftctl(&["lab", "down"]);
-            panic!(
-                "lab up failed: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let state = State::load().unwrap().expect("state written");
-        Lab { state, dir }
-    }
-
-    fn pod(&self, key: &str) -> &lab::PodState {
-        self.state.pod(key).unwrap()
-    }
-
-    fn ip(&self, key: &str) -> Ipv4Addr {
-        self.pod(key).ip
-    }
-
-    fn node_address(&self, node: &str) -> Ipv4Addr {
-        self.state
-            .topology
-            .nodes
-            .iter()
-            .find(|n| n.name == node)
-            .unwrap()
-            .address
-    }
-
-    fn agent(&self, node: &str) -> &lab::AgentState {
-        self.state.agents.iter().find(|a| a.node == node).unwrap()
-    }
-
-    /// Runs `weft-sample` in a pod.
-    fn sample(&self, pod: &str, args: &[&str]) -> Output {
-        sample_command(pod, args).output().expect("weftctl runs")
-    }
-
-    /// Echoes `bytes` from `pod` to `to`; returns the JSON report, or the error text.
-    fn echo(&self, pod: &str, to: SocketAddr, bytes: u64, extra: &[&str]) -> Result<Value, String> {
-        let (to, bytes) = (to.to_string(), bytes.to_string());
-        let mut args = vec!["echo", "--connect", &to, "--bytes", &bytes];
-        args.extend_from_slice(extra);
-        let out = self.sample(pod, &args);
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        let v: Value = serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
-        Ok(v)
-    }
-
-    fn echo_ok(&self, pod: &str, to: SocketAddr, bytes: u64, extra: &[&str]) -> Value {
-        let v = self
-            .echo(pod, to, bytes, extra)
-            .unwrap_or_else(|e| panic!("{pod} → {to}: {e}"));
-        assert_eq!(v["received"].as_u64(), Some(bytes), "{pod} → {to}: {v}");
-        assert_eq!(v["sha256_sent"], v["sha256_received"], "{pod} → {to}: {v}");
-        v
-    }
-
-    /// The Prometheus text of a node's agent (port 15020 on the node's address).
-    fn metrics(&self, node: &str) -> String {
-        let addr = SocketAddr::from((self.node_address(node), 15020));
-        http_get(&lab::netns_path(&lab::node_netns(node)), addr, "/metrics")
-    }
-
-    fn config_version(&self, node: &str) -> u64 {
-        let c = api::admin::Client::new(&self.agent(node).admin_socket)
-            .get("/v1/config")
-            .unwrap()
-            .body;
-        c["version"].as_u64().unwrap()
-    }
-
-    /// Writes a document file into the control plane's folder and waits until every
-    /// agent has a newer configuration.
-    fn apply(&self, name: &str, yaml: &str) {
-        let before: Vec<u64> = ["node-1", "node-2"]
-            .iter()
-            .map(|n| self.config_version(n))
-            .collect();
-        let path = Path::new(lab::RUN_DIR)
-            .join("controlplane/config")
-            .join(format!("{name}.yaml"));
-        std::fs::write(&path, yaml).unwrap();
-        for (node, before) in ["node-1", "node-2"].iter().zip(before) {
-            eventually(Duration::from_secs(10), "the new configuration", || {
-                self.config_version(node) > before
-            });
-        }
-    }
-
-    fn agent_log(&self, node: &str) -> String {
-        std::fs::read_to_string(&self.agent(node).log).unwrap()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let out = weftctl(&["lab", "down"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-        if !std::thread::panicking() {
-            assert!(out.status.success(), "{out:?}");
-        }
-    }
-}
-
-/// One HTTP/1.1 GET from inside a namespace; the body.
-fn http_get(netns: &Path, addr: SocketAddr, path: &str) -> String {
-    let path = path.to_owned();
-    wire::in_netns(netns, move || {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    })
-}
-
-/// The sum of a metric's samples whose labels contain every one of `labels`.
-fn metric(text: &str, name: &str, labels: &[&str]) -> u64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b'{' | b' '))
-        })
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
-    SocketAddr::from((ip, port))
-}
-
 const FRONTEND: &str = "spiffe://cluster.local/ns/shop/sa/frontend";
 const CART: &str = "spiffe://cluster.local/ns/shop/sa/cart";
 
 #[test]
 fn tunnels_are_encrypted_carry_the_bytes_and_are_observed() {
-    let lab = Lab::up(&[]);
+    let lab = Lab::up(TOPOLOGY, &[], &[]);
     let underlay = lab::netns_path(&lab::underlay_netns());
     let capture = wire::PacketCapture::start(&underlay, MARKER.as_bytes());
 
@@ -386,7 +221,7 @@ spec:
 
 #[test]
 fn authorization_policy_allows_one_namespace_and_revokes_live_connections() {
-    let lab = Lab::up(&[]);
+    let lab = Lab::up(TOPOLOGY, &[], &[]);
     let cart2 = sa(lab.ip("shop/cart-2"), 7000);
     lab.apply("policy", &policy_only_from("shop"));
 
@@ -476,7 +311,7 @@ spec:
 
 #[test]
 fn peer_authentication_strict_refuses_plaintext_and_permissive_lets_it_in() {
-    let lab = Lab::up(&[]);
+    let lab = Lab::up(TOPOLOGY, &[], &[]);
     let cart2 = sa(lab.ip("shop/cart-2"), 7000);
     // PERMISSIVE by default: a client outside the mesh reaches the pod, through the
     // agent's inbound capture.
@@ -532,10 +367,14 @@ fn peer_authentication_strict_refuses_plaintext_and_permissive_lets_it_in() {
 
 #[test]
 fn malformed_hbone_is_rejected_and_the_agent_keeps_serving() {
-    let lab = Lab::up(&[
-        "WEFT_HBONE_MAX_STREAMS=4",
-        "WEFT_HBONE_MAX_HEADER_LIST_SIZE=8192",
-    ]);
+    let lab = Lab::up(
+        TOPOLOGY,
+        &[
+            "WEFT_HBONE_MAX_STREAMS=4",
+            "WEFT_HBONE_MAX_HEADER_LIST_SIZE=8192",
+        ],
+        &[],
+    );
     let ca = Path::new(lab::RUN_DIR).join("controlplane/state/ca");
     let roots = std::fs::read_to_string(ca.join("trust-bundle.pem")).unwrap();
     let (cert, key) = wire::workload_cert(
@@ -702,7 +541,7 @@ fn malformed_hbone_is_rejected_and_the_agent_keeps_serving() {
 
 #[test]
 fn service_connections_spread_over_endpoints_and_leave_a_removed_one() {
-    let lab = Lab::up(&[]);
+    let lab = Lab::up(TOPOLOGY, &[], &[]);
     let vip = "10.96.0.10:80";
     let spread = |count: u32| -> std::collections::BTreeMap<String, u64> {
         let out = lab.sample(
@@ -748,7 +587,7 @@ fn service_connections_spread_over_endpoints_and_leave_a_removed_one() {
 #[test]
 fn drain_finishes_short_transfers_refuses_new_ones_and_exits_at_the_deadline() {
     let deadline = Duration::from_secs(4);
-    let lab = Lab::up(&["WEFT_DRAIN_TIMEOUT=4s"]);
+    let lab = Lab::up(TOPOLOGY, &["WEFT_DRAIN_TIMEOUT=4s"], &[]);
     let cart2 = sa(lab.ip("shop/cart-2"), 7000).to_string();
     let spawn = |bytes: u64, rate: u64| {
         sample_command("shop/frontend-1", &["echo", "--connect", &cart2])
@@ -879,7 +718,7 @@ fn round_trips_over_loopback(lab: &Lab, count: u32, size: u32) -> (u64, u64) {
 #[test]
 fn same_node_legs_skip_the_loopback_stack_keep_bytes_in_order_and_leave_the_map() {
     // Off (the default) first: the baseline of what the loopback devices carry.
-    let lab = Lab::up(&[]);
+    let lab = Lab::up(TOPOLOGY, &[], &[]);
     let off = acceleration(&lab, "node-1");
     assert_eq!(off["enabled"], false, "{off}");
     let (count, size) = (2000, 512);
@@ -890,7 +729,7 @@ fn same_node_legs_skip_the_loopback_stack_keep_bytes_in_order_and_leave_the_map(
     );
     drop(lab);
 
-    let lab = Lab::up(&["WEFT_SOCKMAP=on"]);
+    let lab = Lab::up(TOPOLOGY, &["WEFT_SOCKMAP=on"], &[]);
     let before = acceleration(&lab, "node-1");
     assert_eq!(before["enabled"], true, "{before}");
     // Request/response on one connection, same node: both legs (client ↔ agent,

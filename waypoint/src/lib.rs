@@ -89,18 +89,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         backoff_max: config.controlplane.backoff_max,
         check: Some(check),
     });
+    let metrics = Arc::new(Metrics::default());
     let empty = View::new(Arc::default(), (&waypoint_ref.0, &waypoint_ref.1))
         .map_err(anyhow::Error::msg)?;
     let (view_tx, view_rx) = watch::channel(Arc::new(empty));
     let view_task = {
         let mut rx = config_rx.clone();
         let (ns, name) = waypoint_ref.clone();
+        let metrics = Arc::clone(&metrics);
         tokio::spawn(async move {
             loop {
                 let c = Arc::clone(&rx.borrow_and_update());
+                let version = c.version;
                 match View::new(c, (&ns, &name)) {
                     Ok(v) => {
                         let _ = view_tx.send(Arc::new(v));
+                        metrics
+                            .config_version
+                            .set(i64::try_from(version).unwrap_or(i64::MAX));
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "configuration not usable; keeping the last one")
@@ -113,7 +119,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         })
     };
 
-    let metrics = Arc::new(Metrics::default());
     let upstreams = Arc::new(Upstreams::new(
         dataplane::hbone::Pool::new(config.hbone.clone(), Some(certs.clone())),
         config.identity.clone(),

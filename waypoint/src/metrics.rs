@@ -124,6 +124,8 @@ pub struct Metrics {
     pub tcp_received: Family<TcpLabels, Counter>,
     pub spans_exported: Counter,
     pub spans_dropped: Family<ReasonLabels, Counter>,
+    /// The configuration version in force.
+    pub config_version: Gauge,
 }
 
 impl Default for Metrics {
@@ -144,6 +146,7 @@ impl Default for Metrics {
             tcp_received: Family::default(),
             spans_exported: Counter::default(),
             spans_dropped: Family::default(),
+            config_version: Gauge::default(),
         }
     }
 }

@@ -21,7 +21,8 @@
 //! The host (`:authority`, `Host`, or the authority of an absolute form, which wins):
 //! exactly one; lowercase; without a trailing dot; the port apart. An HTTP/1.1 request
 //! without one, with two `Host` headers, or HTTP/2 with a `host` header that differs
-//! from `:authority`, is refused.
+//! from `:authority`, is refused; an HTTP/1.0 request without one takes the address
+//! its tunnel was opened for.
 //!
 //! Messages with both `Content-Length` and `Transfer-Encoding` are refused (request
 //! smuggling); HTTP/1.1 framing errors are refused by the parser itself.
@@ -92,15 +93,16 @@ impl Rejection {
     }
 }
 
-/// Normalizes `req` (see the module's documentation).
-pub fn request<B>(req: &Request<B>) -> Result<Normalized, Rejection> {
+/// Normalizes `req` (see the module's documentation); `fallback` is the host of an
+/// HTTP/1.0 request that names none.
+pub fn request<B>(req: &Request<B>, fallback: &str) -> Result<Normalized, Rejection> {
     let headers = req.headers();
     if headers.contains_key(header::CONTENT_LENGTH)
         && headers.contains_key(header::TRANSFER_ENCODING)
     {
         return Err(Rejection::Smuggling);
     }
-    let (host, port) = host(req)?;
+    let (host, port) = host(req, fallback)?;
     let uri = req.uri();
     let raw = uri.path_and_query().map_or("/", |p| p.path());
     let path = if raw == "*" && req.method() == Method::OPTIONS {
@@ -116,7 +118,7 @@ pub fn request<B>(req: &Request<B>) -> Result<Normalized, Rejection> {
     })
 }
 
-fn host<B>(req: &Request<B>) -> Result<(String, Option<u16>), Rejection> {
+fn host<B>(req: &Request<B>, fallback: &str) -> Result<(String, Option<u16>), Rejection> {
     let mut values = req.headers().get_all(header::HOST).iter();
     let header = values.next();
     if values.next().is_some() {
@@ -134,6 +136,7 @@ fn host<B>(req: &Request<B>) -> Result<(String, Option<u16>), Rejection> {
         // HTTP/1.1 absolute form: its authority wins over `Host` (RFC 9112 3.2.2).
         (Some(a), _) => a,
         (None, Some(h)) => h,
+        (None, None) if req.version() == Version::HTTP_10 => fallback,
         (None, None) => return Err(Rejection::NoHost),
     };
     split_host(chosen)
@@ -406,7 +409,7 @@ mod tests {
     }
 
     fn req(builder: http::request::Builder) -> Result<Normalized, Rejection> {
-        request(&builder.body(()).unwrap())
+        request(&builder.body(()).unwrap(), "10.96.0.10:80")
     }
 
     #[test]
@@ -419,6 +422,8 @@ mod tests {
         let n = req(Request::get("/").header("host", "[FE80::1]:80")).unwrap();
         assert_eq!(n.host, "[fe80::1]");
         assert_eq!(req(Request::get("/")), Err(Rejection::NoHost));
+        let old = req(Request::get("/").version(Version::HTTP_10)).unwrap();
+        assert_eq!((old.host.as_str(), old.port), ("10.96.0.10", Some(80)));
         assert_eq!(
             req(Request::get("/").header("host", "a").header("host", "b")),
             Err(Rejection::ManyHosts)

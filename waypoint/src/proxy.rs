@@ -94,7 +94,8 @@ async fn forward(
     mut req: Request<Incoming>,
     exchange: &mut Exchange,
 ) -> Result<Response<Body>, Reply> {
-    let normalized = normalize::request(&req).map_err(Reply::BadRequest)?;
+    let normalized =
+        normalize::request(&req, &down.authority.to_string()).map_err(Reply::BadRequest)?;
     exchange.normalized(&normalized);
     let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
     let grpc = exchange.grpc;

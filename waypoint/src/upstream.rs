@@ -29,7 +29,9 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::{body::Body, view::Destination};
+use prometheus_client::metrics::{counter::Counter, family::Family};
+
+use crate::{body::Body, metrics::ProtocolLabels, view::Destination};
 
 /// The bytes to one endpoint: an HBONE stream (with its place on the pooled
 /// connection) or a TCP connection.
@@ -148,6 +150,8 @@ pub enum Version {
 }
 
 type PoolKey = (SocketAddr, Identity);
+/// An idle HTTP/1.1 connection and since when.
+type Idle = (http1::SendRequest<Body>, Instant);
 
 pub struct Upstreams {
     hbone: hbone::Pool,
@@ -156,13 +160,10 @@ pub struct Upstreams {
     idle_max: usize,
     /// A pooled HTTP connection unused for this long is closed.
     idle_timeout: std::time::Duration,
-    h1: Mutex<HashMap<PoolKey, Vec<(http1::SendRequest<Body>, Instant)>>>,
+    h1: Mutex<HashMap<PoolKey, Vec<Idle>>>,
     h2: Mutex<HashMap<PoolKey, (http2::SendRequest<Body>, Instant)>>,
     /// HTTP connections opened, by protocol.
-    pub opened: prometheus_client::metrics::family::Family<
-        crate::metrics::ProtocolLabels,
-        prometheus_client::metrics::counter::Counter,
-    >,
+    pub opened: Family<ProtocolLabels, Counter>,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -335,7 +336,7 @@ impl Upstreams {
                 source,
             })?;
         self.opened
-            .get_or_create(&crate::metrics::ProtocolLabels { protocol: "http1" })
+            .get_or_create(&ProtocolLabels { protocol: "http1" })
             .inc();
         let addr = dest.addr;
         tokio::spawn(async move {
@@ -368,7 +369,7 @@ impl Upstreams {
                 source,
             })?;
         self.opened
-            .get_or_create(&crate::metrics::ProtocolLabels { protocol: "http2" })
+            .get_or_create(&ProtocolLabels { protocol: "http2" })
             .inc();
         let addr = dest.addr;
         tokio::spawn(async move {

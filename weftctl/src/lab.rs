@@ -40,6 +40,7 @@ pub const RUN_DIR: &str = "/run/weft-lab";
 /// Sample app ports in every pod.
 pub const ECHO_PORT: u16 = 7000;
 pub const HTTP_PORT: u16 = 8080;
+pub const GRPC_PORT: u16 = 9090;
 
 pub fn underlay_netns() -> String {
     format!("{PREFIX}-underlay")

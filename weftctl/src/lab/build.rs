@@ -11,11 +11,15 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{
-    AgentState, ECHO_PORT, HTTP_PORT, PREFIX, Progress, State, agent_node_name, alive, cgroup_root,
-    documents, in_pod, ip, launch, netns_path, node_netns, pods, run, run_dir, state_file,
+    AgentState, ECHO_PORT, GRPC_PORT, HTTP_PORT, PREFIX, Progress, State, agent_node_name, alive,
+    cgroup_root, documents, in_pod, ip, launch, netns_path, node_netns, pods, run, run_dir,
+    state_file,
     topology::{self, Topology},
     underlay_netns, wait_for, waypoints,
 };
+
+/// A `WEFT_…` setting passed to a lab process: name and value.
+pub(super) type Setting = (String, String);
 
 /// The binaries the lab runs.
 pub(super) struct Binaries {
@@ -62,7 +66,7 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 pub(super) fn build(
     topology: &Topology,
     bins: &Binaries,
-    (agent_env, waypoint_env): (&[(String, String)], &[(String, String)]),
+    (agent_env, waypoint_env): (&[Setting], &[Setting]),
     progress: &Progress,
 ) -> anyhow::Result<State> {
     for dir in ["logs", "cni", "agents", "controlplane/config"] {
@@ -277,6 +281,8 @@ pub(super) fn build(
             format!("[::]:{ECHO_PORT}"),
             "--http".to_owned(),
             format!("[::]:{HTTP_PORT}"),
+            "--grpc".to_owned(),
+            format!("[::]:{GRPC_PORT}"),
             "--name".to_owned(),
             p.pod.name.clone(),
         ];
@@ -295,12 +301,15 @@ pub(super) fn build(
             Duration::from_secs(15),
             || {
                 let log = std::fs::read_to_string(&p.log).unwrap_or_default();
-                alive(p.app_pid) && log.contains("echo listening") && log.contains("http listening")
+                alive(p.app_pid)
+                    && log.contains("echo listening")
+                    && log.contains("http listening")
+                    && log.contains("grpc listening")
             },
         )?;
     }
     progress.say(format_args!(
-        "sample app running in {} pods (echo :{ECHO_PORT}, http :{HTTP_PORT})",
+        "sample app running in {} pods (echo :{ECHO_PORT}, http :{HTTP_PORT}, grpc :{GRPC_PORT})",
         pods.iter().filter(|p| !p.pod.waypoint).count()
     ));
 

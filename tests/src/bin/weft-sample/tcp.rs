@@ -1,20 +1,9 @@
-//! `weft-sample`: the sample app of the lab and of the tests.
-//!
-//! * `serve`: a TCP echo server and an HTTP endpoint that answers with the pod's name,
-//!   the client's address and the request's headers, as JSON.
-//! * `echo`: sends N bytes to an echo server while reading them back, and prints what
-//!   it sent and received (counts and SHA-256) and the peer address it saw, as JSON.
-//! * `chat`: keeps one connection open and echoes each line of standard input through
-//!   it, printing the answer; for tests that act on a connection while it is open.
-//! * `rr`, `connrate`, `hold`: the load of `weftctl lab bench` — round-trip latency on
-//!   one connection, new connections per second, and many idle connections held open.
-//!
-//! Every subcommand first raises its open-file limit to the hard limit, so that servers
-//! and load tools can hold tens of thousands of sockets.
+//! The TCP clients: `echo`, `chat`, `rr`, `connrate`, `hold`, and the one-shot
+//! HTTP/1.1 GETs of `spread` and `get`. Plain blocking sockets and threads, so that
+//! they measure the mesh rather than a runtime.
 
 use std::{
     collections::BTreeMap,
-    convert::Infallible,
     io::{BufRead as _, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
     sync::{
@@ -25,257 +14,9 @@ use std::{
 };
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
-use http_body_util::Full;
-use hyper::{Request, Response, body::Bytes};
-use hyper_util::rt::TokioIo;
 use sha2::{Digest as _, Sha256};
-use tokio::io::AsyncWriteExt as _;
 
-#[derive(Parser)]
-#[command(name = "weft-sample", about = "Weft's sample app")]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Serve TCP echo and HTTP.
-    Serve {
-        /// TCP echo listener, e.g. `[::]:7000` (both families).
-        #[arg(long)]
-        echo: Vec<SocketAddr>,
-        /// HTTP listener, e.g. `[::]:8080`.
-        #[arg(long)]
-        http: Vec<SocketAddr>,
-        /// The name the HTTP endpoint reports.
-        #[arg(long, default_value = "sample")]
-        name: String,
-    },
-    /// Send bytes to an echo server and check what comes back.
-    Echo {
-        #[arg(long)]
-        connect: SocketAddr,
-        /// How many bytes to send.
-        #[arg(long, default_value_t = 1024)]
-        bytes: u64,
-        #[arg(long, default_value_t = 10)]
-        timeout_secs: u64,
-        /// Send this text over and over instead of the pseudo-random stream (to look
-        /// for it on the wire).
-        #[arg(long)]
-        text: Option<String>,
-        /// Pace the sending at this many bytes per second.
-        #[arg(long)]
-        rate: Option<u64>,
-        /// Use the socket the way an event loop does: non-blocking, waiting for
-        /// readiness with poll(2), rather than blocking in read and write.
-        #[arg(long)]
-        nonblocking: bool,
-    },
-    /// Request/response latency on one connection to an echo server: COUNT round
-    /// trips of SIZE bytes; prints percentiles in microseconds, as JSON.
-    Rr {
-        #[arg(long)]
-        connect: SocketAddr,
-        #[arg(long, default_value_t = 10_000)]
-        count: u32,
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-    },
-    /// New connections per second: CONCURRENCY threads each connect, send SIZE bytes,
-    /// read them back and close, until DURATION_SECS pass or MAX_COUNT connections are
-    /// made; prints the rate, the errors and percentiles of the whole exchange in
-    /// microseconds, as JSON. Fails when more than 1% of the attempts fail.
-    Connrate {
-        #[arg(long)]
-        connect: SocketAddr,
-        #[arg(long, default_value_t = 5)]
-        duration_secs: u64,
-        #[arg(long, default_value_t = 50_000)]
-        max_count: u64,
-        #[arg(long, default_value_t = 4)]
-        concurrency: u32,
-        #[arg(long, default_value_t = 64)]
-        size: usize,
-    },
-    /// Open COUNT connections (one 16-byte echo round trip each, checked), print
-    /// `{"open":COUNT,"open_secs":…}`, then keep them open and idle until a line or the
-    /// end of standard input arrives, or TIMEOUT_SECS pass. Fails if any connection
-    /// fails.
-    Hold {
-        #[arg(long)]
-        connect: SocketAddr,
-        #[arg(long, default_value_t = 1000)]
-        count: u32,
-        #[arg(long, default_value_t = 300)]
-        timeout_secs: u64,
-    },
-    /// Send COUNT HTTP/1.1 GETs, one connection each, and print how many each pod
-    /// answered, as JSON.
-    Spread {
-        #[arg(long)]
-        connect: SocketAddr,
-        #[arg(long, default_value_t = 100)]
-        count: u32,
-    },
-    /// Echo each line of standard input through one connection.
-    Chat {
-        #[arg(long)]
-        connect: SocketAddr,
-    },
-    /// Send one HTTP/1.1 GET and print the answer's body.
-    Get {
-        #[arg(long)]
-        connect: SocketAddr,
-        #[arg(long, default_value = "/")]
-        path: String,
-    },
-}
-
-fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    raise_open_files_limit()?;
-    match cli.command {
-        Command::Serve { echo, http, name } => {
-            anyhow::ensure!(
-                !echo.is_empty() || !http.is_empty(),
-                "give at least one --echo or --http listener"
-            );
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?
-                .block_on(serve(echo, http, name))
-        }
-        Command::Echo {
-            connect,
-            bytes,
-            timeout_secs,
-            text,
-            rate,
-            nonblocking,
-        } => echo(
-            connect,
-            bytes,
-            Duration::from_secs(timeout_secs),
-            text.map(String::into_bytes),
-            (rate, nonblocking),
-        ),
-        Command::Spread { connect, count } => spread(connect, count),
-        Command::Rr {
-            connect,
-            count,
-            size,
-        } => rr(connect, count, size),
-        Command::Connrate {
-            connect,
-            duration_secs,
-            max_count,
-            concurrency,
-            size,
-        } => connrate(
-            connect,
-            Duration::from_secs(duration_secs),
-            max_count,
-            concurrency,
-            size,
-        ),
-        Command::Hold {
-            connect,
-            count,
-            timeout_secs,
-        } => hold(connect, count, Duration::from_secs(timeout_secs)),
-        Command::Chat { connect } => chat(connect),
-        Command::Get { connect, path } => get(connect, &path),
-    }
-}
-
-async fn serve(echo: Vec<SocketAddr>, http: Vec<SocketAddr>, name: String) -> anyhow::Result<()> {
-    let mut tasks = tokio::task::JoinSet::new();
-    for addr in echo {
-        let listener = bind(addr)?;
-        eprintln!("echo listening on {}", listener.local_addr()?);
-        tasks.spawn(async move {
-            loop {
-                let Ok((mut stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(async move {
-                    let (mut r, mut w) = stream.split();
-                    let _ = tokio::io::copy(&mut r, &mut w).await;
-                    let _ = w.shutdown().await;
-                });
-            }
-        });
-    }
-    for addr in http {
-        let listener = bind(addr)?;
-        eprintln!("http listening on {}", listener.local_addr()?);
-        let name = name.clone();
-        tasks.spawn(async move {
-            loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    continue;
-                };
-                let name = name.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: Request<_>| {
-                        let body = describe(&name, peer, &req);
-                        async move {
-                            Ok::<_, Infallible>(
-                                Response::builder()
-                                    .header("content-type", "application/json")
-                                    .body(Full::new(Bytes::from(body)))
-                                    .expect("valid response"),
-                            )
-                        }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-    }
-    while tasks.join_next().await.is_some() {}
-    Ok(())
-}
-
-fn bind(addr: SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket
-        .bind(addr)
-        .with_context(|| format!("binding {addr}"))?;
-    Ok(socket.listen(1024)?)
-}
-
-fn describe<B>(name: &str, peer: SocketAddr, req: &Request<B>) -> Vec<u8> {
-    let headers: BTreeMap<String, String> = req
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    serde_json::to_vec(&serde_json::json!({
-        "pod": name,
-        "client": peer.to_string(),
-        "method": req.method().as_str(),
-        "path": req.uri().path(),
-        "headers": headers,
-    }))
-    .expect("serializable")
-}
+use crate::{hex, latency::percentile};
 
 /// A repeatable byte stream (xorshift), so that both ends can be compared by hash.
 fn pattern(len: usize, state: &mut u64) -> Vec<u8> {
@@ -290,7 +31,7 @@ fn pattern(len: usize, state: &mut u64) -> Vec<u8> {
     out
 }
 
-fn echo(
+pub fn echo(
     addr: SocketAddr,
     bytes: u64,
     timeout: Duration,
@@ -412,7 +153,7 @@ fn ready(stream: &TcpStream, events: libc::c_short, timeout: Duration) -> std::i
     }
 }
 
-fn chat(addr: SocketAddr) -> anyhow::Result<()> {
+pub fn chat(addr: SocketAddr) -> anyhow::Result<()> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .with_context(|| format!("connecting {addr}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -434,12 +175,12 @@ fn chat(addr: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn get(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
+pub fn get(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
     println!("{}", fetch(addr, path)?);
     Ok(())
 }
 
-fn rr(addr: SocketAddr, count: u32, size: usize) -> anyhow::Result<()> {
+pub fn rr(addr: SocketAddr, count: u32, size: usize) -> anyhow::Result<()> {
     anyhow::ensure!(count > 0 && size > 0, "--count and --size must be positive");
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .with_context(|| format!("connecting {addr}"))?;
@@ -473,34 +214,6 @@ fn rr(addr: SocketAddr, count: u32, size: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The `q` quantile (0 to 1) of sorted samples, by the nearest rank; `None` when
-/// there are none.
-fn percentile(sorted: &[f64], q: f64) -> Option<f64> {
-    let last = sorted.len().checked_sub(1)?;
-    let rank = (last as f64 * q.clamp(0.0, 1.0)).round() as usize;
-    sorted.get(rank).copied()
-}
-
-/// Raises the soft limit on open files to the hard limit.
-fn raise_open_files_limit() -> anyhow::Result<()> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes one rlimit through a valid pointer to a local.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("reading the open files limit");
-    }
-    if limit.rlim_cur < limit.rlim_max {
-        limit.rlim_cur = limit.rlim_max;
-        // SAFETY: setrlimit reads one rlimit through a valid pointer to a local.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("raising the open files limit");
-        }
-    }
-    Ok(())
-}
-
 /// Did more than 1% of `attempts` fail?
 fn too_many_errors(errors: u64, attempts: u64) -> bool {
     errors * 100 > attempts
@@ -520,7 +233,7 @@ fn one_exchange(addr: SocketAddr, message: &[u8], answer: &mut [u8]) -> std::io:
     Ok(())
 }
 
-fn connrate(
+pub fn connrate(
     addr: SocketAddr,
     duration: Duration,
     max_count: u64,
@@ -628,7 +341,7 @@ fn open_held(addr: SocketAddr, i: u32) -> anyhow::Result<TcpStream> {
     Ok(stream)
 }
 
-fn hold(addr: SocketAddr, count: u32, timeout: Duration) -> anyhow::Result<()> {
+pub fn hold(addr: SocketAddr, count: u32, timeout: Duration) -> anyhow::Result<()> {
     let start = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicBool::new(false));
@@ -690,7 +403,7 @@ fn hold(addr: SocketAddr, count: u32, timeout: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spread(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
+pub fn spread(addr: SocketAddr, count: u32) -> anyhow::Result<()> {
     let mut pods: BTreeMap<String, u32> = BTreeMap::new();
     for i in 0..count {
         let body = fetch(addr, "/").with_context(|| format!("request {i}"))?;
@@ -720,28 +433,9 @@ fn fetch(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
     Ok(body.to_owned())
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn percentiles_by_nearest_rank() {
-        assert_eq!(percentile(&[], 0.5), None);
-        assert_eq!(percentile(&[7.0], 0.0), Some(7.0));
-        assert_eq!(percentile(&[7.0], 0.999), Some(7.0));
-        let hundred: Vec<f64> = (1..=100).map(f64::from).collect();
-        assert_eq!(percentile(&hundred, 0.0), Some(1.0));
-        assert_eq!(percentile(&hundred, 0.5), Some(51.0));
-        assert_eq!(percentile(&hundred, 0.9), Some(90.0));
-        assert_eq!(percentile(&hundred, 0.99), Some(99.0));
-        assert_eq!(percentile(&hundred, 1.0), Some(100.0));
-        // Out-of-range quantiles are clamped rather than indexing past the end.
-        assert_eq!(percentile(&hundred, 1.5), Some(100.0));
-    }
 
     #[test]
     fn error_budget_is_one_percent() {
