@@ -171,6 +171,16 @@ impl Lab {
     /// agent and waypoint has a newer configuration.
     pub fn apply(&self, name: &str, yaml: &str) {
         let nodes: Vec<String> = self.state.agents.iter().map(|a| a.node.clone()).collect();
+        self.apply_to(name, yaml, &nodes);
+    }
+
+    /// [`Lab::apply`] for documents that only waypoints receive (routes): waits for the
+    /// waypoints alone.
+    pub fn apply_routes(&self, name: &str, yaml: &str) {
+        self.apply_to(name, yaml, &[]);
+    }
+
+    fn apply_to(&self, name: &str, yaml: &str, nodes: &[String]) {
         let waypoints = self.waypoint_pods();
         let before: Vec<u64> = nodes.iter().map(|n| self.config_version(n)).collect();
         let before_w: Vec<u64> = waypoints.iter().map(|w| self.waypoint_version(w)).collect();

@@ -314,7 +314,7 @@ const CANARY: &str = "    - matches: [{headers: [{name: x-user, value: tester}]}
 #[test]
 fn canary_split_header_match_rewrite_redirect_and_missing_routes() {
     let lab = Lab::up(TOPOLOGY, &[], &[]);
-    lab.apply("route", &route(CANARY));
+    lab.apply_routes("route", &route(CANARY));
 
     // 90/10 over 2,000 requests: 200 expected for v2, σ ≈ 13.4; allow 4.5σ.
     let v = http(&lab, &["--count", "2000", "--connections", "8"]);
@@ -365,7 +365,7 @@ fn canary_split_header_match_rewrite_redirect_and_missing_routes() {
     );
 
     // Routes that match nothing of a request: 404 with a body saying so.
-    lab.apply(
+    lab.apply_routes(
         "route",
         &route("    - matches: [{path: {type: Exact, value: /only}}]\n      backendRefs: [{name: cart-v1, port: 80}]\n"),
     );
@@ -463,9 +463,7 @@ fn l7_policy_decides_normalized_requests_and_the_bypass_corpus_holds() {
         let status_ok = got["status"] == want["status"];
         let path_ok = want.get("path").is_none_or(|p| got["path"] == *p);
         let second_ok = match want.get("note").and_then(Value::as_str) {
-            Some(note) if note.contains("second response: 403") => got["statuses"]
-                .as_array()
-                .is_some_and(|s| s.len() == 2 && s[1] == 403),
+            Some("only one response") => got["statuses"].as_array().is_some_and(|s| s.len() == 1),
             _ => true,
         };
         if !(status_ok && path_ok && second_ok) {
@@ -506,7 +504,7 @@ fn l7_policy_decides_normalized_requests_and_the_bypass_corpus_holds() {
 #[test]
 fn bad_configuration_is_refused_and_the_last_good_routes_keep_serving() {
     let lab = Lab::up(TOPOLOGY, &[], &[]);
-    lab.apply(
+    lab.apply_routes(
         "route",
         &route("    - backendRefs: [{name: cart-v2, port: 80}]\n"),
     );
@@ -755,14 +753,13 @@ fn weftctl_waypoint_apply_list_and_delete_edit_the_lab() {
     lab.reload();
     assert!(!ok(&["waypoint", "list"]).contains("v2-waypoint"));
     assert!(!lab::netns_path("weft-lab-pod-shop.v2-waypoint").exists());
-    eventually(
-        Duration::from_secs(10),
-        "cart-v2 without its waypoint",
-        || {
-            let v = lab.sample_json(FRONTEND, &["http", "--connect", &to]);
-            v["first"]["status"] == 200
-        },
-    );
+    let mut last = Value::Null;
+    let direct = (0..100).any(|_| {
+        last = lab.sample_json(FRONTEND, &["http", "--connect", &to]);
+        std::thread::sleep(Duration::from_millis(100));
+        last["first"]["status"] == 200
+    });
+    assert!(direct, "cart-v2 without its waypoint: {last}");
     let v = lab.sample_json(FRONTEND, &["http", "--connect", &to]);
     let body: Value = serde_json::from_str(v["first"]["body"].as_str().unwrap()).unwrap();
     assert!(

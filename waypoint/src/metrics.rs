@@ -230,6 +230,11 @@ impl Metrics {
             upstream_connections.clone(),
         );
         w.register(
+            "config_version",
+            "The configuration version in force",
+            self.config_version.clone(),
+        );
+        w.register(
             "spans_exported",
             "Spans sent to the collector",
             self.spans_exported.clone(),
@@ -276,6 +281,7 @@ mod tests {
             text.contains("weft_request_duration_milliseconds_bucket{"),
             "{text}"
         );
+        assert!(text.contains("weft_waypoint_config_version 0"), "{text}");
         assert!(
             text.contains("# TYPE weft_waypoint_tunnels_accepted counter"),
             "{text}"

@@ -237,8 +237,24 @@ pub fn list() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `weftctl waypoint delete`: unbinds its Services, then removes its documents, its
-/// process and its pod.
+/// The configuration version of each agent.
+fn agent_versions(state: &State) -> Vec<u64> {
+    state
+        .agents
+        .iter()
+        .map(|a| {
+            api::admin::Client::new(&a.admin_socket)
+                .get("/v1/config")
+                .ok()
+                .and_then(|r| r.body["version"].as_u64())
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// `weftctl waypoint delete`: unbinds its Services and waits until the agents route
+/// them straight to their endpoints, then removes its documents, process and pod (so
+/// no client is sent to a waypoint that is gone).
 pub fn delete(namespace: &str, name: &str) -> anyhow::Result<()> {
     let mut state = running_lab()?;
     let Some(i) = state
@@ -249,6 +265,20 @@ pub fn delete(namespace: &str, name: &str) -> anyhow::Result<()> {
     else {
         bail!("the lab has no waypoint {namespace}/{name}");
     };
+    let before = agent_versions(&state);
+    state.topology.waypoints[i].services.clear();
+    documents::write(&state.topology, &state.pods)?;
+    state.save()?;
+    wait_for(
+        "the agents to take the unbinding",
+        Duration::from_secs(10),
+        || {
+            agent_versions(&state)
+                .iter()
+                .zip(&before)
+                .all(|(now, was)| now > was)
+        },
+    )?;
     let waypoint = state.topology.waypoints.remove(i);
     let key = waypoint.key();
     state
