@@ -275,9 +275,10 @@ fn default_lab_connects_every_pod_and_captures_the_enrolled_ones() {
             .collect();
         want.sort();
         assert_eq!(got, want, "{config}");
+        // Every Service, and each waypoint's.
         assert_eq!(
             config["services"].as_array().unwrap().len(),
-            state.topology.services.len(),
+            state.topology.services.len() + state.topology.waypoints.len(),
             "{config}"
         );
     }

@@ -101,6 +101,10 @@ enum Lab {
             default_value = "direct,mesh,mesh-noaccel,mesh-tunnel"
         )]
         modes: Vec<weftctl::lab::bench::Mode>,
+        /// The suites: `l4` (the mesh against direct connections), `l7` (the waypoint
+        /// against nginx and HAProxy).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "l4,l7")]
+        suites: Vec<weftctl::lab::bench::Suite>,
     },
 }
 
@@ -140,8 +144,16 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(code);
         }
         Top::Lab(Lab::Down) => weftctl::lab::down(),
-        Top::Lab(Lab::Bench { quick, out, modes }) => {
-            weftctl::lab::bench::run(&weftctl::lab::bench::Options { quick, out, modes })
-        }
+        Top::Lab(Lab::Bench {
+            quick,
+            out,
+            modes,
+            suites,
+        }) => weftctl::lab::bench::run(&weftctl::lab::bench::Options {
+            quick,
+            out,
+            modes,
+            suites,
+        }),
     }
 }

@@ -8,15 +8,24 @@ use crate::{is_root, step, workspace_root};
 
 /// Debian packages the project uses: `protoc` for the gRPC protocol, `ip` and `nsenter`
 /// for namespaces, `bpftool` to inspect attachments in tests, the CNI reference plugins
-/// for the lab, iperf3 for benchmarks.
-const PACKAGES: [(&str, &str); 6] = [
+/// for the lab; for benchmarks iperf3, wrk and h2load (load), nginx and HAProxy (the
+/// reverse proxies the waypoint is measured against).
+const PACKAGES: [(&str, &str); 10] = [
     ("protobuf-compiler", "/usr/bin/protoc"),
     ("iproute2", "/usr/sbin/ip"),
     ("util-linux", "/usr/bin/nsenter"),
     ("bpftool", "/usr/sbin/bpftool"),
     ("containernetworking-plugins", "/usr/lib/cni/bridge"),
     ("iperf3", "/usr/bin/iperf3"),
+    ("wrk", "/usr/bin/wrk"),
+    ("nghttp2-client", "/usr/bin/h2load"),
+    ("nginx-light", "/usr/sbin/nginx"),
+    ("haproxy", "/usr/sbin/haproxy"),
 ];
+
+/// While packages install, services they bring (nginx, HAProxy) must not start on the
+/// host: the benchmark runs its own, inside the lab. Debian asks this program first.
+const POLICY_RC: &str = "/usr/sbin/policy-rc.d";
 
 const BPF_LINKER_VERSION: &str = "0.9.15";
 
@@ -45,12 +54,26 @@ fn packages() -> anyhow::Result<()> {
         );
     }
     step(Command::new("apt-get").args(["update", "-q"]))?;
-    step(
+    let ours = !std::path::Path::new(POLICY_RC).exists();
+    if ours {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(
+            POLICY_RC,
+            "#!/bin/sh\n# cargo xtask setup: no service starts\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC}"))?;
+        std::fs::set_permissions(POLICY_RC, std::fs::Permissions::from_mode(0o755))?;
+    }
+    let installed = step(
         Command::new("apt-get")
             .args(["install", "-y", "-q", "--no-install-recommends"])
             .args(&missing)
             .env("DEBIAN_FRONTEND", "noninteractive"),
-    )
+    );
+    if ours {
+        let _ = std::fs::remove_file(POLICY_RC);
+    }
+    installed
 }
 
 fn stable_components() -> anyhow::Result<()> {

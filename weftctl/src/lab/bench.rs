@@ -41,6 +41,8 @@ use serde_json::Value;
 
 use super::{AgentState, ECHO_PORT, PodState, Progress, State, in_pod, netns_path};
 
+pub mod l7;
+
 /// The client pod, and the servers on its node and on the other node.
 pub const CLIENT_POD: &str = "shop/frontend-1";
 pub const SAME_NODE_POD: &str = "shop/cart-1";
@@ -140,6 +142,17 @@ pub struct Options {
     pub out: PathBuf,
     /// The modes to run.
     pub modes: Vec<Mode>,
+    /// The suites to run.
+    pub suites: Vec<Suite>,
+}
+
+/// What is measured: the L4 mesh against direct connections, or the waypoint against
+/// nginx and HAProxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Suite {
+    L4,
+    L7,
 }
 
 /// How long and how often each scenario runs.
@@ -480,6 +493,9 @@ pub struct Results {
     pub scenarios: Vec<ScenarioResult>,
     pub ratios: Vec<Ratio>,
     pub targets: Vec<Target>,
+    /// The waypoint against nginx and HAProxy, when that suite ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub l7: Option<l7::Results>,
 }
 
 /// The mode pairs compared, numerator first.
@@ -1025,6 +1041,10 @@ pub fn markdown(results: &Results, store: &Store) -> String {
             }
         );
     }
+    if let Some(l7) = &results.l7 {
+        let _ = writeln!(s);
+        s.push_str(&l7::markdown(l7));
+    }
     s
 }
 
@@ -1090,7 +1110,18 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         progress: &progress,
         open_files,
     };
-    let outcome = run.labs(&options.modes, &mut store);
+    let mut outcome = if options.suites.contains(&Suite::L4) {
+        run.labs(&options.modes, &mut store)
+    } else {
+        Ok(())
+    };
+    let mut l7_results = None;
+    if outcome.is_ok() && options.suites.contains(&Suite::L7) {
+        match l7::run(&l7::Plan::new(options.quick), &tools.sample, &progress) {
+            Ok(r) => l7_results = Some(r),
+            Err(e) => outcome = Err(e),
+        }
+    }
     let results = Results {
         date: utc_timestamp(
             started
@@ -1118,13 +1149,18 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         scenarios: scenario_results(&store),
         ratios: ratios(&store),
         targets: targets(&store),
+        l7: l7_results,
     };
     write_results(&options.out, &results, &store)?;
     progress.say(format_args!(
         "wrote results.json, results.md and chart.svg to {}",
         options.out.display()
     ));
-    for t in &results.targets {
+    for t in results
+        .targets
+        .iter()
+        .chain(results.l7.iter().flat_map(|l| &l.goals))
+    {
         println!(
             "  {:<13} {} = {} ({} {})",
             match t.met {
@@ -2348,6 +2384,7 @@ mod tests {
             scenarios: scenario_results(&store),
             ratios: ratios(&store),
             targets: targets(&store),
+            l7: None,
         };
         let md = markdown(&results, &store);
         assert!(md.contains("## throughput, cross-node"));
