@@ -5,6 +5,7 @@
 //! (`outbound`) and answers a local admin API (`admin`). `run` ties them together.
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod access;
 pub mod admin;
 pub mod config;
 pub mod ebpf;

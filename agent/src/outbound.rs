@@ -338,7 +338,7 @@ impl Outbound {
             reason: "-".to_owned(),
             audited: Vec::new(),
         };
-        crate::inbound::access_log(
+        crate::access::access_log(
             labels,
             (src, dst, None),
             &decision,

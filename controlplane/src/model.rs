@@ -6,8 +6,10 @@
 //! and every error its field path; `validate.rs` checks the meaning.
 
 pub mod documents;
+pub mod gateway;
 
 pub use documents::*;
+pub use gateway::*;
 
 use std::fmt;
 

@@ -13,6 +13,7 @@ use std::{
 };
 
 pub mod lab;
+pub mod waypoint;
 pub mod wire;
 
 /// Fails the test unless it runs as root.

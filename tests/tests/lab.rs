@@ -374,7 +374,7 @@ fn bad_topologies_are_refused_before_anything_is_created() {
         (
             "syntax",
             base.replacen("  - name: node-2", "  - name: [node-2", 1),
-            "line 9",
+            "line 10",
         ),
     ];
     for (name, text, expected) in cases {

@@ -12,6 +12,7 @@
 //! `/run/weft-lab/state.json`; `lab down` removes all of it, with or without the state
 //! file, and can run any number of times.
 
+mod apply;
 pub mod bench;
 mod build;
 pub mod cni;
@@ -21,6 +22,7 @@ mod status;
 pub mod topology;
 pub mod waypoints;
 
+pub use apply::apply;
 pub use build::{controlplane_address, controlplane_netns};
 pub use status::status;
 

@@ -74,6 +74,12 @@ enum Lab {
     },
     /// Show nodes, agents, pods and services.
     Status,
+    /// Put configuration documents (routes, policies …) into the lab's control plane,
+    /// after checking them with what it has; in force within a second.
+    Apply {
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Run a command in a pod: `weftctl lab exec shop/cart-1 -- weft-sample echo …`.
     Exec {
         /// `namespace/name`, or the name alone when it is unique.
@@ -139,6 +145,7 @@ fn main() -> anyhow::Result<()> {
             weftctl::lab::waypoints::delete(&namespace, &name)
         }
         Top::Lab(Lab::Status) => weftctl::lab::status(),
+        Top::Lab(Lab::Apply { files }) => weftctl::lab::apply(&files),
         Top::Lab(Lab::Exec { pod, command }) => {
             let code = weftctl::lab::exec(&pod, &command)?;
             std::process::exit(code);
