@@ -166,7 +166,13 @@ fn tunnels_are_encrypted_carry_the_bytes_and_are_observed() {
         "{pooled} HBONE connections for 8 streams: {m1}"
     );
 
-    // The access log has a line per connection with both identities.
+    // The access log has a line per connection with both identities (written as the
+    // connection closes).
+    eventually(Duration::from_secs(5), "the access line", || {
+        lab.agent_log("node-2")
+            .lines()
+            .any(|l| l.contains("weft::access") && l.contains(FRONTEND) && l.contains("sent="))
+    });
     let log = lab.agent_log("node-2");
     let line = log
         .lines()
@@ -250,10 +256,10 @@ fn authorization_policy_allows_one_namespace_and_revokes_live_connections() {
     };
     assert!(decided("allow", "shop") >= 1, "{m2}");
     assert!(decided("deny", "ops") >= 1, "{m2}");
-    assert!(
+    eventually(Duration::from_secs(5), "the denial's access line", || {
         lab.agent_log("node-2")
             .contains("policy=no ALLOW policy matched")
-    );
+    });
 
     // A live connection from shop, then the policy flips to ops only: it is closed.
     let mut chat = sample_command(

@@ -40,27 +40,34 @@ fn requests_streams_grpc_and_websockets_go_through_the_waypoint() {
     );
     assert!(headers["x-request-id"].as_str().is_some());
 
-    // The three access logs. Client agent: to the waypoint, for the Service.
-    let client_log = lab.agent_log("node-1");
-    assert!(
+    // The three access logs (a line is written when its connection or request ends).
+    // Client agent: to the waypoint, for the Service.
+    eventually(Duration::from_secs(10), "the client agent's line", || {
+        let client_log = lab.agent_log("node-1");
         !access_lines(
             &client_log,
             &[
                 "reporter=\"source\"",
                 "dst=10.96.0.10:80",
-                "dst_workload=shop/cart-waypoint"
-            ]
+                "dst_workload=shop/cart-waypoint",
+            ],
         )
-        .is_empty(),
-        "{client_log}"
-    );
+        .is_empty()
+    });
     // The waypoint: the caller's identity and workload, the chosen endpoint.
-    let wp_log = lab.pod_log(WAYPOINT);
-    let lines = access_lines(
-        &wp_log,
-        &["reporter=\"waypoint\"", "path=/hello?x=1", "status=200"],
-    );
-    assert_eq!(lines.len(), 20, "{wp_log}");
+    let request_lines = |log: &str| {
+        access_lines(
+            log,
+            &["reporter=\"waypoint\"", "path=/hello?x=1", "status=200"],
+        )
+        .iter()
+        .map(|l| (*l).to_owned())
+        .collect::<Vec<String>>()
+    };
+    eventually(Duration::from_secs(10), "the waypoint's 20 lines", || {
+        request_lines(&lab.pod_log(WAYPOINT)).len() == 20
+    });
+    let lines = request_lines(&lab.pod_log(WAYPOINT));
     assert!(
         lines
             .iter()
@@ -122,15 +129,16 @@ fn requests_streams_grpc_and_websockets_go_through_the_waypoint() {
     // A stream that is not HTTP on a port that declares nothing passes through.
     let echoed = lab.echo_ok(FRONTEND, sa(CART_VIP, 7000), 1 << 20, &[]);
     assert_eq!(echoed["peer"], "127.0.0.1:15001", "{echoed}");
-    let wp_log = lab.pod_log(WAYPOINT);
-    assert!(
-        !access_lines(
-            &wp_log,
-            &["\"connection\"", "dst=10.96.0.10:7000", "sent=1048576"]
-        )
-        .is_empty()
-            || !access_lines(&wp_log, &["connection", "dst=10.96.0.10:7000"]).is_empty(),
-        "{wp_log}"
+    eventually(
+        Duration::from_secs(10),
+        "the waypoint's line of the stream",
+        || {
+            !access_lines(
+                &lab.pod_log(WAYPOINT),
+                &["connection", "dst=10.96.0.10:7000", "sent=1048576"],
+            )
+            .is_empty()
+        },
     );
 
     // gRPC: unary, a failing call with its status and trailers, bidirectional streaming.
@@ -222,12 +230,18 @@ const CANARY: &str = "    - matches: [{headers: [{name: x-user, value: tester}]}
         - {type: RequestRedirect, requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /here}, statusCode: 301}}
     - matches: [{path: {type: PathPrefix, value: /broken}}]
       backendRefs: [{name: cart, port: 81}]
+    - matches: [{path: {type: PathPrefix, value: /mirrored}}]
+      filters:
+        - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-canary, value: 'yes'}], remove: [x-debug]}}
+        - {type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-served-by, value: weft-waypoint}]}}
+        - {type: RequestMirror, requestMirror: {backendRef: {name: cart-v2, port: 80}}}
+      backendRefs: [{name: cart-v1, port: 80}]
     - matches: [{path: {type: PathPrefix, value: /}}]
       backendRefs: [{name: cart-v1, port: 80, weight: 90}, {name: cart-v2, port: 80, weight: 10}]
 ";
 
 #[test]
-fn canary_split_header_match_rewrite_redirect_and_missing_routes() {
+fn canary_split_header_match_rewrite_redirect_mirror_and_missing_routes() {
     let lab = Lab::up(TOPOLOGY, &[], &[]);
     lab.apply_routes("route", &route(CANARY));
 
@@ -264,6 +278,53 @@ fn canary_split_header_match_rewrite_redirect_and_missing_routes() {
         v["first"]["headers"]["location"], "http://cart.shop/here?a=1",
         "{v}"
     );
+
+    // Header modifiers both ways, and a mirror that gets a copy of each request (its
+    // body too) while the answer comes from the rule's backend.
+    let seen = |lab: &Lab| {
+        let to = sa(lab.ip("shop/cart-v2-1"), 8080).to_string();
+        let v = lab.sample_json(FRONTEND, &["http", "--connect", &to, "--path", "/seen"]);
+        serde_json::from_str::<Value>(v["first"]["body"].as_str().unwrap()).unwrap()
+    };
+    let before = seen(&lab)["count"].as_u64().unwrap();
+    let v = http(
+        &lab,
+        &[
+            "--path",
+            "/mirrored/x",
+            "--method",
+            "POST",
+            "--body-bytes",
+            "4096",
+            "--count",
+            "20",
+            "--header",
+            "x-debug: 1",
+        ],
+    );
+    assert_eq!(count(&v, "statuses", "200"), 20, "{v}");
+    assert_eq!(
+        count(&v, "pods", "cart-v1-1") + count(&v, "pods", "cart-v1-2"),
+        20,
+        "{v}"
+    );
+    assert_eq!(v["first"]["headers"]["x-served-by"], "weft-waypoint", "{v}");
+    let body: Value = serde_json::from_str(v["first"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["headers"]["x-canary"], "yes", "{body}");
+    assert!(body["headers"].get("x-debug").is_none(), "{body}");
+    assert_eq!(body["body_bytes"], 4096, "{body}");
+    let mut mirrored = Value::Null;
+    eventually(Duration::from_secs(10), "the mirror's 20 copies", || {
+        mirrored = seen(&lab);
+        mirrored["count"].as_u64() == Some(before + 20)
+    });
+    let copies = mirrored["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["path"] == "/mirrored/x" && r["method"] == "POST" && r["body_bytes"] == 4096)
+        .count();
+    assert_eq!(copies, 20, "{mirrored}");
 
     // A backend port the Service does not have: 500, counted.
     let v = http(&lab, &["--path", "/broken"]);

@@ -4,6 +4,7 @@
 //! Root, one test at a time (they share the lab's fixed names).
 
 use std::{
+    io::Write as _,
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -14,7 +15,7 @@ use tests::{
     lab::{Lab, metric, sa},
     waypoint::*,
     weftctl,
-    wire::eventually,
+    wire::{self, StreamOutcome, eventually},
 };
 use weftctl::lab;
 
@@ -309,4 +310,106 @@ fn spans_reach_the_collector_and_trace_context_goes_upstream() {
         metric(&m, "weft_waypoint_spans_exported_total", &[]) >= 1,
         "{m}"
     );
+}
+
+#[test]
+fn the_waypoint_admits_only_connects_for_what_it_serves() {
+    let lab = Lab::up(TOPOLOGY, &[], &[]);
+    let ca = Path::new(lab::RUN_DIR).join("controlplane/state/ca");
+    let roots = std::fs::read_to_string(ca.join("trust-bundle.pem")).unwrap();
+    let (cert, key) = wire::workload_cert(
+        &ca.join("root-cert.pem"),
+        &ca.join("root-key.pem"),
+        "spiffe://cluster.local/ns/shop/sa/tester",
+    );
+    let hbone = sa(lab.ip(WAYPOINT), 15008);
+    // The test client runs in legacy/billing-1's namespace (not in the mesh).
+    let netns = lab::netns_path(&lab.pod("legacy/billing-1").netns);
+    let one = |fields: Vec<(&'static str, String)>, client: bool| {
+        let (roots, cert, key) = (roots.clone(), cert.clone(), key.clone());
+        wire::in_netns(&netns, move || {
+            let creds = client.then_some((cert.as_str(), key.as_str()));
+            let mut tls =
+                match wire::tls_connect(hbone, &roots, "cluster.local", WAYPOINT_ID, creds) {
+                    Ok(t) => t,
+                    Err(_) => return None,
+                };
+            let f: Vec<(&str, &str)> = fields.iter().map(|(a, b)| (*a, b.as_str())).collect();
+            let bytes = wire::headers_frames(1, &wire::header_block(&f), false);
+            if tls.write_all(&bytes).and_then(|()| tls.flush()).is_err() {
+                return None;
+            }
+            wire::read_outcomes(&mut tls, &[1]).0.get(&1).cloned()
+        })
+    };
+    let connect =
+        |authority: String| vec![(":method", "CONNECT".to_owned()), (":authority", authority)];
+    let status = |o: Option<StreamOutcome>| match o {
+        Some(StreamOutcome::Ok200) => "200".to_owned(),
+        Some(StreamOutcome::Headers(h)) if h.first() == Some(&0x8c) => "400".to_owned(),
+        // `:status` by name (index 8), the value "401" plain or Huffman-coded.
+        Some(StreamOutcome::Headers(h))
+            if h.windows(3).any(|w| w == b"401")
+                || h.windows(3).any(|w| w == [0x82, 0x68, 0x01]) =>
+        {
+            "401".to_owned()
+        }
+        other => format!("{other:?}"),
+    };
+
+    // The Service bound to it: 200.
+    assert_eq!(status(one(connect("10.96.0.10:80".into()), true)), "200");
+    // Not CONNECT, a Service it does not serve, a pod of it not bound to it: 400.
+    let get = vec![
+        (":method", "GET".to_owned()),
+        (":scheme", "https".to_owned()),
+        (":path", "/".to_owned()),
+        (":authority", "10.96.0.10:80".to_owned()),
+    ];
+    assert_eq!(status(one(get, true)), "400");
+    assert_eq!(
+        status(one(connect("10.96.0.11:80".into()), true)),
+        "400",
+        "cart-v1"
+    );
+    let pod = format!("{}:8080", lab.ip("shop/cart-v1-1"));
+    assert_eq!(status(one(connect(pod), true)), "400", "a pod");
+    // No client certificate: no tunnel at all.
+    assert_eq!(one(connect("10.96.0.10:80".into()), false), None);
+
+    // Policies that let no request of this caller through: the tunnel is refused (401).
+    lab.apply(
+        "policy",
+        "apiVersion: security.weft.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: cart-from-frontend, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cart}}
+  action: ALLOW
+  rules:
+    - from: [{source: {principals: [cluster.local/ns/shop/sa/frontend]}}]
+      to: [{operation: {methods: [GET]}}]
+",
+    );
+    assert_eq!(status(one(connect("10.96.0.10:80".into()), true)), "401");
+    let m = lab.pod_metrics(WAYPOINT);
+    assert!(
+        metric(
+            &m,
+            "weft_waypoint_tunnels_refused_total",
+            &["reason=\"hbone_denied\""]
+        ) >= 1,
+        "{m}"
+    );
+    assert!(
+        metric(
+            &m,
+            "weft_waypoint_tunnels_refused_total",
+            &["reason=\"hbone_not_served\""]
+        ) >= 2,
+        "{m}"
+    );
+    // The frontend still gets through (its GETs may pass), and is served.
+    let v = http(&lab, &[]);
+    assert_eq!(v["first"]["status"], 200, "{v}");
 }

@@ -394,6 +394,8 @@ mod tests {
             ("/Admin", "/Admin"),
         ] {
             assert_eq!(path(raw).as_deref(), Ok(want), "{raw}");
+            // A fixed point: no second pass reaches another path.
+            assert_eq!(path(want).as_deref(), Ok(want), "{want}");
         }
         for (raw, why) in [
             ("admin", Rejection::NotOriginForm),

@@ -386,7 +386,14 @@ fn summary(state: &State) {
         );
     }
     let apps: Vec<&PodState> = state.pods.iter().filter(|p| !p.pod.waypoint).collect();
-    if let (Some(a), Some(b)) = (apps.first(), apps.last()) {
+    // From the first pod to a mesh pod of another node if there is one: a tunnel.
+    let first = apps.first();
+    let other = first.and_then(|a| {
+        apps.iter()
+            .find(|b| b.pod.node != a.pod.node && b.pod.enrolled)
+            .or(apps.last())
+    });
+    if let (Some(a), Some(b)) = (first, other) {
         println!();
         println!(
             "Try: weftctl lab exec {} -- weft-sample echo --connect {}:{ECHO_PORT} --bytes 1000",

@@ -2,7 +2,9 @@
 //! listener. Every request is answered with JSON that describes it (the pod's name, the
 //! client's address, the method, path, query, version, headers and the body's length);
 //! `GET /status/<code>` answers with that status code, and a request that asks to
-//! upgrade to WebSocket becomes a WebSocket echo.
+//! upgrade to WebSocket becomes a WebSocket echo. `GET /seen` tells how many requests
+//! the server answered and the last ones (method, path, body length), for tests that
+//! look at what reached an application (a mirror's copies, say).
 //!
 //! The `http` client is in `client`.
 
@@ -46,6 +48,29 @@ pub async fn serve(listener: TcpListener, name: Arc<str>) -> anyhow::Result<()> 
     }
 }
 
+/// The requests answered: how many, and the last [`SEEN_KEPT`].
+#[derive(Default)]
+struct Seen {
+    count: u64,
+    recent: std::collections::VecDeque<serde_json::Value>,
+}
+
+const SEEN_KEPT: usize = 1000;
+
+static SEEN: std::sync::Mutex<Seen> = std::sync::Mutex::new(Seen {
+    count: 0,
+    recent: std::collections::VecDeque::new(),
+});
+
+fn seen_json() -> Vec<u8> {
+    let seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+    serde_json::to_vec(&serde_json::json!({
+        "count": seen.count,
+        "recent": seen.recent,
+    }))
+    .expect("serializable")
+}
+
 async fn answer(
     name: Arc<str>,
     peer: SocketAddr,
@@ -54,9 +79,27 @@ async fn answer(
     if wants_websocket(&req) {
         return Ok(websocket::accept(&mut req));
     }
+    if req.uri().path() == "/seen" {
+        return Ok(Response::builder()
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(seen_json())))
+            .expect("valid response"));
+    }
     let (parts, body) = req.into_parts();
     let status = status_asked(parts.uri.path()).unwrap_or(StatusCode::OK);
     let body_bytes = body_length(body).await;
+    {
+        let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());
+        seen.count += 1;
+        if seen.recent.len() == SEEN_KEPT {
+            seen.recent.pop_front();
+        }
+        seen.recent.push_back(serde_json::json!({
+            "method": parts.method.as_str(),
+            "path": parts.uri.path(),
+            "body_bytes": body_bytes,
+        }));
+    }
     let json = describe(&name, peer, &parts, body_bytes);
     Ok(Response::builder()
         .status(status)
