@@ -5,10 +5,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use crate::{
-    metrics::{ConnectionLabels, Reporter},
-    policy,
-};
+use crate::{metrics::ConnectionLabels, policy};
 
 /// The caller a waypoint forwards for: the `baggage` entry `weft.source.principal` of
 /// its CONNECT request, with the address of `forwarded: for=`. Only informative (the
@@ -47,10 +44,7 @@ pub fn access_log(
 ) {
     tracing::info!(
         target: "weft::access",
-        reporter = match labels.reporter {
-            Reporter::Source => "source",
-            Reporter::Destination => "destination",
-        },
+        reporter = labels.reporter.name(),
         src = %src,
         dst = %dst,
         via = via.unwrap_or("-"),

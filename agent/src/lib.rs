@@ -196,7 +196,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "agent ready"
     );
 
-    shutdown_signal().await?;
+    dataplane::shutdown::requested()
+        .await
+        .context("installing the signal handlers")?;
     tracing::info!("shutting down: no new connections; draining open ones");
     ready.store(false, std::sync::atomic::Ordering::Release);
     admin_task.abort();
@@ -220,17 +222,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         task.abort();
     }
     let _ = std::fs::remove_file(&config.admin_socket);
-    Ok(())
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
     Ok(())
 }
 

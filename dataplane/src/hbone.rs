@@ -24,6 +24,10 @@ use tokio::net::TcpStream;
 
 use crate::identity::CertManager;
 
+mod server;
+
+pub use server::serve;
+
 /// The port HBONE listens on, in each pod and on waypoints.
 pub const HBONE_PORT: u16 = 15008;
 
@@ -382,30 +386,6 @@ pub async fn dial(dst: SocketAddr, timeout: Duration) -> Result<TcpStream, Error
         }
         Ok(Err(source)) => Err(Error::Connect { peer: dst, source }),
         Err(_) => Err(Error::ConnectTimeout { peer: dst }),
-    }
-}
-
-/// The server side of an HBONE connection, after the TLS handshake: HTTP/2 with this
-/// side's limits and windows. Fails when the client's preface does not come within the
-/// handshake deadline.
-pub async fn accept_h2<T>(
-    tls: T,
-    s: &Settings,
-) -> Result<h2::server::Connection<T, Bytes>, &'static str>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let handshake = h2::server::Builder::new()
-        .max_concurrent_streams(s.max_streams)
-        .max_header_list_size(s.max_header_list_size)
-        .initial_window_size(WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_frame_size(FRAME)
-        .handshake::<_, Bytes>(tls);
-    match tokio::time::timeout(s.handshake_timeout, handshake).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(_)) => Err("hbone_h2"),
-        Err(_) => Err("hbone_h2_timeout"),
     }
 }
 

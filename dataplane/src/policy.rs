@@ -224,15 +224,17 @@ fn source_matches(s: &wire::PolicySource, source: &Source<'_>) -> bool {
     let negative = |list: &[String], value: Option<&str>, m: fn(&str, &str) -> bool| {
         value.is_none_or(|v| !list.iter().any(|p| m(p, v)))
     };
-    positive(&s.principals, principal.as_deref(), principal_matches)
-        && negative(&s.not_principals, principal.as_deref(), principal_matches)
+    positive(&s.principals, principal.as_deref(), wildcard_matches)
+        && negative(&s.not_principals, principal.as_deref(), wildcard_matches)
         && positive(&s.namespaces, namespace, namespace_matches)
         && negative(&s.not_namespaces, namespace, namespace_matches)
         && (s.ip_blocks.is_empty() || s.ip_blocks.iter().any(|b| in_block(b, source.ip)))
         && !s.not_ip_blocks.iter().any(|b| in_block(b, source.ip))
 }
 
-fn principal_matches(pattern: &str, value: &str) -> bool {
+/// `pattern` against `value`: exact, `prefix*`, `*suffix` or `*` (principals, and the
+/// values of HTTP conditions).
+fn wildcard_matches(pattern: &str, value: &str) -> bool {
     if pattern == "*" {
         true
     } else if let Some(suffix) = pattern.strip_prefix('*') {

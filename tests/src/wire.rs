@@ -382,6 +382,50 @@ pub fn eventually(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
+/// Where a raw HBONE client connects and as whom: the address, the PEM roots, the
+/// identity the server must have, and the client's certificate and key (if any).
+#[derive(Debug, Clone)]
+pub struct HboneTarget {
+    pub addr: std::net::SocketAddr,
+    pub roots: String,
+    pub server_identity: String,
+    pub client: Option<(String, String)>,
+}
+
+/// From inside `netns`: connects to `target` with mutual TLS and ALPN h2, sends one
+/// HEADERS frame of `fields` on stream 1 and returns what came back on it and the
+/// GOAWAY's error code if any; an error when the connection itself failed (a refused
+/// client certificate, say).
+pub fn one_stream(
+    netns: &Path,
+    target: &HboneTarget,
+    fields: Vec<(String, String)>,
+    end_stream: bool,
+) -> io::Result<(Option<StreamOutcome>, Option<u32>)> {
+    let target = target.clone();
+    in_netns(netns, move || {
+        let creds = target
+            .client
+            .as_ref()
+            .map(|(c, k)| (c.as_str(), k.as_str()));
+        let mut tls = tls_connect(
+            target.addr,
+            &target.roots,
+            "cluster.local",
+            &target.server_identity,
+            creds,
+        )?;
+        let f: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(a, b)| (a.as_str(), b.as_str()))
+            .collect();
+        tls.write_all(&headers_frames(1, &header_block(&f), end_stream))?;
+        tls.flush()?;
+        let (out, goaway) = read_outcomes(&mut tls, &[1]);
+        Ok((out.get(&1).cloned(), goaway))
+    })
+}
+
 /// A blocking TLS client stream from rustls, for the raw HTTP/2 client.
 pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
 

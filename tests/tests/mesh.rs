@@ -394,28 +394,15 @@ fn malformed_hbone_is_rejected_and_the_agent_keeps_serving() {
     // The test client runs in legacy/billing-1's namespace (not in the mesh).
     let netns = lab::netns_path(&lab.pod("legacy/billing-1").netns);
 
-    let one =
-        |fields: Vec<(String, String)>, end_stream: bool| -> (Option<StreamOutcome>, Option<u32>) {
-            let (roots, cert, key) = (roots.clone(), cert.clone(), key.clone());
-            wire::in_netns(&netns, move || {
-                let mut tls =
-                    wire::tls_connect(hbone, &roots, "cluster.local", CART, Some((&cert, &key)))
-                        .unwrap();
-                let f: Vec<(&str, &str)> = fields
-                    .iter()
-                    .map(|(a, b)| (a.as_str(), b.as_str()))
-                    .collect();
-                tls.write_all(&wire::headers_frames(
-                    1,
-                    &wire::header_block(&f),
-                    end_stream,
-                ))
-                .unwrap();
-                tls.flush().unwrap();
-                let (out, goaway) = wire::read_outcomes(&mut tls, &[1]);
-                (out.get(&1).cloned(), goaway)
-            })
-        };
+    let target = wire::HboneTarget {
+        addr: hbone,
+        roots: roots.clone(),
+        server_identity: CART.to_owned(),
+        client: Some((cert.clone(), key.clone())),
+    };
+    let one = |fields: Vec<(String, String)>, end_stream: bool| {
+        wire::one_stream(&netns, &target, fields, end_stream).unwrap()
+    };
     let connect = |authority: String| {
         vec![
             (":method".to_owned(), "CONNECT".to_owned()),

@@ -4,7 +4,6 @@
 //! Root, one test at a time (they share the lab's fixed names).
 
 use std::{
-    io::Write as _,
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -326,21 +325,14 @@ fn the_waypoint_admits_only_connects_for_what_it_serves() {
     // The test client runs in legacy/billing-1's namespace (not in the mesh).
     let netns = lab::netns_path(&lab.pod("legacy/billing-1").netns);
     let one = |fields: Vec<(&'static str, String)>, client: bool| {
-        let (roots, cert, key) = (roots.clone(), cert.clone(), key.clone());
-        wire::in_netns(&netns, move || {
-            let creds = client.then_some((cert.as_str(), key.as_str()));
-            let mut tls =
-                match wire::tls_connect(hbone, &roots, "cluster.local", WAYPOINT_ID, creds) {
-                    Ok(t) => t,
-                    Err(_) => return None,
-                };
-            let f: Vec<(&str, &str)> = fields.iter().map(|(a, b)| (*a, b.as_str())).collect();
-            let bytes = wire::headers_frames(1, &wire::header_block(&f), false);
-            if tls.write_all(&bytes).and_then(|()| tls.flush()).is_err() {
-                return None;
-            }
-            wire::read_outcomes(&mut tls, &[1]).0.get(&1).cloned()
-        })
+        let target = wire::HboneTarget {
+            addr: hbone,
+            roots: roots.clone(),
+            server_identity: WAYPOINT_ID.to_owned(),
+            client: client.then(|| (cert.clone(), key.clone())),
+        };
+        let fields = fields.into_iter().map(|(a, b)| (a.to_owned(), b)).collect();
+        wire::one_stream(&netns, &target, fields, false).ok()?.0
     };
     let connect =
         |authority: String| vec![(":method", "CONNECT".to_owned()), (":authority", authority)];

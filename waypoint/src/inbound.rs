@@ -70,58 +70,17 @@ async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
 ) -> Result<(), &'static str> {
-    let _ = tcp.set_nodelay(true);
-    let s = &waypoint.settings.hbone;
-    let acceptor =
-        tokio_rustls::TlsAcceptor::from(waypoint.certs.server_config(&waypoint.settings.identity));
-    let tls = match tokio::time::timeout(s.handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(error = %e, "TLS handshake failed");
-            return Err("tls_handshake");
-        }
-        Err(_) => return Err("tls_handshake_timeout"),
-    };
-    let client = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .ok_or("no_client_certificate")
-        .and_then(|leaf| api::tls::spiffe_identity(leaf).map_err(|e| e.reason()))?;
-    let mut connection = hbone::accept_h2(tls, s).await?;
-    let pings = connection.ping_pong();
-    let alive = async {
-        match pings {
-            Some(p) => hbone::keepalive(p, s.keepalive_interval, s.keepalive_timeout).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(alive);
-    let mut drain = waypoint.drain.clone();
-    let mut draining = false;
-    loop {
-        let mut start_drain = false;
-        tokio::select! {
-            next = connection.accept() => match next {
-                Some(Ok((req, respond))) => {
-                    let (waypoint, client) = (Arc::clone(waypoint), client.clone());
-                    tokio::spawn(stream(waypoint, client, peer, req, respond).in_current_span());
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "HBONE connection failed");
-                    return Err("hbone_h2");
-                }
-                None => return Ok(()),
-            },
-            _ = drain.wait_for(|d| *d), if !draining => start_drain = true,
-            () = &mut alive => return Err("hbone_keepalive"),
-        }
-        if start_drain {
-            draining = true;
-            connection.graceful_shutdown();
-        }
-    }
+    hbone::serve(
+        tcp,
+        waypoint.certs.server_config(&waypoint.settings.identity),
+        &waypoint.settings.hbone,
+        waypoint.drain.clone(),
+        |client, req, respond| {
+            let (waypoint, client) = (Arc::clone(waypoint), client.clone());
+            tokio::spawn(stream(waypoint, client, peer, req, respond).in_current_span());
+        },
+    )
+    .await
 }
 
 fn respond(mut reply: SendResponse<Bytes>, code: StatusCode) {

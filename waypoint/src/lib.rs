@@ -222,7 +222,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "waypoint started"
     );
 
-    shutdown_signal().await?;
+    dataplane::shutdown::requested()
+        .await
+        .context("installing the signal handlers")?;
     tracing::info!("shutting down: no new tunnels; draining open ones");
     ready.store(false, Ordering::Release);
     hbone_task.abort();
@@ -237,17 +239,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     for t in tasks {
         t.abort();
-    }
-    Ok(())
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
     }
     Ok(())
 }

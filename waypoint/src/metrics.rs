@@ -60,21 +60,8 @@ impl Default for RequestLabels {
     }
 }
 
-/// Labels of one stream passed through as TCP (the agents' connection schema).
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TcpLabels {
-    pub reporter: &'static str,
-    pub source_workload: String,
-    pub source_workload_namespace: String,
-    pub source_principal: String,
-    pub destination_workload: String,
-    pub destination_workload_namespace: String,
-    pub destination_principal: String,
-    pub destination_service: String,
-    pub request_protocol: &'static str,
-    pub connection_security_policy: &'static str,
-    pub response_flags: &'static str,
-}
+/// Labels of one stream passed through as TCP: the agents' connection schema.
+pub use dataplane::telemetry::ConnectionLabels as TcpLabels;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {

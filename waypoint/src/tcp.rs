@@ -24,17 +24,11 @@ where
     let start = Instant::now();
     let view = waypoint.view();
     let mut labels = TcpLabels {
-        reporter: "waypoint",
-        source_workload: "unknown".into(),
+        reporter: dataplane::telemetry::Reporter::Waypoint,
         source_workload_namespace: down.client.namespace().to_owned(),
         source_principal: down.client.to_string(),
-        destination_workload: "unknown".into(),
-        destination_workload_namespace: "unknown".into(),
-        destination_principal: "unknown".into(),
-        destination_service: "unknown".into(),
-        request_protocol: "tcp",
         connection_security_policy: "mutual_tls",
-        response_flags: "-",
+        ..TcpLabels::default()
     };
     if let Some((_, name)) = down
         .client_workload()

@@ -376,13 +376,7 @@ fn summary(state: &State) {
             p.pod.key(),
             p.pod.node,
             p.ip,
-            if p.pod.enrolled {
-                "enrolled"
-            } else if p.pod.waypoint {
-                "waypoint"
-            } else {
-                "-"
-            }
+            p.pod.mesh_role()
         );
     }
     let apps: Vec<&PodState> = state.pods.iter().filter(|p| !p.pod.waypoint).collect();

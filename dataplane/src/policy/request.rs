@@ -10,6 +10,8 @@
 
 use api::proto::config as wire;
 
+use super::wildcard_matches;
+
 /// What a policy sees of an HTTP request.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -23,7 +25,7 @@ pub struct Request<'a> {
 
 /// Whether every HTTP condition of `rule` holds for `request`.
 pub(super) fn conditions_hold(rule: &wire::PolicyRule, request: &Request<'_>) -> bool {
-    let any = |list: &[String], value: &str| list.iter().any(|p| matches(p, value));
+    let any = |list: &[String], value: &str| list.iter().any(|p| wildcard_matches(p, value));
     let positive = |list: &[String], value: &str| list.is_empty() || any(list, value);
     let negative = |list: &[String], value: &str| !any(list, value);
     positive(&rule.methods, request.method)
@@ -39,19 +41,6 @@ pub(super) fn conditions_hold(rule: &wire::PolicyRule, request: &Request<'_>) ->
                 .iter()
                 .any(|v| v.to_str().is_ok_and(|v| any(&h.values, v)))
         })
-}
-
-/// `pattern` against `value`: exact, `prefix*`, `*suffix` or `*`.
-fn matches(pattern: &str, value: &str) -> bool {
-    if pattern == "*" {
-        true
-    } else if let Some(suffix) = pattern.strip_prefix('*') {
-        value.ends_with(suffix)
-    } else if let Some(prefix) = pattern.strip_suffix('*') {
-        value.starts_with(prefix)
-    } else {
-        pattern == value
-    }
 }
 
 #[cfg(test)]

@@ -99,13 +99,7 @@ pub fn status() -> anyhow::Result<()> {
             p.pod.key(),
             p.pod.node,
             p.ip,
-            if p.pod.enrolled {
-                "enrolled"
-            } else if p.pod.waypoint {
-                "waypoint"
-            } else {
-                "-"
-            },
+            p.pod.mesh_role(),
             certs.get(&netns_path(&p.netns)).map_or("-", String::as_str),
             if alive(p.app_pid) { "running" } else { "DOWN" }
         )?;

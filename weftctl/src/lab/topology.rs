@@ -212,6 +212,17 @@ impl Pod {
     pub fn key(&self) -> String {
         format!("{}/{}", self.namespace, self.name)
     }
+
+    /// What it is to the mesh, for tables: `enrolled`, `waypoint` or `-`.
+    pub fn mesh_role(&self) -> &'static str {
+        if self.enrolled {
+            "enrolled"
+        } else if self.waypoint {
+            "waypoint"
+        } else {
+            "-"
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
