@@ -141,10 +141,16 @@ fn l7_policy_decides_normalized_requests_and_the_bypass_corpus_holds() {
 #[test]
 fn bad_configuration_is_refused_and_the_last_good_routes_keep_serving() {
     let lab = Lab::up(TOPOLOGY, &[], &[]);
-    lab.apply_routes(
-        "route",
-        &route("    - backendRefs: [{name: cart-v2, port: 80}]\n"),
-    );
+    // The good route through `weftctl lab apply`.
+    let good = lab.dir.join("route.yaml");
+    std::fs::write(&good, route("    - backendRefs: [{name: cart-v2, port: 80}]\n")).unwrap();
+    let before = lab.waypoint_version(WAYPOINT);
+    let out = weftctl(&["lab", "apply", "-f", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("applied route.yaml"));
+    eventually(Duration::from_secs(10), "the route at the waypoint", || {
+        lab.waypoint_version(WAYPOINT) > before
+    });
     let to_v2 = |lab: &Lab| {
         let v = http(lab, &["--count", "20"]);
         count(&v, "pods", "cart-v2-1")
@@ -178,7 +184,15 @@ fn bad_configuration_is_refused_and_the_last_good_routes_keep_serving() {
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!out.status.success(), "{text}");
         assert!(text.contains(path) && text.contains(words), "{text}");
-        // Into the lab, replacing the good route's file.
+        // `weftctl lab apply` refuses it too, and puts nothing in the folder.
+        let out = weftctl(&["lab", "apply", "-f", file.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(path), "{err}");
+        let copied = Path::new(lab::RUN_DIR)
+            .join("controlplane/config")
+            .join(format!("{name}.yaml"));
+        assert!(!copied.exists(), "a refused file was applied");
+        // Into the lab by hand, replacing the good route's file.
         let before = lab.waypoint_version(WAYPOINT);
         std::fs::write(
             Path::new(lab::RUN_DIR).join("controlplane/config/route.yaml"),
