@@ -143,7 +143,11 @@ fn bad_configuration_is_refused_and_the_last_good_routes_keep_serving() {
     let lab = Lab::up(TOPOLOGY, &[], &[]);
     // The good route through `weftctl lab apply`.
     let good = lab.dir.join("route.yaml");
-    std::fs::write(&good, route("    - backendRefs: [{name: cart-v2, port: 80}]\n")).unwrap();
+    std::fs::write(
+        &good,
+        route("    - backendRefs: [{name: cart-v2, port: 80}]\n"),
+    )
+    .unwrap();
     let before = lab.waypoint_version(WAYPOINT);
     let out = weftctl(&["lab", "apply", "-f", good.to_str().unwrap()]);
     assert!(out.status.success(), "{out:?}");
