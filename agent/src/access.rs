@@ -11,13 +11,7 @@ use crate::{metrics::ConnectionLabels, policy};
 /// its CONNECT request, with the address of `forwarded: for=`. Only informative (the
 /// tunnel's peer is the waypoint); logged, never used to decide.
 pub(crate) fn original_caller(headers: &http::HeaderMap) -> Option<String> {
-    let principal = headers
-        .get_all("baggage")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|entry| entry.trim().strip_prefix("weft.source.principal="))
-        .map(|p| p.split(';').next().unwrap_or(p).trim());
+    let principal = dataplane::hbone::baggage::get(headers, "weft.source.principal");
     let address = headers
         .get("forwarded")
         .and_then(|v| v.to_str().ok())

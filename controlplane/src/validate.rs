@@ -49,36 +49,7 @@ impl Check<'_> {
     }
 }
 
-/// DNS-1123 label (namespaces, most names).
-pub(crate) fn dns_label(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 63 {
-        return Err(format!("{s:?} must be 1 to 63 characters"));
-    }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        || s.starts_with('-')
-        || s.ends_with('-')
-    {
-        return Err(format!(
-            "{s:?} must be lowercase letters, digits and '-', starting and ending with a letter or digit"
-        ));
-    }
-    Ok(())
-}
-
-/// DNS-1123 subdomain (object names that may hold dots).
-pub(crate) fn dns_subdomain(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 253 {
-        return Err(format!("{s:?} must be 1 to 253 characters"));
-    }
-    for part in s.split('.') {
-        dns_label(part).map_err(|_| {
-            format!("{s:?} must be lowercase letters, digits, '-' and '.', in labels of 1 to 63")
-        })?;
-    }
-    Ok(())
-}
+pub(crate) use api::names::{dns_label, dns_subdomain};
 
 /// Label keys: optional DNS-subdomain prefix and `/`, then a name of up to 63
 /// alphanumerics, `-`, `_`, `.`, starting and ending alphanumeric.

@@ -24,6 +24,7 @@ use tokio::net::TcpStream;
 
 use crate::identity::CertManager;
 
+pub mod baggage;
 mod server;
 
 pub use server::serve;

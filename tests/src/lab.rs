@@ -139,7 +139,20 @@ impl Lab {
         http_get(&lab::netns_path(&lab::node_netns(node)), addr, "/metrics")
     }
 
-    /// The Prometheus text of a pod's process on `port` (a waypoint's 15020).
+    /// The lab CA's trust bundle, and a certificate and key the CA issues for
+    /// `identity`: a test client the mesh takes for one of its own.
+    pub fn client_cert(&self, identity: &str) -> (String, (String, String)) {
+        let ca = Path::new(lab::RUN_DIR).join("controlplane/state/ca");
+        let roots = std::fs::read_to_string(ca.join("trust-bundle.pem")).unwrap();
+        let cert = wire::workload_cert(
+            &ca.join("root-cert.pem"),
+            &ca.join("root-key.pem"),
+            identity,
+        );
+        (roots, cert)
+    }
+
+    /// The Prometheus text of a pod's process on 15020 (a waypoint's metrics port).
     pub fn pod_metrics(&self, pod: &str) -> String {
         let p = self.pod(pod);
         http_get(&lab::netns_path(&p.netns), sa(p.ip, 15020), "/metrics")

@@ -66,6 +66,15 @@ pub fn http(lab: &Lab, extra: &[&str]) -> Value {
     lab.sample_json(FRONTEND, &args)
 }
 
+/// The JSON body of the first answer in a `weft-sample http` report (what the sample
+/// app saw of the request).
+pub fn first_body(v: &Value) -> Value {
+    let body = v["first"]["body"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no body: {v}"));
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
 pub fn count(v: &Value, field: &str, key: &str) -> u64 {
     v[field][key].as_u64().unwrap_or(0)
 }

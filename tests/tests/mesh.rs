@@ -381,13 +381,7 @@ fn malformed_hbone_is_rejected_and_the_agent_keeps_serving() {
         ],
         &[],
     );
-    let ca = Path::new(lab::RUN_DIR).join("controlplane/state/ca");
-    let roots = std::fs::read_to_string(ca.join("trust-bundle.pem")).unwrap();
-    let (cert, key) = wire::workload_cert(
-        &ca.join("root-cert.pem"),
-        &ca.join("root-key.pem"),
-        "spiffe://cluster.local/ns/shop/sa/tester",
-    );
+    let (roots, (cert, key)) = lab.client_cert("spiffe://cluster.local/ns/shop/sa/tester");
     let cart2 = lab.ip("shop/cart-2");
     let cart1 = lab.ip("shop/cart-1");
     let hbone = sa(cart2, 15008);

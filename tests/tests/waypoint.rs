@@ -24,7 +24,7 @@ fn requests_streams_grpc_and_websockets_go_through_the_waypoint() {
     // HTTP/1.1: the app answers, the waypoint's headers arrive.
     let v = http(&lab, &["--count", "20", "--path", "/hello?x=1"]);
     assert_eq!(count(&v, "statuses", "200"), 20, "{v}");
-    let body: Value = serde_json::from_str(v["first"]["body"].as_str().unwrap()).unwrap();
+    let body = first_body(&v);
     assert_eq!(body["path"], "/hello", "{body}");
     assert_eq!(body["query"], "x=1", "{body}");
     let headers = &body["headers"];
@@ -123,7 +123,7 @@ fn requests_streams_grpc_and_websockets_go_through_the_waypoint() {
     // HTTP/2 with prior knowledge.
     let v = http(&lab, &["--h2", "--count", "10", "--connections", "1"]);
     assert_eq!(count(&v, "statuses", "200"), 10, "{v}");
-    let body: Value = serde_json::from_str(v["first"]["body"].as_str().unwrap()).unwrap();
+    let body = first_body(&v);
     assert_eq!(body["version"], "HTTP/2.0", "{body}");
 
     // A stream that is not HTTP on a port that declares nothing passes through.
@@ -264,7 +264,7 @@ fn canary_split_header_match_rewrite_redirect_mirror_and_missing_routes() {
 
     // A prefix rewrite, as the application sees it.
     let v = http(&lab, &["--path", "/old/items/7"]);
-    let body: Value = serde_json::from_str(v["first"]["body"].as_str().unwrap()).unwrap();
+    let body = first_body(&v);
     assert_eq!(body["path"], "/new/items/7", "{body}");
     assert!(
         body["pod"].as_str().unwrap().starts_with("cart-v1"),
@@ -284,7 +284,7 @@ fn canary_split_header_match_rewrite_redirect_mirror_and_missing_routes() {
     let seen = |lab: &Lab| {
         let to = sa(lab.ip("shop/cart-v2-1"), 8080).to_string();
         let v = lab.sample_json(FRONTEND, &["http", "--connect", &to, "--path", "/seen"]);
-        serde_json::from_str::<Value>(v["first"]["body"].as_str().unwrap()).unwrap()
+        first_body(&v)
     };
     let before = seen(&lab)["count"].as_u64().unwrap();
     let v = http(
@@ -309,7 +309,7 @@ fn canary_split_header_match_rewrite_redirect_mirror_and_missing_routes() {
         "{v}"
     );
     assert_eq!(v["first"]["headers"]["x-served-by"], "weft-waypoint", "{v}");
-    let body: Value = serde_json::from_str(v["first"]["body"].as_str().unwrap()).unwrap();
+    let body = first_body(&v);
     assert_eq!(body["headers"]["x-canary"], "yes", "{body}");
     assert!(body["headers"].get("x-debug").is_none(), "{body}");
     assert_eq!(body["body_bytes"], 4096, "{body}");
@@ -406,8 +406,8 @@ fn weftctl_waypoint_apply_list_and_delete_edit_the_lab() {
     );
 
     // Refused: a Service bound to another waypoint, one that does not exist.
-    for args in [
-        [
+    for service in ["cart", "nope"] {
+        let args = [
             "waypoint",
             "apply",
             "-n",
@@ -415,19 +415,8 @@ fn weftctl_waypoint_apply_list_and_delete_edit_the_lab() {
             "--name",
             "v2-waypoint",
             "--for",
-            "cart",
-        ],
-        [
-            "waypoint",
-            "apply",
-            "-n",
-            "shop",
-            "--name",
-            "v2-waypoint",
-            "--for",
-            "nope",
-        ],
-    ] {
+            service,
+        ];
         assert!(!weftctl(&args).status.success(), "{args:?}");
     }
 
@@ -444,7 +433,7 @@ fn weftctl_waypoint_apply_list_and_delete_edit_the_lab() {
     });
     assert!(direct, "cart-v2 without its waypoint: {last}");
     let v = lab.sample_json(FRONTEND, &["http", "--connect", &to]);
-    let body: Value = serde_json::from_str(v["first"]["body"].as_str().unwrap()).unwrap();
+    let body = first_body(&v);
     assert!(
         body["headers"].get("x-request-id").is_none(),
         "still through a waypoint: {body}"

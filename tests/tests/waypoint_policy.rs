@@ -291,7 +291,7 @@ fn spans_reach_the_collector_and_trace_context_goes_upstream() {
     // The collector may take a moment to listen; the exporter retries with each batch.
     eventually(Duration::from_secs(20), "a span of the trace", || {
         let v = http(&lab, &["--path", "/traced", "--header", &header]);
-        let body: Value = serde_json::from_str(v["first"]["body"].as_str().unwrap()).unwrap();
+        let body = first_body(&v);
         let tp = body["headers"]["traceparent"]
             .as_str()
             .unwrap_or_default()
@@ -332,13 +332,7 @@ fn spans_reach_the_collector_and_trace_context_goes_upstream() {
 #[test]
 fn the_waypoint_admits_only_connects_for_what_it_serves() {
     let lab = Lab::up(TOPOLOGY, &[], &[]);
-    let ca = Path::new(lab::RUN_DIR).join("controlplane/state/ca");
-    let roots = std::fs::read_to_string(ca.join("trust-bundle.pem")).unwrap();
-    let (cert, key) = wire::workload_cert(
-        &ca.join("root-cert.pem"),
-        &ca.join("root-key.pem"),
-        "spiffe://cluster.local/ns/shop/sa/tester",
-    );
+    let (roots, (cert, key)) = lab.client_cert("spiffe://cluster.local/ns/shop/sa/tester");
     let hbone = sa(lab.ip(WAYPOINT), 15008);
     // The test client runs in legacy/billing-1's namespace (not in the mesh).
     let netns = lab::netns_path(&lab.pod("legacy/billing-1").netns);

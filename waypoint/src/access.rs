@@ -3,11 +3,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use api::identity::Identity;
 use dataplane::policy::Decision;
 
 use crate::{
-    inbound::Downstream,
+    downstream::Downstream,
     metrics::{RequestLabels, TcpLabels},
     view::Destination,
 };
@@ -41,15 +40,15 @@ pub fn request(down: &Downstream, labels: &RequestLabels, r: &Request) {
         protocol = r.protocol,
         status = labels.response_code,
         grpc_status = %labels.grpc_response_status,
-        flags = labels.response_flags,
+        flags = labels.connection.response_flags,
         route = %r.route,
         src = %down.peer,
         src_identity = %down.client,
-        src_workload = %format_args!("{}/{}", labels.source_workload_namespace, labels.source_workload),
+        src_workload = %format_args!("{}/{}", labels.connection.source_workload_namespace, labels.connection.source_workload),
         dst = %down.authority,
-        dst_service = %labels.destination_service,
-        dst_workload = %format_args!("{}/{}", labels.destination_workload_namespace, labels.destination_workload),
-        dst_identity = %labels.destination_principal,
+        dst_service = %labels.connection.destination_service,
+        dst_workload = %format_args!("{}/{}", labels.connection.destination_workload_namespace, labels.connection.destination_workload),
+        dst_identity = %labels.connection.destination_principal,
         upstream = %r.upstream.map_or_else(|| "-".to_owned(), |a| a.to_string()),
         policy = %r.policy,
         request_bytes = r.request_bytes,
@@ -86,13 +85,13 @@ pub fn stream(
     );
 }
 
-pub fn tunnel_denied(client: &Identity, peer: SocketAddr, authority: SocketAddr, d: &Decision) {
+pub fn tunnel_denied(down: &Downstream, d: &Decision) {
     tracing::info!(
         target: "weft::access",
         reporter = "waypoint",
-        src = %peer,
-        src_identity = %client,
-        dst = %authority,
+        src = %down.peer,
+        src_identity = %down.client,
+        dst = %down.authority,
         decision = "deny",
         policy = %d.reason,
         flags = "DENIED",

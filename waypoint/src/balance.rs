@@ -15,9 +15,19 @@ use std::{
     },
 };
 
-use dataplane::discovery::{Endpoint, Key, LoadBalancer, Service};
+use dataplane::discovery::{Endpoint, Key, LoadBalancer, Protocol as Declared, Service};
 
-use crate::route::Backend;
+use crate::view::{Destination, View};
+
+/// Why a Service has no endpoint to offer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// The configuration has no such Service.
+    UnknownService,
+    /// The Service has no such port.
+    UnknownPort,
+    NoEndpoints,
+}
 
 /// Requests in flight to an endpoint, counted while the guard lives.
 #[derive(Debug)]
@@ -95,30 +105,30 @@ impl Balancer {
         }
     }
 
+    /// An endpoint of Service `key` reached on its `port`, as a destination (with the
+    /// address family of `v4` where it has one), and what that port declares.
+    pub fn destination(
+        &self,
+        view: &View,
+        key: &Key,
+        port: u16,
+        v4: bool,
+    ) -> Result<(Destination, Declared), Unreachable> {
+        let service = view.service(key).ok_or(Unreachable::UnknownService)?;
+        let service_port = service.port(port).ok_or(Unreachable::UnknownPort)?;
+        let target = service_port.target_port;
+        let (endpoint, ip) = self
+            .pick(key, service, target, v4)
+            .ok_or(Unreachable::NoEndpoints)?;
+        Ok((Destination::of(endpoint, ip, target), service_port.protocol))
+    }
+
     /// Forgets the counters of endpoints with nothing in flight (kept small as
     /// endpoints come and go).
     pub fn sweep(&self) {
         let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, c| Arc::strong_count(c) > 1 || c.load(Ordering::Acquire) > 0);
     }
-}
-
-/// One of `backends` by weight (`None` when every weight is 0 or there is none).
-pub fn weighted(backends: &[Backend]) -> Option<&Backend> {
-    let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
-    if total == 0 {
-        return None;
-    }
-    let mut draw = rand::random_range(0..total);
-    backends.iter().find(|b| {
-        let w = u64::from(b.weight);
-        if draw < w {
-            true
-        } else {
-            draw -= w;
-            false
-        }
-    })
 }
 
 #[cfg(test)]
@@ -184,37 +194,5 @@ mod tests {
         drop(busy);
         b.sweep();
         assert!(b.in_flight.lock().unwrap().is_empty());
-    }
-
-    #[test]
-    fn weights_split_within_bounds() {
-        let backends = [
-            Backend {
-                service: key(),
-                port: 80,
-                weight: 90,
-            },
-            Backend {
-                service: ("Service".into(), "shop".into(), "cart-v2".into()),
-                port: 80,
-                weight: 10,
-            },
-            Backend {
-                service: ("Service".into(), "shop".into(), "never".into()),
-                port: 80,
-                weight: 0,
-            },
-        ];
-        let mut v2 = 0;
-        for _ in 0..10_000 {
-            let b = weighted(&backends).unwrap();
-            assert_ne!(b.service.2, "never");
-            if b.service.2 == "cart-v2" {
-                v2 += 1;
-            }
-        }
-        // 1000 expected; 5 standard deviations is 150.
-        assert!((850..=1150).contains(&v2), "{v2}");
-        assert!(weighted(&backends[2..]).is_none());
     }
 }

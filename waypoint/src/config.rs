@@ -88,14 +88,7 @@ impl Config {
         let name = required(WAYPOINT_NAME, "it names the waypoint's Gateway")?;
         let service_account = source.get(SERVICE_ACCOUNT).unwrap_or_else(|| name.clone());
         let trust_domain = dataplane::identity::trust_domain(source);
-        let dns_label = !service_account.is_empty()
-            && service_account.len() <= 63
-            && service_account
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            && !service_account.starts_with('-')
-            && !service_account.ends_with('-');
-        if !dns_label {
+        if api::names::dns_label(&service_account).is_err() {
             return Err(Error::Invalid {
                 key: SERVICE_ACCOUNT,
                 value: service_account,

@@ -80,11 +80,6 @@ impl<S> Rewind<S> {
     pub fn new(prefix: Bytes, inner: S) -> Self {
         Rewind { prefix, inner }
     }
-
-    /// The stream and what of the prefix has not been read.
-    pub fn into_parts(self) -> (Bytes, S) {
-        (self.prefix, self.inner)
-    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {

@@ -16,8 +16,8 @@ use hyper::body::Incoming;
 use crate::{
     Waypoint, access,
     body::{self, Body, Counted, Ended, Tallied, Tally},
-    inbound::Downstream,
-    metrics::{Metrics, PolicyLabels, ReasonLabels, RequestLabels},
+    downstream::Downstream,
+    metrics::{Metrics, RequestLabels, TcpLabels},
     normalize::Normalized,
     respond::Reply,
     trace::{self, Span, Value},
@@ -31,16 +31,13 @@ pub struct Exchange {
     trace: trace::Context,
     labels: RequestLabels,
     log: access::Request,
-    pub route: String,
-    pub upstream_duration: Option<Duration>,
     request_bytes: Option<Tally>,
     request_id: HeaderValue,
 }
 
 fn new_request_id() -> HeaderValue {
     let v: [u8; 16] = rand::random();
-    let hex: String = v.iter().map(|b| format!("{b:02x}")).collect();
-    HeaderValue::from_str(&hex).expect("hex digits are a valid header value")
+    HeaderValue::from_str(&trace::hex(&v)).expect("hex digits are a valid header value")
 }
 
 impl Exchange {
@@ -51,19 +48,14 @@ impl Exchange {
         grpc: bool,
         sampling: f64,
     ) -> Self {
-        let mut labels = RequestLabels {
-            source_principal: down.client.to_string(),
-            source_workload_namespace: down.client.namespace().to_owned(),
-            destination_service: down.target.name(),
-            request_protocol: if grpc { "grpc" } else { "http" },
+        let labels = RequestLabels {
+            connection: TcpLabels {
+                destination_service: down.target.name(),
+                request_protocol: if grpc { "grpc" } else { "http" },
+                ..down.labels(view)
+            },
             ..RequestLabels::default()
         };
-        if let Some((_, name)) = down
-            .client_workload()
-            .or_else(|| view.workload_at(down.peer.ip()))
-        {
-            labels.source_workload = name.to_owned();
-        }
         let request_id = req
             .headers()
             .get("x-request-id")
@@ -90,8 +82,6 @@ impl Exchange {
                 ..access::Request::default()
             },
             labels,
-            route: "-".to_owned(),
-            upstream_duration: None,
             request_bytes: None,
             request_id,
         }
@@ -105,14 +95,20 @@ impl Exchange {
         self.log.path = n.path_and_query();
     }
 
+    /// The route whose rule the request took.
+    pub fn routed(&mut self, route: &str) {
+        route.clone_into(&mut self.log.route);
+    }
+
+    /// The time the endpoint took to answer with its response headers.
+    pub fn upstream_answered(&mut self, took: Duration) {
+        self.log.upstream_duration = Some(took);
+    }
+
     pub fn destination(&mut self, d: &Destination, service: &str) {
         self.log.upstream = Some(d.addr);
-        self.labels.destination_service = service.to_owned();
-        self.labels.destination_principal = d.identity.to_string();
-        if let Some((ns, name)) = d.workload.split_once('/') {
-            self.labels.destination_workload = name.to_owned();
-            self.labels.destination_workload_namespace = ns.to_owned();
-        }
+        self.labels.connection.destination_service = service.to_owned();
+        d.label(&mut self.labels.connection);
     }
 
     /// Counts a policy decision (when there is one to make); a denial is the answer.
@@ -120,13 +116,7 @@ impl Exchange {
         let Some(d) = decision else {
             return Ok(());
         };
-        metrics
-            .authorization
-            .get_or_create(&PolicyLabels {
-                policy: d.reason.clone(),
-                decision: if d.allowed { "allow" } else { "deny" },
-            })
-            .inc();
+        metrics.decided(d);
         self.log.policy = d.reason.clone();
         if d.allowed {
             Ok(())
@@ -160,13 +150,8 @@ impl Exchange {
     }
 
     pub fn local_reply(&mut self, metrics: &Metrics, reply: &Reply) {
-        self.labels.response_flags = reply.flag();
-        metrics
-            .local_replies
-            .get_or_create(&ReasonLabels {
-                reason: reply.reason(),
-            })
-            .inc();
+        self.labels.connection.response_flags = reply.flag();
+        metrics.local_reply(reply.reason());
     }
 
     /// The response with its body counted; everything is recorded when it ends.
@@ -203,9 +188,9 @@ impl Exchange {
                 .or(header_status)
                 .unwrap_or_else(|| "2".to_owned());
         }
-        if !ended.clean && self.labels.response_flags == "-" {
+        if !ended.clean && self.labels.connection.response_flags == "-" {
             // The response did not reach its end: cut by one side or the other.
-            self.labels.response_flags = "DC";
+            self.labels.connection.response_flags = "DC";
         }
         let duration = self.start.elapsed();
         let request_bytes = self.request_bytes.as_ref().map_or(0, Tally::get);
@@ -220,11 +205,9 @@ impl Exchange {
         m.response_bytes
             .get_or_create(&self.labels)
             .observe(ended.bytes as f64);
-        self.log.route = self.route.clone();
         self.log.request_bytes = request_bytes;
         self.log.response_bytes = ended.bytes;
         self.log.duration = duration;
-        self.log.upstream_duration = self.upstream_duration;
         self.log.trace_id = self.trace.trace_id_hex();
         access::request(down, &self.labels, &self.log);
         if self.trace.sampled
@@ -245,15 +228,21 @@ impl Exchange {
                 Value::Int(i64::from(self.labels.response_code)),
             ),
             ("weft.route", text(&self.log.route)),
-            ("weft.response_flags", text(self.labels.response_flags)),
-            ("weft.source.principal", text(&self.labels.source_principal)),
+            (
+                "weft.response_flags",
+                text(self.labels.connection.response_flags),
+            ),
+            (
+                "weft.source.principal",
+                text(&self.labels.connection.source_principal),
+            ),
             (
                 "weft.destination.service",
-                text(&self.labels.destination_service),
+                text(&self.labels.connection.destination_service),
             ),
             (
                 "weft.destination.principal",
-                text(&self.labels.destination_principal),
+                text(&self.labels.connection.destination_principal),
             ),
             ("weft.request_id", text(&self.log.request_id)),
         ];
@@ -267,7 +256,10 @@ impl Exchange {
         }
         Span {
             context: self.trace,
-            name: format!("{} {}", self.log.method, self.labels.destination_service),
+            name: format!(
+                "{} {}",
+                self.log.method, self.labels.connection.destination_service
+            ),
             start: self.wall,
             end: self.wall + self.start.elapsed(),
             attributes,

@@ -6,7 +6,7 @@
 use api::proto::config::{self as wire, route_filter::Filter};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::route::Backend;
+use crate::backend::Backend;
 
 #[derive(Debug, Default)]
 pub struct HeaderOps {

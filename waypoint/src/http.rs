@@ -5,13 +5,13 @@
 //! Draining ends HTTP/1.1 connections after their current request and sends HTTP/2
 //! GOAWAY.
 
-use std::{convert::Infallible, sync::Arc};
+use std::{convert::Infallible, pin::Pin, sync::Arc};
 
 use hyper::{body::Incoming, server::conn, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::{Waypoint, detect::Protocol, inbound::Downstream};
+use crate::{Waypoint, detect::Protocol, downstream::Downstream};
 
 /// Serves the requests of one stream until it ends.
 pub async fn serve<S>(waypoint: &Arc<Waypoint>, down: Arc<Downstream>, protocol: Protocol, io: S)
@@ -40,18 +40,7 @@ where
                 .keep_alive_interval(hbone.keepalive_interval)
                 .keep_alive_timeout(hbone.keepalive_timeout)
                 .serve_connection(io, service);
-            tokio::pin!(c);
-            let done = tokio::select! {
-                r = c.as_mut() => Some(r),
-                () = drained(&mut drain) => None,
-            };
-            match done {
-                Some(r) => r,
-                None => {
-                    c.as_mut().graceful_shutdown();
-                    c.await
-                }
-            }
+            until_drained(c, &mut drain, |c| c.graceful_shutdown()).await
         }
         _ => {
             let c = conn::http1::Builder::new()
@@ -61,18 +50,7 @@ where
                 .keep_alive(true)
                 .serve_connection(io, service)
                 .with_upgrades();
-            tokio::pin!(c);
-            let done = tokio::select! {
-                r = c.as_mut() => Some(r),
-                () = drained(&mut drain) => None,
-            };
-            match done {
-                Some(r) => r,
-                None => {
-                    c.as_mut().graceful_shutdown();
-                    c.await
-                }
-            }
+            until_drained(c, &mut drain, |c| c.graceful_shutdown()).await
         }
     };
     if let Err(e) = result {
@@ -80,31 +58,21 @@ where
     }
 }
 
-/// Returns once the waypoint drains.
-async fn drained(drain: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = drain.wait_for(|d| *d).await;
-}
-
-/// Copies both ways between an upgraded client connection and the upgraded endpoint
-/// connection (a WebSocket, say) until both ends close.
-pub async fn splice_upgrade(
-    downstream: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-) {
-    let (d, u) = match tokio::join!(downstream, upstream) {
-        (Ok(d), Ok(u)) => (d, u),
-        (d, u) => {
-            tracing::debug!(
-                downstream = d.is_ok(),
-                upstream = u.is_ok(),
-                "an upgrade did not complete"
-            );
-            return;
-        }
-    };
-    let (mut d, mut u) = (TokioIo::new(d), TokioIo::new(u));
-    let counted = dataplane::copy::Counted::default();
-    if let Err(e) = dataplane::copy::bidirectional(&mut d, &mut u, &counted).await {
-        tracing::debug!(error = %e, "upgraded connection ended with an error");
+/// Runs connection `c` to its end; if the waypoint drains first, asks it to end
+/// gracefully (`shutdown`) and waits for that.
+async fn until_drained<C, T>(
+    c: C,
+    drain: &mut tokio::sync::watch::Receiver<bool>,
+    shutdown: impl FnOnce(Pin<&mut C>),
+) -> T
+where
+    C: Future<Output = T>,
+{
+    tokio::pin!(c);
+    tokio::select! {
+        r = c.as_mut() => return r,
+        _ = drain.wait_for(|d| *d) => {}
     }
+    shutdown(c.as_mut());
+    c.await
 }

@@ -23,22 +23,9 @@ use tracing::Instrument as _;
 use crate::{
     Waypoint,
     detect::{self, Protocol, Rewind},
+    downstream::Downstream,
     view::Target,
 };
-
-/// A tunnel's client and what it was opened for.
-#[derive(Debug)]
-pub struct Downstream {
-    pub client: Identity,
-    /// The client's workload (`namespace/name`), as its agent says in the CONNECT's
-    /// baggage; for telemetry only, and only in the client identity's namespace.
-    pub client_workload: Option<String>,
-    /// The client's address (its pod's).
-    pub peer: SocketAddr,
-    pub target: Target,
-    /// The tunnel's authority: the address the client asked for.
-    pub authority: SocketAddr,
-}
 
 /// Accepts HBONE connections until the task is aborted.
 pub async fn serve(waypoint: Arc<Waypoint>, listener: TcpListener) {
@@ -116,19 +103,26 @@ async fn stream(
         metrics.refused("hbone_not_served");
         return respond(reply, StatusCode::BAD_REQUEST);
     };
-    let source = policy::Source {
-        identity: Some(&client),
-        ip: peer.ip(),
-    };
-    let decision = crate::authorize::target(&view, &target, &source, policy::Scope::AnyRequest);
+    let down = Arc::new(Downstream::new(
+        client,
+        peer,
+        (target, authority),
+        req.headers(),
+    ));
+    let decision = crate::authorize::target(
+        &view,
+        &down.target,
+        &down.source(),
+        policy::Scope::AnyRequest,
+    );
     if let Some(d) = &decision
         && !d.allowed
     {
         metrics.refused("hbone_denied");
-        crate::access::tunnel_denied(&client, peer, authority, d);
+        crate::access::tunnel_denied(&down, d);
         return respond(reply, StatusCode::UNAUTHORIZED);
     }
-    let declared = match &target {
+    let declared = match &down.target {
         Target::Service { port, .. } => port.protocol,
         Target::Workload { .. } => Declared::Undeclared,
     };
@@ -141,18 +135,7 @@ async fn stream(
     };
     metrics.tunnels_accepted.inc();
     metrics.tunnels_active.inc();
-    let client_workload = baggage(req.headers(), "weft.source.workload").filter(|w| {
-        w.split_once('/')
-            .is_some_and(|(ns, _)| ns == client.namespace())
-    });
     let mut io = H2Stream::new(send, req.into_body());
-    let down = Arc::new(Downstream {
-        client,
-        client_workload,
-        peer,
-        target,
-        authority,
-    });
     let timeout = waypoint.settings.http.detect_timeout;
     let detected = match declared {
         Declared::Tcp => Ok((Protocol::Opaque, Bytes::new())),
@@ -175,45 +158,4 @@ async fn stream(
         Err(e) => tracing::debug!(error = %e, "the stream ended before its protocol was known"),
     }
     metrics.tunnels_active.dec();
-}
-
-/// The value of `key` in the request's `baggage` (W3C), without properties.
-fn baggage(headers: &http::HeaderMap, key: &str) -> Option<String> {
-    headers
-        .get_all("baggage")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .find_map(|entry| {
-            let (k, v) = entry.split_once('=')?;
-            (k.trim() == key).then(|| v.split(';').next().unwrap_or(v).trim().to_owned())
-        })
-}
-
-impl Downstream {
-    /// `(namespace, name)` of the client's workload, when known.
-    pub fn client_workload(&self) -> Option<(&str, &str)> {
-        self.client_workload.as_deref()?.split_once('/')
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn baggage_entries() {
-        let mut h = http::HeaderMap::new();
-        h.append(
-            "baggage",
-            "a=1, weft.source.workload=shop/frontend-1;p=x"
-                .parse()
-                .unwrap(),
-        );
-        assert_eq!(
-            baggage(&h, "weft.source.workload").as_deref(),
-            Some("shop/frontend-1")
-        );
-        assert_eq!(baggage(&h, "b"), None);
-    }
 }

@@ -12,10 +12,12 @@
 
 pub mod access;
 pub mod authorize;
+pub mod backend;
 pub mod balance;
 pub mod body;
 pub mod config;
 pub mod detect;
+pub mod downstream;
 pub mod exchange;
 pub mod filters;
 pub mod http;
@@ -29,6 +31,7 @@ pub mod respond;
 pub mod route;
 pub mod tcp;
 pub mod trace;
+pub mod upgrade;
 pub mod upstream;
 pub mod view;
 

@@ -7,8 +7,9 @@
 //! TCP the `weft_tcp_*` counters the agents also export; and the waypoint's own
 //! counters (`weft_waypoint_*`).
 
+use dataplane::{policy::Decision, telemetry::Reporter};
 use prometheus_client::{
-    encoding::EncodeLabelSet,
+    encoding::{EncodeLabel as _, EncodeLabelSet, LabelSetEncoder},
     metrics::{
         counter::Counter,
         family::Family,
@@ -18,45 +19,37 @@ use prometheus_client::{
     registry::Registry,
 };
 
-/// Labels of one request.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// Labels of one request: those of the connection schema (`request_protocol` is
+/// `http` or `grpc`), with its answer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct RequestLabels {
-    pub reporter: &'static str,
-    pub source_workload: String,
-    pub source_workload_namespace: String,
-    pub source_principal: String,
-    pub destination_workload: String,
-    pub destination_workload_namespace: String,
-    pub destination_principal: String,
-    pub destination_service: String,
+    /// `response_flags`: `-`, or what went wrong (see `respond.rs`).
+    pub connection: TcpLabels,
     pub response_code: u16,
     /// The gRPC status of a gRPC response (`0` OK …), else empty.
     pub grpc_response_status: String,
-    /// `http` or `grpc`.
-    pub request_protocol: &'static str,
-    pub connection_security_policy: &'static str,
-    /// `-`, or what went wrong (see `respond.rs`).
-    pub response_flags: &'static str,
 }
 
 impl Default for RequestLabels {
     fn default() -> Self {
-        let unknown = || "unknown".to_owned();
         RequestLabels {
-            reporter: "waypoint",
-            source_workload: unknown(),
-            source_workload_namespace: unknown(),
-            source_principal: unknown(),
-            destination_workload: unknown(),
-            destination_workload_namespace: unknown(),
-            destination_principal: unknown(),
-            destination_service: unknown(),
+            connection: TcpLabels {
+                reporter: Reporter::Waypoint,
+                request_protocol: "http",
+                connection_security_policy: "mutual_tls",
+                ..TcpLabels::default()
+            },
             response_code: 0,
             grpc_response_status: String::new(),
-            request_protocol: "http",
-            connection_security_policy: "mutual_tls",
-            response_flags: "-",
         }
+    }
+}
+
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, mut encoder: LabelSetEncoder) -> Result<(), std::fmt::Error> {
+        self.connection.encode_into(&mut encoder)?;
+        ("response_code", self.response_code).encode(encoder.encode_label())?;
+        ("grpc_response_status", self.grpc_response_status.as_str()).encode(encoder.encode_label())
     }
 }
 
@@ -233,6 +226,23 @@ impl Metrics {
         );
     }
 
+    /// Counts a policy decision by its deciding policy.
+    pub fn decided(&self, d: &Decision) {
+        self.authorization
+            .get_or_create(&PolicyLabels {
+                policy: d.reason.clone(),
+                decision: if d.allowed { "allow" } else { "deny" },
+            })
+            .inc();
+    }
+
+    /// Counts a request the waypoint answered itself (or a mirror it did not send).
+    pub fn local_reply(&self, reason: &'static str) {
+        self.local_replies
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
     pub fn refused(&self, reason: &'static str) {
         self.tunnels_refused
             .get_or_create(&ReasonLabels { reason })
@@ -250,11 +260,11 @@ mod tests {
         let upstream = Family::default();
         let mut registry = Registry::default();
         m.register(&mut registry, &upstream);
-        let labels = RequestLabels {
+        let mut labels = RequestLabels {
             response_code: 403,
-            response_flags: "DENIED",
             ..RequestLabels::default()
         };
+        labels.connection.response_flags = "DENIED";
         m.requests.get_or_create(&labels).inc();
         m.duration.get_or_create(&labels).observe(3.0);
         let mut text = String::new();

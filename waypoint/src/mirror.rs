@@ -12,12 +12,11 @@ use http_body_util::BodyExt as _;
 
 use crate::{
     Waypoint,
+    backend::Backend,
     body::{self, Body, Tee},
-    inbound::Downstream,
-    metrics::ReasonLabels,
-    route::Backend,
+    downstream::Downstream,
     upstream::Version,
-    view::{Destination, View},
+    view::View,
 };
 
 /// A mirror's answer is waited for at most this long.
@@ -40,26 +39,21 @@ pub fn start(
         host,
         headers: &parts.headers,
     };
+    let source = down.source();
+    let v4 = down.authority.is_ipv4();
     for mirror in mirrors {
-        let count = |reason: &'static str| {
+        let Ok((destination, _)) =
             waypoint
-                .metrics
-                .local_replies
-                .get_or_create(&ReasonLabels { reason })
-                .inc();
-        };
-        let Some(destination) = mirror_destination(waypoint, view, down, mirror) else {
-            count("mirror_no_endpoint");
+                .balancer
+                .destination(view, &mirror.service, mirror.port, v4)
+        else {
+            waypoint.metrics.local_reply("mirror_no_endpoint");
             continue;
-        };
-        let source = policy::Source {
-            identity: Some(&down.client),
-            ip: down.peer.ip(),
         };
         let decision =
             crate::authorize::destination(view, &destination, &source, Scope::Request(&request));
         if decision.is_some_and(|d| !d.allowed) {
-            count("mirror_denied");
+            waypoint.metrics.local_reply("mirror_denied");
             continue;
         }
         let (tee, copy) = Tee::new(body);
@@ -83,21 +77,4 @@ pub fn start(
         });
     }
     body
-}
-
-fn mirror_destination(
-    waypoint: &Waypoint,
-    view: &View,
-    down: &Downstream,
-    mirror: &Backend,
-) -> Option<Destination> {
-    let service = view.service(&mirror.service)?;
-    let port = service.port(mirror.port)?;
-    let (e, ip) = waypoint.balancer.pick(
-        &mirror.service,
-        service,
-        port.target_port,
-        down.authority.is_ipv4(),
-    )?;
-    Some(Destination::of(e, ip, port.target_port))
 }

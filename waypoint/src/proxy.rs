@@ -14,10 +14,11 @@ use http::{HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAnd
 use hyper::body::Incoming;
 
 use crate::{
-    Waypoint, balance,
+    Waypoint,
+    balance::Unreachable,
     body::{self, Body},
+    downstream::Downstream,
     exchange::Exchange,
-    inbound::Downstream,
     normalize::{self, Normalized},
     respond::Reply,
     route::{self, Lookup, Selected},
@@ -30,18 +31,6 @@ fn is_grpc(req: &Request<Incoming>) -> bool {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/grpc"))
-}
-
-fn is_upgrade(req: &Request<Incoming>) -> bool {
-    req.version() == http::Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
 /// Answers one request of a tunnel.
@@ -79,11 +68,8 @@ fn check_target(
     request: &policy::Request<'_>,
     exchange: &mut Exchange,
 ) -> Result<(), Reply> {
-    let source = policy::Source {
-        identity: Some(&down.client),
-        ip: down.peer.ip(),
-    };
-    let decision = crate::authorize::target(view, &down.target, &source, Scope::Request(request));
+    let decision =
+        crate::authorize::target(view, &down.target, &down.source(), Scope::Request(request));
     exchange.decided(&waypoint.metrics, decision.as_ref())
 }
 
@@ -97,7 +83,7 @@ async fn forward(
     let normalized =
         normalize::request(&req, &down.authority.to_string()).map_err(Reply::BadRequest)?;
     exchange.normalized(&normalized);
-    let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+    let upgrade = crate::upgrade::requested(&req).then(|| hyper::upgrade::on(&mut req));
     let grpc = exchange.grpc;
     let lookup = view.routes.lookup(
         down.target.service(),
@@ -126,7 +112,7 @@ async fn forward(
         }
     };
     if let Some(s) = &selected {
-        exchange.route = s.route.name.clone();
+        exchange.routed(&s.route.name);
         if let Some(redirect) = &s.rule().filters.redirect {
             check_target(waypoint, view, down, &policy_request, exchange)?;
             let port = normalized.port.unwrap_or(down.authority.port());
@@ -144,12 +130,12 @@ async fn forward(
     }
     let (destination, declared, service) = destination(waypoint, view, down, selected.as_ref())?;
     exchange.destination(&destination, &service);
-    let source = policy::Source {
-        identity: Some(&down.client),
-        ip: down.peer.ip(),
-    };
-    let decision =
-        crate::authorize::destination(view, &destination, &source, Scope::Request(&policy_request));
+    let decision = crate::authorize::destination(
+        view,
+        &destination,
+        &down.source(),
+        Scope::Request(&policy_request),
+    );
     exchange.decided(&waypoint.metrics, decision.as_ref())?;
 
     // The request as the endpoint gets it.
@@ -237,7 +223,7 @@ async fn forward(
                     .await?;
                 if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                     let upstream_side = hyper::upgrade::on(&mut response);
-                    tokio::spawn(crate::http::splice_upgrade(on_upgrade, upstream_side));
+                    tokio::spawn(crate::upgrade::splice(on_upgrade, upstream_side));
                 }
                 Ok(response.map(body::boxed))
             }
@@ -254,7 +240,7 @@ async fn forward(
             .map_err(|_| Reply::Timeout)?,
         None => send.await,
     };
-    exchange.upstream_duration = Some(started.elapsed());
+    exchange.upstream_answered(started.elapsed());
     let mut response = sent.map_err(|e| {
         tracing::debug!(error = %e, upstream = %destination.addr, "upstream request failed");
         if e.before_sending() {
@@ -282,7 +268,7 @@ fn destination(
 ) -> Result<(Destination, Declared, String), Reply> {
     let (key, port) = match (selected, &down.target) {
         (Some(s), _) => {
-            let b = balance::weighted(&s.rule().backends).ok_or(Reply::NoBackend)?;
+            let b = crate::backend::weighted(&s.rule().backends).ok_or(Reply::NoBackend)?;
             (b.service.clone(), b.port)
         }
         (None, Target::Service { key, port }) => (key.clone(), port.port),
@@ -296,26 +282,20 @@ fn destination(
         }
     };
     let name = format!("{}/{}", key.1, key.2);
-    let service = view.service(&key).ok_or_else(|| Reply::UnknownBackend {
-        backend: name.clone(),
-    })?;
-    let service_port = service.port(port).ok_or_else(|| Reply::UnknownBackend {
-        backend: format!("{name}:{port}"),
-    })?;
-    let (endpoint, ip) = waypoint
+    let v4 = down.authority.is_ipv4();
+    let (destination, declared) = waypoint
         .balancer
-        .pick(
-            &key,
-            service,
-            service_port.target_port,
-            down.authority.is_ipv4(),
-        )
-        .ok_or_else(|| Reply::NoEndpoints {
-            service: name.clone(),
+        .destination(view, &key, port, v4)
+        .map_err(|e| match e {
+            Unreachable::UnknownService => Reply::UnknownBackend {
+                backend: name.clone(),
+            },
+            Unreachable::UnknownPort => Reply::UnknownBackend {
+                backend: format!("{name}:{port}"),
+            },
+            Unreachable::NoEndpoints => Reply::NoEndpoints {
+                service: name.clone(),
+            },
         })?;
-    Ok((
-        Destination::of(endpoint, ip, service_port.target_port),
-        service_port.protocol,
-        name,
-    ))
+    Ok((destination, declared, name))
 }

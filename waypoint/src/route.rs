@@ -25,7 +25,7 @@ use dataplane::discovery::{Config, Key, Route as WireRoute};
 use http::{HeaderMap, HeaderName, Method};
 use regex::Regex;
 
-use crate::{filters::Filters, normalize::Normalized};
+use crate::{backend::Backend, filters::Filters, normalize::Normalized};
 
 #[derive(Debug)]
 pub enum PathMatch {
@@ -200,28 +200,6 @@ impl Match {
     }
 }
 
-/// A backend Service of a rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backend {
-    pub service: Key,
-    pub port: u16,
-    pub weight: u32,
-}
-
-impl Backend {
-    pub fn from_wire(b: &wire::BackendRef) -> Result<Self, String> {
-        Ok(Backend {
-            service: ("Service".to_owned(), b.namespace.clone(), b.name.clone()),
-            port: u16::try_from(b.port).map_err(|_| format!("{} is not a port", b.port))?,
-            weight: b.weight,
-        })
-    }
-
-    pub fn name(&self) -> String {
-        format!("{}/{}", self.service.1, self.service.2)
-    }
-}
-
 #[derive(Debug)]
 pub struct Rule {
     /// None: every request.
@@ -311,8 +289,26 @@ fn grpc_match(m: &wire::GrpcRouteMatch) -> Result<Match, String> {
     })
 }
 
-fn backends(list: &[wire::BackendRef]) -> Result<Vec<Backend>, String> {
-    list.iter().map(Backend::from_wire).collect()
+impl Rule {
+    /// A rule of `matches`, with its filters, backends and (request, backend request)
+    /// timeouts in milliseconds (0: none).
+    fn compile(
+        matches: Vec<Match>,
+        filters: &[wire::RouteFilter],
+        backends: &[wire::BackendRef],
+        (request_ms, backend_ms): (u64, u64),
+    ) -> Result<Self, String> {
+        Ok(Rule {
+            matches,
+            filters: Filters::compile(filters)?,
+            backends: backends
+                .iter()
+                .map(Backend::from_wire)
+                .collect::<Result<_, _>>()?,
+            request_timeout: millis(request_ms),
+            backend_timeout: millis(backend_ms),
+        })
+    }
 }
 
 impl Route {
@@ -323,34 +319,30 @@ impl Route {
                 .rules
                 .iter()
                 .map(|rule| {
-                    Ok(Rule {
-                        matches: rule
-                            .matches
+                    Rule::compile(
+                        rule.matches
                             .iter()
                             .map(http_match)
                             .collect::<Result<_, _>>()?,
-                        filters: Filters::compile(&rule.filters)?,
-                        backends: backends(&rule.backends)?,
-                        request_timeout: millis(rule.request_timeout_ms),
-                        backend_timeout: millis(rule.backend_request_timeout_ms),
-                    })
+                        &rule.filters,
+                        &rule.backends,
+                        (rule.request_timeout_ms, rule.backend_request_timeout_ms),
+                    )
                 })
                 .collect::<Result<Vec<_>, String>>()?,
             WireRoute::Grpc(r) => r
                 .rules
                 .iter()
                 .map(|rule| {
-                    Ok(Rule {
-                        matches: rule
-                            .matches
+                    Rule::compile(
+                        rule.matches
                             .iter()
                             .map(grpc_match)
                             .collect::<Result<_, _>>()?,
-                        filters: Filters::compile(&rule.filters)?,
-                        backends: backends(&rule.backends)?,
-                        request_timeout: None,
-                        backend_timeout: None,
-                    })
+                        &rule.filters,
+                        &rule.backends,
+                        (0, 0),
+                    )
                 })
                 .collect::<Result<Vec<_>, String>>()?,
         };
@@ -388,9 +380,7 @@ impl Route {
 /// requests try them.
 #[derive(Debug, Clone)]
 struct Candidate {
-    route: Arc<Route>,
-    rule: usize,
-    matcher: Option<usize>,
+    selected: Selected,
     /// 0: every port of the parent.
     port: u16,
     grpc: bool,
@@ -399,9 +389,10 @@ struct Candidate {
 
 impl Candidate {
     fn matches(&self, req: &Request<'_>) -> bool {
-        match self.matcher {
+        let s = &self.selected;
+        match s.matcher {
             None => true,
-            Some(i) => self.route.rules[self.rule].matches[i].matches(req),
+            Some(i) => s.rule().matches[i].matches(req),
         }
     }
 }
@@ -446,26 +437,25 @@ pub struct Table {
 
 fn candidates(route: &Arc<Route>, port: u16, grpc: bool) -> Vec<Candidate> {
     let mut out = Vec::new();
+    let mut push = |rule, matcher, rank| {
+        let selected = Selected {
+            route: Arc::clone(route),
+            rule,
+            matcher,
+        };
+        out.push(Candidate {
+            selected,
+            port,
+            grpc,
+            rank,
+        });
+    };
     for (r, rule) in route.rules.iter().enumerate() {
         if rule.matches.is_empty() {
-            out.push(Candidate {
-                route: Arc::clone(route),
-                rule: r,
-                matcher: None,
-                port,
-                grpc,
-                rank: if grpc { [0; 6] } else { [1, 1, 0, 0, 0, 0] },
-            });
+            push(r, None, if grpc { [0; 6] } else { [1, 1, 0, 0, 0, 0] });
         }
         for (m, matcher) in rule.matches.iter().enumerate() {
-            out.push(Candidate {
-                route: Arc::clone(route),
-                rule: r,
-                matcher: Some(m),
-                port,
-                grpc,
-                rank: matcher.rank(),
-            });
+            push(r, Some(m), matcher.rank());
         }
     }
     out
@@ -474,12 +464,13 @@ fn candidates(route: &Arc<Route>, port: u16, grpc: bool) -> Vec<Candidate> {
 /// GRPCRoutes first, then by rank (larger first), then name, rule and match order.
 fn order(list: &mut [Candidate]) {
     list.sort_by(|a, b| {
+        let (sa, sb) = (&a.selected, &b.selected);
         b.grpc
             .cmp(&a.grpc)
             .then(b.rank.cmp(&a.rank))
-            .then_with(|| a.route.name.cmp(&b.route.name))
-            .then(a.rule.cmp(&b.rule))
-            .then(a.matcher.cmp(&b.matcher))
+            .then_with(|| sa.route.name.cmp(&sb.route.name))
+            .then(sa.rule.cmp(&sb.rule))
+            .then(sa.matcher.cmp(&sb.matcher))
     });
 }
 
@@ -533,7 +524,7 @@ impl Table {
             && list.iter().any(|c| c.port == 0 || c.port == port)
         {
             return match list.iter().filter(applies).find(|c| c.matches(req)) {
-                Some(c) => Lookup::Matched(selected(c)),
+                Some(c) => Lookup::Matched(c.selected.clone()),
                 None => Lookup::NoMatch,
             };
         }
@@ -541,7 +532,7 @@ impl Table {
         let mut any = false;
         let mut best: Option<(usize, &Candidate)> = None;
         for c in self.gateway.iter().filter(applies) {
-            let Some(host_rank) = c.route.host_rank(host) else {
+            let Some(host_rank) = c.selected.route.host_rank(host) else {
                 continue;
             };
             any = true;
@@ -551,18 +542,10 @@ impl Table {
             }
         }
         match (best, any) {
-            (Some((_, c)), _) => Lookup::Matched(selected(c)),
+            (Some((_, c)), _) => Lookup::Matched(c.selected.clone()),
             (None, true) => Lookup::NoMatch,
             (None, false) => Lookup::Default,
         }
-    }
-}
-
-fn selected(c: &Candidate) -> Selected {
-    Selected {
-        route: Arc::clone(&c.route),
-        rule: c.rule,
-        matcher: c.matcher,
     }
 }
 

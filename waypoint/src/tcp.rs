@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::{
     Waypoint,
-    inbound::Downstream,
+    downstream::Downstream,
     metrics::TcpLabels,
     upstream::Caller,
     view::{Destination, Target},
@@ -23,65 +23,40 @@ where
 {
     let start = Instant::now();
     let view = waypoint.view();
-    let mut labels = TcpLabels {
-        reporter: dataplane::telemetry::Reporter::Waypoint,
-        source_workload_namespace: down.client.namespace().to_owned(),
-        source_principal: down.client.to_string(),
-        connection_security_policy: "mutual_tls",
-        ..TcpLabels::default()
-    };
-    if let Some((_, name)) = down
-        .client_workload()
-        .or_else(|| view.workload_at(down.peer.ip()))
-    {
-        labels.source_workload = name.to_owned();
-    }
+    let mut labels = down.labels(&view);
     let destination = match &down.target {
         Target::Service { key, port } => {
             labels.destination_service = format!("{}/{}", key.1, key.2);
-            view.service(key).and_then(|s| {
-                waypoint
-                    .balancer
-                    .pick(key, s, port.target_port, down.authority.is_ipv4())
-                    .map(|(e, ip)| Destination::of(e, ip, port.target_port))
-            })
+            let v4 = down.authority.is_ipv4();
+            (waypoint.balancer.destination(&view, key, port.port, v4))
+                .ok()
+                .map(|(d, _)| d)
         }
         Target::Workload { key, port } => view.workload_destination(key, *port),
     };
     let metrics = &waypoint.metrics;
+    // A stream that ends before any byte is carried, with why.
+    let refuse = |mut labels: TcpLabels, flag, destination: Option<&Destination>| {
+        labels.response_flags = flag;
+        metrics.tcp_opened.get_or_create(&labels).inc();
+        metrics.tcp_closed.get_or_create(&labels).inc();
+        crate::access::stream(down, &labels, destination, (0, 0), start.elapsed());
+    };
     let Some(destination) = destination else {
-        labels.response_flags = "UH";
-        metrics.tcp_opened.get_or_create(&labels).inc();
-        metrics.tcp_closed.get_or_create(&labels).inc();
-        crate::access::stream(down, &labels, None, (0, 0), start.elapsed());
-        return;
+        return refuse(labels, "UH", None);
     };
-    if let Some((ns, name)) = destination.workload.split_once('/') {
-        labels.destination_workload = name.to_owned();
-        labels.destination_workload_namespace = ns.to_owned();
-    }
-    labels.destination_principal = destination.identity.to_string();
-    let source = policy::Source {
-        identity: Some(&down.client),
-        ip: down.peer.ip(),
-    };
-    let decision =
-        crate::authorize::destination(&view, &destination, &source, policy::Scope::Connection);
+    destination.label(&mut labels);
+    let decision = crate::authorize::destination(
+        &view,
+        &destination,
+        &down.source(),
+        policy::Scope::Connection,
+    );
     if let Some(d) = &decision {
-        metrics
-            .authorization
-            .get_or_create(&crate::metrics::PolicyLabels {
-                policy: d.reason.clone(),
-                decision: if d.allowed { "allow" } else { "deny" },
-            })
-            .inc();
-    }
-    if decision.as_ref().is_some_and(|d| !d.allowed) {
-        labels.response_flags = "DENIED";
-        metrics.tcp_opened.get_or_create(&labels).inc();
-        metrics.tcp_closed.get_or_create(&labels).inc();
-        crate::access::stream(down, &labels, Some(&destination), (0, 0), start.elapsed());
-        return;
+        metrics.decided(d);
+        if !d.allowed {
+            return refuse(labels, "DENIED", Some(&destination));
+        }
     }
     drop(view);
     let caller = Caller {
@@ -93,11 +68,7 @@ where
         Ok(u) => u,
         Err(e) => {
             tracing::debug!(error = %e, dst = %destination.addr, "TCP stream: connecting failed");
-            labels.response_flags = "UF";
-            metrics.tcp_opened.get_or_create(&labels).inc();
-            metrics.tcp_closed.get_or_create(&labels).inc();
-            crate::access::stream(down, &labels, Some(&destination), (0, 0), start.elapsed());
-            return;
+            return refuse(labels, "UF", Some(&destination));
         }
     };
     metrics.tcp_opened.get_or_create(&labels).inc();

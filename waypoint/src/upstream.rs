@@ -107,6 +107,11 @@ impl Error {
         }
     }
 
+    /// For `map_err`: an HTTP error with the endpoint `addr`.
+    fn http(addr: SocketAddr) -> impl Fn(hyper::Error) -> Self {
+        move |source| Error::Http { addr, source }
+    }
+
     /// Whether the request never reached the endpoint (a connection failure).
     pub fn before_sending(&self) -> bool {
         match self {
@@ -193,10 +198,6 @@ impl Upstreams {
         }
     }
 
-    pub fn hbone(&self) -> &hbone::Pool {
-        &self.hbone
-    }
-
     /// A byte stream to `dest` for `caller`.
     pub async fn connect(&self, dest: &Destination, caller: &Caller) -> Result<Io, Error> {
         if !dest.mesh {
@@ -235,10 +236,7 @@ impl Upstreams {
         req: Request<Body>,
     ) -> Result<Response<Body>, Error> {
         let key = (dest.addr, caller.clone());
-        let http = |source| Error::Http {
-            addr: dest.addr,
-            source,
-        };
+        let http = Error::http(dest.addr);
         match version {
             Version::Http2 => {
                 let mut sender = match self.h2_idle(&key) {
@@ -277,10 +275,7 @@ impl Upstreams {
         sender
             .send_request(req)
             .await
-            .map_err(|source| Error::Http {
-                addr: dest.addr,
-                source,
-            })
+            .map_err(Error::http(dest.addr))
     }
 
     fn h1_idle(&self, key: &PoolKey) -> Option<http1::SendRequest<Body>> {
@@ -331,10 +326,7 @@ impl Upstreams {
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|source| Error::Http {
-                addr: dest.addr,
-                source,
-            })?;
+            .map_err(Error::http(dest.addr))?;
         self.opened
             .get_or_create(&ProtocolLabels { protocol: "http1" })
             .inc();
@@ -364,10 +356,7 @@ impl Upstreams {
             .initial_connection_window_size(hbone::CONNECTION_WINDOW)
             .handshake(TokioIo::new(io))
             .await
-            .map_err(|source| Error::Http {
-                addr: dest.addr,
-                source,
-            })?;
+            .map_err(Error::http(dest.addr))?;
         self.opened
             .get_or_create(&ProtocolLabels { protocol: "http2" })
             .inc();

@@ -54,6 +54,16 @@ pub struct Destination {
 }
 
 impl Destination {
+    /// Fills the destination half of `labels` but the Service: the endpoint's
+    /// principal, workload and namespace.
+    pub fn label(&self, labels: &mut dataplane::telemetry::ConnectionLabels) {
+        labels.destination_principal = self.identity.to_string();
+        if let Some((ns, name)) = self.workload.split_once('/') {
+            labels.destination_workload = name.to_owned();
+            labels.destination_workload_namespace = ns.to_owned();
+        }
+    }
+
     pub fn of(endpoint: &Endpoint, ip: IpAddr, port: u16) -> Self {
         Destination {
             addr: SocketAddr::new(ip, port),

@@ -244,6 +244,12 @@ fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The state of the lab that is up, after the preflight checks; an error when none is.
+fn running_lab() -> anyhow::Result<State> {
+    preflight()?;
+    State::load()?.context("no lab is up (start one with `weftctl lab up`)")
+}
+
 fn preflight() -> anyhow::Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {

@@ -8,7 +8,7 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, bail};
 
-use super::{State, run_dir, wait_for};
+use super::{run_dir, wait_for};
 
 fn folder() -> PathBuf {
     run_dir().join("controlplane/config")
@@ -20,8 +20,7 @@ fn version() -> Option<u64> {
 }
 
 pub fn apply(files: &[PathBuf]) -> anyhow::Result<()> {
-    super::preflight()?;
-    State::load()?.context("no lab is up (start one with `weftctl lab up`)")?;
+    super::running_lab()?;
     let mut names = Vec::new();
     for f in files {
         let name = f

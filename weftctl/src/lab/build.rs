@@ -13,7 +13,6 @@ use anyhow::{Context as _, bail};
 use super::{
     AgentState, ECHO_PORT, GRPC_PORT, HTTP_PORT, PREFIX, Progress, State, agent_node_name, alive,
     cgroup_root, documents, in_pod, ip, launch, netns_path, node_netns, pods, run, run_dir,
-    state_file,
     topology::{self, Topology},
     underlay_netns, wait_for, waypoints,
 };
@@ -35,7 +34,7 @@ pub fn controlplane_address(topology: &Topology) -> anyhow::Result<std::net::Ipv
     Ok(underlay.host(2))
 }
 
-/// The name of the control plane's namespace, and its address on the underlay (`.2`).
+/// The name of the control plane's namespace.
 pub fn controlplane_netns() -> String {
     format!("{PREFIX}-controlplane")
 }
@@ -384,7 +383,7 @@ pub(super) fn build(
         agents,
         waypoint_env: waypoint_env.to_vec(),
     };
-    std::fs::write(state_file(), serde_json::to_vec_pretty(&state)?)?;
+    state.save()?;
     progress.say("lab is up");
     Ok(state)
 }

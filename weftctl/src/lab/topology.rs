@@ -482,32 +482,7 @@ fn check(raw: RawTopology, problems: &mut Vec<String>) -> Topology {
                 format!("duplicate service {}/{}", svc.namespace, svc.name),
             );
         }
-        let vip = match svc.vip.parse::<Ipv4Addr>() {
-            Err(_) => {
-                p(
-                    format!("{field}.vip"),
-                    format!("{:?} is not an IPv4 address", svc.vip),
-                );
-                Ipv4Addr::UNSPECIFIED
-            }
-            Ok(vip) => {
-                if let Some(s) = service_subnet
-                    && !s.contains(vip)
-                {
-                    p(
-                        format!("{field}.vip"),
-                        format!("{vip} is outside serviceSubnet {s}"),
-                    );
-                }
-                if !vips.insert(vip) {
-                    p(
-                        format!("{field}.vip"),
-                        format!("{vip} is used by another service"),
-                    );
-                }
-                vip
-            }
-        };
+        let vip = check_vip(&field, &svc.vip, (&mut vips, service_subnet), &mut p);
         if svc.selector.is_empty() {
             p(
                 format!("{field}.selector"),
@@ -591,6 +566,39 @@ mod waypoint;
 
 pub use waypoint::Waypoint;
 use waypoint::{RawWaypoint, check_waypoints};
+
+/// The `vip` of a Service or a waypoint at `field`: an IPv4 address, inside the
+/// service subnet (when that parsed), that no other uses (`vips`, which it joins).
+/// `0.0.0.0` when it is not an address.
+fn check_vip(
+    field: &str,
+    value: &str,
+    (vips, subnet): (&mut BTreeSet<Ipv4Addr>, Option<Ipv4Net>),
+    p: &mut impl FnMut(String, String),
+) -> Ipv4Addr {
+    let Ok(vip) = value.parse::<Ipv4Addr>() else {
+        p(
+            format!("{field}.vip"),
+            format!("{value:?} is not an IPv4 address"),
+        );
+        return Ipv4Addr::UNSPECIFIED;
+    };
+    if let Some(s) = subnet
+        && !s.contains(vip)
+    {
+        p(
+            format!("{field}.vip"),
+            format!("{vip} is outside serviceSubnet {s}"),
+        );
+    }
+    if !vips.insert(vip) {
+        p(
+            format!("{field}.vip"),
+            format!("{vip} is used by another service"),
+        );
+    }
+    vip
+}
 
 #[cfg(test)]
 mod tests;

@@ -93,11 +93,6 @@ pub fn table(state: &State) -> anyhow::Result<String> {
     Ok(out)
 }
 
-fn running_lab() -> anyhow::Result<State> {
-    super::preflight()?;
-    State::load()?.context("no lab is up (start one with `weftctl lab up`)")
-}
-
 /// The first address of the service subnet, from `.100` on, that no Service uses.
 fn free_vip(state: &State) -> anyhow::Result<Ipv4Addr> {
     let subnet: Ipv4Net = state
@@ -123,7 +118,7 @@ pub fn apply(
     services: &[String],
     node: Option<&str>,
 ) -> anyhow::Result<()> {
-    let mut state = running_lab()?;
+    let mut state = super::running_lab()?;
     let t = &state.topology;
     if !t.namespaces.iter().any(|n| n.name == namespace) {
         bail!("the lab has no namespace {namespace:?}");
@@ -188,21 +183,29 @@ pub fn apply(
         vip: free_vip(&state)?,
         services: services.to_vec(),
     };
-    let mut pod = pods::create(&waypoint.pod(), &node, &state.cgroup_root)?;
+    state
+        .pods
+        .push(pods::create(&waypoint.pod(), &node, &state.cgroup_root)?);
     state.topology.pods.push(waypoint.pod());
     state.topology.waypoints.push(waypoint.clone());
-    let launch = Launch {
-        binary: &sibling("weft-waypoint")?,
-        controlplane: super::controlplane_address(&state.topology)?,
-        env: &state.waypoint_env.clone(),
-    };
+    let (binary, controlplane) = (
+        sibling("weft-waypoint")?,
+        super::controlplane_address(&state.topology)?,
+    );
     // The control plane learns the Gateway and its workload before the waypoint asks.
-    state.pods.push(pod.clone());
     documents::write(&state.topology, &state.pods)?;
-    launch.start(&mut pod)?;
-    if let Some(p) = state.pods.last_mut() {
-        p.app_pid = pod.app_pid;
+    let env = state.waypoint_env.clone();
+    let pod = state
+        .pods
+        .last_mut()
+        .context("the waypoint's pod is gone")?;
+    Launch {
+        binary: &binary,
+        controlplane,
+        env: &env,
     }
+    .start(pod)?;
+    let pod = pod.clone();
     state.save()?;
     wait_ready(&pod)?;
     println!(
@@ -226,7 +229,7 @@ fn describe(services: &[String]) -> String {
 
 /// `weftctl waypoint list`.
 pub fn list() -> anyhow::Result<()> {
-    let state = running_lab()?;
+    let state = super::running_lab()?;
     if state.topology.waypoints.is_empty() {
         println!(
             "the lab has no waypoint (`weftctl waypoint apply -n NAMESPACE --name NAME --for SERVICE`)"
@@ -256,7 +259,7 @@ fn agent_versions(state: &State) -> Vec<u64> {
 /// them straight to their endpoints, then removes its documents, process and pod (so
 /// no client is sent to a waypoint that is gone).
 pub fn delete(namespace: &str, name: &str) -> anyhow::Result<()> {
-    let mut state = running_lab()?;
+    let mut state = super::running_lab()?;
     let Some(i) = state
         .topology
         .waypoints

@@ -25,7 +25,7 @@ use hyper_util::{
 };
 use tokio::net::TcpListener;
 
-use crate::{serve::accept_failed, websocket};
+use crate::{accept_failed, websocket};
 
 /// Accepts connections on `listener` and serves each on its own task, with upgrades
 /// (for WebSocket) on HTTP/1.1.

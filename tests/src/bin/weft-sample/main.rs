@@ -264,6 +264,12 @@ fn raise_open_files_limit() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits a little after a failed `accept` (out of file descriptors, say), rather than
+/// spinning on it.
+async fn accept_failed() {
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
 /// Lowercase hexadecimal, two digits a byte (hashes, trace and span IDs).
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

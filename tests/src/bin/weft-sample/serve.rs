@@ -2,12 +2,12 @@
 //! `http listening on …`, `grpc listening on …`, `otlp listening on …`: the lab waits
 //! for these lines), and serves them all until one fails.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use tokio::{io::AsyncWriteExt as _, net::TcpListener};
 
-use crate::{grpc, http, otlp};
+use crate::{accept_failed, grpc, http, otlp};
 
 /// The listeners `serve` was asked for.
 pub struct Listeners {
@@ -70,12 +70,6 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .bind(addr)
         .with_context(|| format!("binding {addr}"))?;
     Ok(socket.listen(1024)?)
-}
-
-/// Waits a little after a failed `accept` (out of file descriptors, say), rather than
-/// spinning on it.
-pub async fn accept_failed() {
-    tokio::time::sleep(Duration::from_millis(10)).await;
 }
 
 /// TCP echo: every connection gets back what it sends, and the end of its stream.

@@ -202,11 +202,7 @@ impl Bench<'_> {
                 let at = self.pod(PROXY_POD)?;
                 (
                     at,
-                    if proxy == Proxy::Nginx {
-                        "nginx"
-                    } else {
-                        "haproxy"
-                    },
+                    proxy.name(),
                     self.pod(PLAIN_CLIENT)?,
                     format!("{}:{port}", at.ip),
                 )
@@ -221,10 +217,10 @@ impl Bench<'_> {
         scenario: &str,
         proxy: Proxy,
         h2: bool,
-        command: impl FnOnce(&PodState, &str) -> (PathBuf, Vec<String>),
+        command: impl FnOnce(&str) -> (PathBuf, Vec<String>),
     ) -> anyhow::Result<(String, f64)> {
         let (at, comm, client, addr) = self.setup(proxy, h2)?;
-        let (program, args) = command(client, &addr);
+        let (program, args) = command(&addr);
         let (cpu0, _) = usage(&at.cgroup, comm)?;
         let limit = Duration::from_secs(u64::from(self.plan.secs) + 60);
         let out = run_within(
@@ -256,7 +252,7 @@ impl Bench<'_> {
     fn closed_loop(&mut self, proxy: Proxy, repeat: u32) -> anyhow::Result<()> {
         let lua = Path::new(RUN_DIR).join("bench/post.lua");
         let secs = self.plan.secs;
-        let (out, cpu) = self.measured(CLOSED, proxy, false, |_, addr| {
+        let (out, cpu) = self.measured(CLOSED, proxy, false, |addr| {
             (
                 PathBuf::from("/usr/bin/wrk"),
                 [
@@ -305,7 +301,7 @@ impl Bench<'_> {
         let scenario = open_scenario(rate);
         let sample = self.sample.to_owned();
         let secs = self.plan.secs;
-        let (out, cpu) = self.measured(&scenario, proxy, false, |_, addr| {
+        let (out, cpu) = self.measured(&scenario, proxy, false, |addr| {
             (
                 sample,
                 [
@@ -356,7 +352,7 @@ impl Bench<'_> {
 
     fn h2(&mut self, proxy: Proxy, repeat: u32) -> anyhow::Result<()> {
         let secs = self.plan.secs;
-        let (out, cpu) = self.measured(H2, proxy, true, |_, addr| {
+        let (out, cpu) = self.measured(H2, proxy, true, |addr| {
             (
                 PathBuf::from("/usr/bin/h2load"),
                 [
@@ -437,13 +433,9 @@ pub(super) fn run(plan: &Plan, sample: &Path, progress: &Progress) -> anyhow::Re
         anyhow::Ok(())
     })();
     results.set_goals();
-    match outcome {
-        Ok(()) => {
-            lab.down()?;
-            Ok(results)
-        }
-        Err(e) => Err(e),
-    }
+    outcome?;
+    lab.down()?;
+    Ok(results)
 }
 
 mod load;

@@ -104,30 +104,7 @@ pub(super) fn check_waypoints(
                 format!("{}/{} is also a service's name", w.namespace, w.name),
             );
         }
-        let vip = match w.vip.parse::<Ipv4Addr>() {
-            Err(_) => {
-                p(
-                    format!("{field}.vip"),
-                    format!("{:?} is not an IPv4 address", w.vip),
-                );
-                Ipv4Addr::UNSPECIFIED
-            }
-            Ok(vip) => {
-                if service_subnet.is_some_and(|s| !s.contains(vip)) {
-                    p(
-                        format!("{field}.vip"),
-                        format!("{vip} is outside serviceSubnet"),
-                    );
-                }
-                if !vips.insert(vip) {
-                    p(
-                        format!("{field}.vip"),
-                        format!("{vip} is used by another service"),
-                    );
-                }
-                vip
-            }
-        };
+        let vip = super::check_vip(&field, &w.vip, (vips, service_subnet), p);
         for (j, svc) in w.services.iter().enumerate() {
             if !services
                 .iter()
