@@ -323,6 +323,7 @@ mod tests {
                 ],
                 waypoint: None,
                 load_balancer: Default::default(),
+                backend: Default::default(),
             },
         );
         c.services.insert(
@@ -333,6 +334,7 @@ mod tests {
                 endpoints: vec![endpoint("legacy/billing-1", "billing", "10.244.1.4", false)],
                 waypoint: None,
                 load_balancer: Default::default(),
+                backend: Default::default(),
             },
         );
         c
@@ -449,6 +451,7 @@ mod tests {
                 endpoints: vec![endpoint("shop/waypoint-1", "waypoint", "10.244.1.9", true)],
                 waypoint: None,
                 load_balancer: Default::default(),
+                backend: Default::default(),
             },
         );
         let v = View::new(Arc::new(c));

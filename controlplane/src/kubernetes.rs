@@ -51,6 +51,8 @@ pub struct Cluster {
     pub authorization_policies: Vec<Arc<DynamicObject>>,
     pub peer_authentications: Vec<Arc<DynamicObject>>,
     pub workloads: Vec<Arc<DynamicObject>>,
+    pub traffic_filters: Vec<Arc<DynamicObject>>,
+    pub backend_policies: Vec<Arc<DynamicObject>>,
 }
 
 /// Each object of the cluster that Weft reads, by the name of its source (`kubernetes
@@ -412,6 +414,8 @@ pub fn documents(cluster: &Cluster) -> Objects {
         ("AuthorizationPolicy", &cluster.authorization_policies),
         ("PeerAuthentication", &cluster.peer_authentications),
         ("Workload", &cluster.workloads),
+        ("TrafficFilter", &cluster.traffic_filters),
+        ("BackendPolicy", &cluster.backend_policies),
     ] {
         for object in objects {
             put_custom(kind, object);

@@ -1,15 +1,19 @@
 //! The documents operators declare, in the shape they write them (Kubernetes YAML):
 //! `Namespace` and `Service` (core v1), `EndpointSlice` (discovery.k8s.io/v1), Weft's
 //! `Workload` (weft.dev/v1alpha1) for workloads that are not pods, `AuthorizationPolicy`
-//! and `PeerAuthentication` (security.weft.dev/v1alpha1), and the Gateway API's
-//! `Gateway`, `HTTPRoute` and `GRPCRoute` (gateway.networking.k8s.io/v1). Parsing gives every document its origin
-//! and every error its field path; `validate.rs` checks the meaning.
+//! and `PeerAuthentication` (security.weft.dev/v1alpha1), Weft's traffic kinds
+//! `TrafficFilter` and `BackendPolicy` (weft.dev/v1alpha1), and the Gateway API's
+//! `Gateway`, `HTTPRoute` and `GRPCRoute` (gateway.networking.k8s.io/v1). Parsing
+//! gives every document its origin and every error its field path; `validate.rs`
+//! checks the meaning.
 
 pub mod documents;
 pub mod gateway;
+pub mod traffic;
 
 pub use documents::*;
 pub use gateway::*;
+pub use traffic::*;
 
 use std::fmt;
 
@@ -71,6 +75,8 @@ pub enum Object {
     Gateway(Gateway),
     HttpRoute(HttpRoute),
     GrpcRoute(GrpcRoute),
+    TrafficFilter(TrafficFilter),
+    BackendPolicy(BackendPolicy),
 }
 
 impl Object {
@@ -85,6 +91,8 @@ impl Object {
             Object::Gateway(_) => "Gateway",
             Object::HttpRoute(_) => "HTTPRoute",
             Object::GrpcRoute(_) => "GRPCRoute",
+            Object::TrafficFilter(_) => "TrafficFilter",
+            Object::BackendPolicy(_) => "BackendPolicy",
         }
     }
 
@@ -99,6 +107,8 @@ impl Object {
             Object::Gateway(o) => &o.metadata,
             Object::HttpRoute(o) => &o.metadata,
             Object::GrpcRoute(o) => &o.metadata,
+            Object::TrafficFilter(o) => &o.metadata,
+            Object::BackendPolicy(o) => &o.metadata,
         }
     }
 
@@ -123,6 +133,8 @@ pub const KINDS: &[(&str, &str)] = &[
     ("gateway.networking.k8s.io/v1", "Gateway"),
     ("gateway.networking.k8s.io/v1", "HTTPRoute"),
     ("gateway.networking.k8s.io/v1", "GRPCRoute"),
+    ("weft.dev/v1alpha1", "TrafficFilter"),
+    ("weft.dev/v1alpha1", "BackendPolicy"),
 ];
 
 /// Parses a YAML stream. Documents that do not parse are reported and left out; the

@@ -14,8 +14,14 @@ use crate::{
         self, Action, Document, EndpointSlice, IntOrString, Metadata, MtlsMode, Object,
         PathMatchType, PathModifierType, RouteFilterType, SERVICE_NAME_LABEL,
     },
-    validate::{MESH_LABEL, USE_WAYPOINT_LABEL, gateway_duration},
+    validate::{MESH_LABEL, USE_WAYPOINT_LABEL},
 };
+
+mod traffic;
+mod units;
+
+use traffic::Traffic;
+use units::{millis, number};
 
 /// `(kind, namespace, name)`.
 pub type Key = (String, String, String);
@@ -135,6 +141,7 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
             .or_else(|| ns_label(ns, USE_WAYPOINT_LABEL))
             .unwrap_or_default()
     };
+    let traffic = Traffic::new(docs);
     let mut out = BTreeMap::new();
     let mut workloads: Vec<(&Metadata, wire::Workload)> = Vec::new();
     for d in docs {
@@ -217,12 +224,17 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                     })
                     .collect();
                 let waypoint = waypoint_of(&s.metadata, ns);
-                let load_balancer = s
+                let annotated = s
                     .metadata
                     .annotations
                     .get(LOAD_BALANCER_ANNOTATION)
-                    .map(|v| load_balancer(v).unwrap_or_default().to_owned())
-                    .unwrap_or_default();
+                    .and_then(|v| load_balancer(v));
+                let (policy_lb, backend) = match traffic.backend(ns, &s.metadata.name) {
+                    Some((lb, settings)) => (lb, Some(settings)),
+                    None => (None, None),
+                };
+                // A BackendPolicy's load balancer wins over the annotation.
+                let load_balancer = policy_lb.or(annotated).unwrap_or_default().to_owned();
                 out.insert(
                     key("Service", &s.metadata),
                     Body::Service(wire::Service {
@@ -231,6 +243,7 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                         endpoints,
                         waypoint,
                         load_balancer,
+                        backend,
                     }),
                 );
             }
@@ -274,7 +287,7 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                             .spec
                             .rules
                             .iter()
-                            .map(|rule| http_rule(rule, ns))
+                            .map(|rule| http_rule(rule, ns, &traffic))
                             .collect(),
                     }),
                 );
@@ -290,12 +303,14 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                             .spec
                             .rules
                             .iter()
-                            .map(|rule| grpc_rule(rule, ns))
+                            .map(|rule| grpc_rule(rule, ns, &traffic))
                             .collect(),
                     }),
                 );
             }
             Object::Namespace(_)
+            | Object::TrafficFilter(_)
+            | Object::BackendPolicy(_)
             | Object::EndpointSlice(_)
             | Object::Workload(_)
             | Object::Gateway(_) => {}
@@ -409,16 +424,6 @@ fn header_conditions(o: &model::Operation) -> Vec<wire::HeaderCondition> {
         .collect()
 }
 
-fn number(n: Option<i64>) -> u32 {
-    n.and_then(|n| u32::try_from(n).ok()).unwrap_or(0)
-}
-
-/// A duration in milliseconds; none (or, unreachable after validation, a bad one): 0.
-fn millis(d: Option<&String>) -> u64 {
-    d.and_then(|d| gateway_duration(d).ok())
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 fn parent(p: &model::ParentRef, ns: &str) -> wire::ParentRef {
     wire::ParentRef {
         kind: p.kind.clone().unwrap_or_else(|| "Gateway".to_owned()),
@@ -492,6 +497,8 @@ fn filter(f: &model::RouteFilter, ns: &str) -> Option<wire::RouteFilter> {
                 path: r.path.as_ref().map(path_modifier),
             })
         }
+        // A TrafficFilter's filters are added by `filters`.
+        RouteFilterType::ExtensionRef => return None,
         RouteFilterType::RequestMirror => {
             let b = &f.request_mirror.as_ref()?.backend_ref;
             Filter::RequestMirror(wire::RequestMirror {
@@ -509,6 +516,13 @@ fn filter(f: &model::RouteFilter, ns: &str) -> Option<wire::RouteFilter> {
     })
 }
 
+/// A rule's filters, those of the TrafficFilters it names among them.
+fn filters(list: &[model::RouteFilter], ns: &str, traffic: &Traffic<'_>) -> Vec<wire::RouteFilter> {
+    let mut out: Vec<wire::RouteFilter> = list.iter().filter_map(|f| filter(f, ns)).collect();
+    out.extend(traffic.rule_filters(ns, list));
+    out
+}
+
 fn header_matches(list: &[model::HeaderMatch]) -> Vec<wire::HeaderMatch> {
     list.iter()
         .map(|h| wire::HeaderMatch {
@@ -519,7 +533,7 @@ fn header_matches(list: &[model::HeaderMatch]) -> Vec<wire::HeaderMatch> {
         .collect()
 }
 
-fn http_rule(rule: &model::HttpRouteRule, ns: &str) -> wire::HttpRouteRule {
+fn http_rule(rule: &model::HttpRouteRule, ns: &str, traffic: &Traffic<'_>) -> wire::HttpRouteRule {
     let timeouts = rule.timeouts.as_ref();
     wire::HttpRouteRule {
         matches: rule
@@ -548,19 +562,15 @@ fn http_rule(rule: &model::HttpRouteRule, ns: &str) -> wire::HttpRouteRule {
                     .collect(),
             })
             .collect(),
-        filters: rule.filters.iter().filter_map(|f| filter(f, ns)).collect(),
+        filters: filters(&rule.filters, ns, traffic),
         backends: rule.backend_refs.iter().map(|b| backend(b, ns)).collect(),
         request_timeout_ms: millis(timeouts.and_then(|t| t.request.as_ref())),
         backend_request_timeout_ms: millis(timeouts.and_then(|t| t.backend_request.as_ref())),
-        retry: rule.retry.as_ref().map(|r| wire::HttpRetry {
-            codes: r.codes.iter().map(|c| number(Some(*c))).collect(),
-            attempts: number(Some(r.attempts.unwrap_or(2))),
-            backoff_ms: millis(r.backoff.as_ref()),
-        }),
+        retry: traffic.retry(ns, rule.retry.as_ref(), &rule.filters),
     }
 }
 
-fn grpc_rule(rule: &model::GrpcRouteRule, ns: &str) -> wire::GrpcRouteRule {
+fn grpc_rule(rule: &model::GrpcRouteRule, ns: &str, traffic: &Traffic<'_>) -> wire::GrpcRouteRule {
     wire::GrpcRouteRule {
         matches: rule
             .matches
@@ -574,8 +584,9 @@ fn grpc_rule(rule: &model::GrpcRouteRule, ns: &str) -> wire::GrpcRouteRule {
                 headers: header_matches(&m.headers),
             })
             .collect(),
-        filters: rule.filters.iter().filter_map(|f| filter(f, ns)).collect(),
+        filters: filters(&rule.filters, ns, traffic),
         backends: rule.backend_refs.iter().map(|b| backend(b, ns)).collect(),
+        retry: traffic.retry(ns, None, &rule.filters),
     }
 }
 

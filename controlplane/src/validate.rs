@@ -6,6 +6,7 @@
 
 mod policy;
 mod route;
+mod traffic;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -14,7 +15,7 @@ use std::{
 
 use crate::model::{
     Document, EndpointSlice, IntOrString, LabelSelector, Metadata, Object, Origin, Problem,
-    SERVICE_NAME_LABEL, parse,
+    SERVICE_NAME_LABEL, TrafficFilterSpec, parse,
 };
 
 /// Enrollment label (namespace: `enabled`; pod: `disabled` opts out).
@@ -376,6 +377,8 @@ pub fn validate(docs: &[Document]) -> Vec<Problem> {
             }
             Object::HttpRoute(r) => route::http_route(&mut c, &index, r),
             Object::GrpcRoute(r) => route::grpc_route(&mut c, &index, r),
+            Object::TrafficFilter(f) => traffic::traffic_filter(&mut c, f),
+            Object::BackendPolicy(p) => traffic::backend_policy(&mut c, &index, p),
         }
     }
     problems
@@ -389,6 +392,9 @@ struct Index<'a> {
     waypoints: BTreeSet<(&'a str, &'a str)>,
     /// Workloads by namespace.
     workloads: BTreeMap<&'a str, Vec<IndexedWorkload<'a>>>,
+    traffic_filters: BTreeMap<(&'a str, &'a str), &'a TrafficFilterSpec>,
+    /// The BackendPolicy (first by name) that holds a Service, by the Service.
+    backend_targets: BTreeMap<(&'a str, &'a str), &'a str>,
 }
 
 /// A workload's labels and whether a waypoint serves it.
@@ -402,6 +408,8 @@ impl<'a> Index<'a> {
             services: BTreeSet::new(),
             waypoints: BTreeSet::new(),
             workloads: BTreeMap::new(),
+            traffic_filters: BTreeMap::new(),
+            backend_targets: BTreeMap::new(),
         };
         for d in docs {
             let m = d.object.metadata();
@@ -416,6 +424,20 @@ impl<'a> Index<'a> {
                 }
                 Object::Gateway(g) if g.spec.gateway_class_name == WAYPOINT_CLASS => {
                     index.waypoints.insert((ns, &m.name));
+                }
+                Object::TrafficFilter(f) => {
+                    index.traffic_filters.insert((ns, &m.name), &f.spec);
+                }
+                Object::BackendPolicy(p) => {
+                    for t in &p.spec.target_refs {
+                        let first = index
+                            .backend_targets
+                            .entry((ns, &t.name))
+                            .or_insert(&m.name);
+                        if m.name.as_str() < *first {
+                            *first = &m.name;
+                        }
+                    }
                 }
                 _ => {}
             }

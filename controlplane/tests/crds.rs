@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use controlplane::model::{
-    AuthorizationPolicyResource, PeerAuthenticationResource, WorkloadResource,
+    AuthorizationPolicyResource, BackendPolicyResource, PeerAuthenticationResource,
+    TrafficFilterResource, WorkloadResource,
 };
 use kube::CustomResourceExt;
 
@@ -15,9 +16,7 @@ fn render<K: CustomResourceExt>() -> (String, String) {
     let yaml = serde_yaml_ng::to_string(&crd).expect("serializable");
     (
         format!("{name}.yaml"),
-        format!(
-            "# Generated from controlplane/src/model/documents.rs by the crds test; do not edit.\n{yaml}"
-        ),
+        format!("# Generated from controlplane/src/model by the crds test; do not edit.\n{yaml}"),
     )
 }
 
@@ -29,6 +28,8 @@ fn generated_crds_are_up_to_date() {
         render::<WorkloadResource>(),
         render::<AuthorizationPolicyResource>(),
         render::<PeerAuthenticationResource>(),
+        render::<TrafficFilterResource>(),
+        render::<BackendPolicyResource>(),
     ] {
         let path = dir.join(&file);
         if update {

@@ -18,6 +18,10 @@ use api::{
 use tokio::sync::{mpsc, watch};
 use tonic::transport::Channel;
 
+mod backend;
+
+pub use backend::{Backend, HashOn, Limits, MILLION, Outlier, RetryBudget};
+
 /// `(kind, namespace, name)`.
 pub type Key = (String, String, String);
 
@@ -78,6 +82,9 @@ pub enum LoadBalancer {
     /// The fewer requests in flight, the likelier (two random choices, the less busy).
     #[default]
     LeastRequest,
+    /// The same key to the same endpoint while the endpoints stay (what the key is:
+    /// [`Backend::hash_on`]).
+    ConsistentHash,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +94,7 @@ pub struct Service {
     pub endpoints: Vec<Endpoint>,
     pub waypoint: Option<String>,
     pub load_balancer: LoadBalancer,
+    pub backend: Backend,
 }
 
 impl Service {
@@ -192,8 +200,16 @@ fn convert(key: &Key, body: Body, trust_domain: &str) -> Result<Converted, Strin
             waypoint: optional(&s.waypoint),
             load_balancer: match s.load_balancer.as_str() {
                 "ROUND_ROBIN" => LoadBalancer::RoundRobin,
+                "CONSISTENT_HASH"
+                    if s.backend
+                        .as_ref()
+                        .is_some_and(|b| b.consistent_hash.is_some()) =>
+                {
+                    LoadBalancer::ConsistentHash
+                }
                 _ => LoadBalancer::LeastRequest,
             },
+            backend: Backend::from_wire(s.backend),
         }),
         Body::AuthorizationPolicy(p) => Converted::Policy(Policy::Authorization(p)),
         Body::PeerAuthentication(p) => Converted::Policy(Policy::PeerAuthentication(p)),

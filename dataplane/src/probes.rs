@@ -46,10 +46,30 @@ fn text_response(status: StatusCode, text: &'static str) -> Response<Full<Bytes>
 
 /// Serves `GET /metrics` (and nothing else) on a TCP listener, for Prometheus.
 pub async fn serve_metrics(listener: tokio::net::TcpListener, registry: Arc<Registry>) {
+    serve_metrics_and(listener, registry, |_| None).await
+}
+
+/// Serves `GET /metrics`, and what `more` answers for other `GET` paths (JSON text
+/// document of the process's state, for `weftctl`).
+pub async fn serve_metrics_and<F>(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    more: F,
+) where
+    F: Fn(&str) -> Option<String> + Send + Sync + 'static,
+{
     serve(listener, move |req| {
         match (req.method(), req.uri().path()) {
             (&Method::GET, "/metrics") => metrics_response(&registry),
-            _ => text_response(StatusCode::NOT_FOUND, "only GET /metrics is served here\n"),
+            (&Method::GET, path) => match more(path) {
+                Some(doc) => Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from(doc)))
+                    .expect("static response parts are valid"),
+                None => text_response(StatusCode::NOT_FOUND, "not served here\n"),
+            },
+            _ => text_response(StatusCode::NOT_FOUND, "only GET is served here\n"),
         }
     })
     .await

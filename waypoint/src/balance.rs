@@ -1,10 +1,12 @@
-//! Choosing an endpoint of a Service for a request: round robin, or least request
-//! (two endpoints drawn at random, the one with fewer requests in flight; the default,
-//! as it steers around a slow endpoint without coordination). Backends of a rule are
-//! chosen by weight first.
+//! Choosing an endpoint of a Service for a request: round robin, least request (two
+//! endpoints drawn at random, the one with fewer requests in flight; the default, as it
+//! steers around a slow endpoint without coordination), or consistent hashing
+//! (`maglev.rs`) for a request that carries what its Service hashes on. Backends of a
+//! rule are chosen by weight first.
 //!
 //! The endpoints are those the configuration has: the control plane distributes only
-//! ready ones, so an endpoint that fails its readiness leaves the set.
+//! ready ones, so an endpoint that fails its readiness leaves the set. Endpoints that
+//! outlier detection ejected (`outlier.rs`) are left out while others remain.
 
 use std::{
     collections::HashMap,
@@ -13,11 +15,16 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Instant,
 };
 
 use dataplane::discovery::{Endpoint, Key, LoadBalancer, Protocol as Declared, Service};
 
-use crate::view::{Destination, View};
+use crate::{
+    maglev::Table,
+    outlier::Outliers,
+    view::{Destination, View},
+};
 
 /// Why a Service has no endpoint to offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,10 +46,15 @@ impl Drop for InFlight {
     }
 }
 
+/// A Service's Maglev table and the endpoint addresses it was built of.
+type Hashed = (Vec<IpAddr>, Arc<Table>);
+
 #[derive(Debug, Default)]
 pub struct Balancer {
     next: Mutex<HashMap<Key, usize>>,
     in_flight: Mutex<HashMap<SocketAddr, Arc<AtomicUsize>>>,
+    tables: Mutex<HashMap<Key, Hashed>>,
+    pub outliers: Outliers,
 }
 
 impl Balancer {
@@ -63,16 +75,31 @@ impl Balancer {
         map.get(&addr).map_or(0, |c| c.load(Ordering::Acquire))
     }
 
+    /// The Maglev table of `key` over `addresses`, built again when they change.
+    fn table(&self, key: &Key, addresses: Vec<IpAddr>) -> Option<Arc<Table>> {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((built_of, table)) = tables.get(key)
+            && *built_of == addresses
+        {
+            return Some(Arc::clone(table));
+        }
+        let names: Vec<String> = addresses.iter().map(IpAddr::to_string).collect();
+        let table = Arc::new(Table::build(&names)?);
+        tables.insert(key.clone(), (addresses, Arc::clone(&table)));
+        Some(table)
+    }
+
     /// An endpoint of `service` (named `key`) and its address of the wanted family,
-    /// reached on `port`; `None` when it has none.
+    /// reached on `port`; `None` when it has none. `hash`: the request's, for a
+    /// Service balanced by consistent hashing.
     pub fn pick<'s>(
         &self,
         key: &Key,
         service: &'s Service,
-        port: u16,
-        v4: bool,
+        (port, v4): (u16, bool),
+        hash: Option<u64>,
     ) -> Option<(&'s Endpoint, IpAddr)> {
-        let usable: Vec<(&Endpoint, IpAddr)> = service
+        let mut usable: Vec<(&Endpoint, IpAddr)> = service
             .endpoints
             .iter()
             .filter_map(|e| {
@@ -80,6 +107,23 @@ impl Balancer {
                 same.or(e.addresses.first()).map(|a| (e, *a))
             })
             .collect();
+        if service.backend.outlier.is_some() {
+            let now = Instant::now();
+            let healthy: Vec<_> = usable
+                .iter()
+                .copied()
+                .filter(|(_, ip)| !self.outliers.ejected(key, *ip, now))
+                .collect();
+            if !healthy.is_empty() {
+                usable = healthy;
+            }
+        }
+        if let (LoadBalancer::ConsistentHash, Some(h), true) =
+            (service.load_balancer, hash, usable.len() > 1)
+        {
+            let table = self.table(key, usable.iter().map(|(_, ip)| *ip).collect())?;
+            return Some(usable[table.lookup(h)]);
+        }
         match usable.len() {
             0 => None,
             1 => Some(usable[0]),
@@ -91,7 +135,7 @@ impl Balancer {
                     *i = i.wrapping_add(1);
                     chosen
                 }
-                LoadBalancer::LeastRequest => {
+                LoadBalancer::LeastRequest | LoadBalancer::ConsistentHash => {
                     let a = rand::random_range(0..n);
                     let b = (a + rand::random_range(1..n)) % n;
                     let load = |i: usize| self.load(SocketAddr::new(usable[i].1, port));
@@ -111,14 +155,14 @@ impl Balancer {
         &self,
         view: &View,
         key: &Key,
-        port: u16,
-        v4: bool,
+        (port, v4): (u16, bool),
+        hash: Option<u64>,
     ) -> Result<(Destination, Declared), Unreachable> {
         let service = view.service(key).ok_or(Unreachable::UnknownService)?;
         let service_port = service.port(port).ok_or(Unreachable::UnknownPort)?;
         let target = service_port.target_port;
         let (endpoint, ip) = self
-            .pick(key, service, target, v4)
+            .pick(key, service, (target, v4), hash)
             .ok_or(Unreachable::NoEndpoints)?;
         Ok((Destination::of(endpoint, ip, target), service_port.protocol))
     }
@@ -128,6 +172,17 @@ impl Balancer {
     pub fn sweep(&self) {
         let mut map = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, c| Arc::strong_count(c) > 1 || c.load(Ordering::Acquire) > 0);
+        drop(map);
+        self.outliers.sweep(Instant::now());
+    }
+
+    /// Forgets the tables of Services no longer balanced by hashing.
+    pub fn forget_tables(&self, view: &View) {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        tables.retain(|k, _| {
+            view.service(k)
+                .is_some_and(|s| s.load_balancer == LoadBalancer::ConsistentHash)
+        });
     }
 }
 
@@ -152,6 +207,7 @@ mod tests {
                 .collect(),
             waypoint: None,
             load_balancer: lb,
+            backend: Default::default(),
         }
     }
 
@@ -164,7 +220,7 @@ mod tests {
         let b = Balancer::default();
         let s = service(3, LoadBalancer::RoundRobin);
         let picks: Vec<String> = (0..6)
-            .map(|_| b.pick(&key(), &s, 80, true).unwrap().1.to_string())
+            .map(|_| b.pick(&key(), &s, (80, true), None).unwrap().1.to_string())
             .collect();
         assert_eq!(
             picks,
@@ -173,8 +229,13 @@ mod tests {
             ]
         );
         assert!(
-            b.pick(&key(), &service(0, LoadBalancer::RoundRobin), 80, true)
-                .is_none()
+            b.pick(
+                &key(),
+                &service(0, LoadBalancer::RoundRobin),
+                (80, true),
+                None
+            )
+            .is_none()
         );
     }
 
@@ -187,7 +248,7 @@ mod tests {
             .collect();
         for _ in 0..50 {
             assert_eq!(
-                b.pick(&key(), &s, 80, true).unwrap().1.to_string(),
+                b.pick(&key(), &s, (80, true), None).unwrap().1.to_string(),
                 "10.0.0.2"
             );
         }

@@ -19,10 +19,13 @@ pub const WORKER_THREADS: &str = "WEFT_WORKER_THREADS";
 pub const DRAIN_TIMEOUT: &str = "WEFT_DRAIN_TIMEOUT";
 pub const HTTP_HEADER_TIMEOUT: &str = "WEFT_HTTP_HEADER_TIMEOUT";
 pub const HTTP_MAX_HEADER_BYTES: &str = "WEFT_HTTP_MAX_HEADER_BYTES";
+pub const HTTP_IDLE_TIMEOUT: &str = "WEFT_HTTP_IDLE_TIMEOUT";
 pub const PROTOCOL_DETECT_TIMEOUT: &str = "WEFT_PROTOCOL_DETECT_TIMEOUT";
 pub const UPSTREAM_IDLE_PER_ENDPOINT: &str = "WEFT_UPSTREAM_IDLE_PER_ENDPOINT";
 pub const OTLP_ENDPOINT: &str = "WEFT_OTLP_ENDPOINT";
 pub const TRACE_SAMPLING: &str = "WEFT_TRACE_SAMPLING";
+/// The whole waypoint's request rate limit, `<requests>/<interval>` (e.g. `1000/1s`).
+pub const RATE_LIMIT: &str = "WEFT_WAYPOINT_RATE_LIMIT";
 
 /// The HTTP side's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +40,8 @@ pub struct Http {
     pub detect_timeout: Duration,
     /// Idle HTTP/1.1 connections kept per upstream endpoint.
     pub idle_per_endpoint: usize,
+    /// A client connection with no request in flight for this long is closed.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Http {
@@ -46,6 +51,7 @@ impl Default for Http {
             max_header_bytes: 64 * 1024,
             detect_timeout: Duration::from_millis(250),
             idle_per_endpoint: 64,
+            idle_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -77,6 +83,34 @@ pub struct Config {
     pub worker_threads: usize,
     pub drain_timeout: Duration,
     pub log_format: LogFormat,
+    /// Requests per interval for the whole waypoint (a burst of as many).
+    pub rate_limit: Option<(u32, Duration)>,
+}
+
+fn rate_limit(source: &impl Source) -> Result<Option<(u32, Duration)>, Error> {
+    let Some(value) = source.get(RATE_LIMIT) else {
+        return Ok(None);
+    };
+    let invalid = |reason: String| Error::Invalid {
+        key: RATE_LIMIT,
+        value: value.clone(),
+        reason,
+    };
+    let (n, interval) = value
+        .split_once('/')
+        .ok_or_else(|| invalid("expected <requests>/<interval>, e.g. 1000/1s".to_owned()))?;
+    let n: u32 = n
+        .parse()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| invalid("the requests are a whole number above 0".to_owned()))?;
+    let one = std::collections::HashMap::from([(RATE_LIMIT, interval)]);
+    let interval = api::config::duration(&one, RATE_LIMIT, Duration::ZERO)
+        .map_err(|e| invalid(e.to_string()))?;
+    if interval.is_zero() {
+        return Err(invalid("the interval is longer than 0".to_owned()));
+    }
+    Ok(Some((n, interval)))
 }
 
 impl Config {
@@ -135,6 +169,7 @@ impl Config {
                 d.idle_per_endpoint as u32,
                 0..=10_000,
             )? as usize,
+            idle_timeout: api::config::duration(source, HTTP_IDLE_TIMEOUT, d.idle_timeout)?,
         };
         let tracing = match source.get(OTLP_ENDPOINT) {
             None => None,
@@ -172,6 +207,7 @@ impl Config {
             worker_threads: bounded(source, WORKER_THREADS, 2, 1..=256)? as usize,
             drain_timeout: api::config::duration(source, DRAIN_TIMEOUT, Duration::from_secs(30))?,
             log_format: LogFormat::from_source(source)?,
+            rate_limit: rate_limit(source)?,
         })
     }
 }
@@ -237,5 +273,16 @@ mod tests {
         let c = config(&[(HTTP_HEADER_TIMEOUT, "2s"), (SERVICE_ACCOUNT, "wp")]).unwrap();
         assert_eq!(c.http.header_timeout, Duration::from_secs(2));
         assert_eq!(c.identity.service_account(), "wp");
+    }
+
+    #[test]
+    fn the_waypoint_wide_rate_limit() {
+        assert_eq!(config(&[]).unwrap().rate_limit, None);
+        let c = config(&[(RATE_LIMIT, "500/2s")]).unwrap();
+        assert_eq!(c.rate_limit, Some((500, Duration::from_secs(2))));
+        for bad in ["500", "0/1s", "x/1s", "10/1", "10/0s"] {
+            let e = config(&[(RATE_LIMIT, bad)]).unwrap_err().to_string();
+            assert!(e.contains(RATE_LIMIT), "{bad}: {e}");
+        }
     }
 }

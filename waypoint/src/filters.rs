@@ -1,12 +1,16 @@
 //! A rule's filters, compiled: request and response header modifiers, a redirect, a
-//! URL rewrite and mirrors. They apply in this order: the request header modifier and
-//! the rewrite change the request that goes upstream (and to mirrors); a redirect
-//! answers instead of forwarding; the response header modifier changes the answer.
+//! URL rewrite, mirrors, and from a `weft.dev` TrafficFilter a rate limit and faults.
+//! They apply in this order: the rate limit, then the faults (a delay, an abort) turn a
+//! request away before anything else; the request header modifier and the rewrite
+//! change the request that goes upstream (and to mirrors); a redirect answers instead
+//! of forwarding; the response header modifier changes the answer.
+
+use std::time::Duration;
 
 use api::proto::config::{self as wire, route_filter::Filter};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::backend::Backend;
+use crate::{backend::Backend, fault::Fault, ratelimit::Limit};
 
 #[derive(Debug, Default)]
 pub struct HeaderOps {
@@ -147,6 +151,9 @@ pub struct Filters {
     pub redirect: Option<Redirect>,
     pub rewrite: Option<Rewrite>,
     pub mirrors: Vec<Backend>,
+    pub fault: Option<Fault>,
+    /// Its bucket is the waypoint's (`ratelimit::Buckets`), by route and rule.
+    pub rate_limit: Option<Limit>,
 }
 
 impl Filters {
@@ -188,6 +195,14 @@ impl Filters {
                     if let Some(b) = &m.backend {
                         f.mirrors.push(Backend::from_wire(b)?);
                     }
+                }
+                Filter::Fault(fault) => f.fault = Some(Fault::compile(fault)?),
+                Filter::RateLimit(r) => {
+                    f.rate_limit = Some(Limit {
+                        requests: r.requests,
+                        interval: Duration::from_millis(r.interval_ms.max(1)),
+                        burst: r.burst,
+                    })
                 }
             }
         }

@@ -2,29 +2,93 @@
 //! WebSocket) or HTTP/2 with prior knowledge (gRPC among it), served by hyper with the
 //! waypoint's limits — the header section must come within the header timeout and
 //! fit in the header size limit, else the client is answered 408 or 431 and closed.
-//! Draining ends HTTP/1.1 connections after their current request and sends HTTP/2
-//! GOAWAY.
+//! Draining, and a connection idle (no request in flight) for the idle timeout, end
+//! HTTP/1.1 connections after their current request and send HTTP/2 GOAWAY.
 
-use std::{convert::Infallible, pin::Pin, sync::Arc};
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use hyper::{body::Incoming, server::conn, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::Instant,
+};
 
-use crate::{Waypoint, detect::Protocol, downstream::Downstream};
+use crate::{Waypoint, body, detect::Protocol, downstream::Downstream};
+
+/// A connection's requests in flight (until their response bodies end), and since
+/// when it has had none (on tokio's clock, which tests can pause).
+#[derive(Debug)]
+struct Idle {
+    active: AtomicUsize,
+    since: Mutex<Instant>,
+}
+
+impl Idle {
+    fn new() -> Self {
+        Idle {
+            active: AtomicUsize::new(0),
+            since: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn started(&self) {
+        self.active.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn ended(&self) {
+        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        *since = Instant::now();
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Returns once the connection has had no request in flight for `timeout`.
+    async fn for_at_least(&self, timeout: Duration) {
+        loop {
+            let wait = if self.active.load(Ordering::Acquire) > 0 {
+                timeout
+            } else {
+                let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
+                timeout.saturating_sub(since.elapsed())
+            };
+            if wait.is_zero() {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
 
 /// Serves the requests of one stream until it ends.
 pub async fn serve<S>(waypoint: &Arc<Waypoint>, down: Arc<Downstream>, protocol: Protocol, io: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let idle = Arc::new(Idle::new());
     let service = {
-        let waypoint = Arc::clone(waypoint);
+        let (waypoint, idle) = (Arc::clone(waypoint), Arc::clone(&idle));
         service_fn(move |req: hyper::Request<Incoming>| {
-            let (waypoint, down) = (Arc::clone(&waypoint), Arc::clone(&down));
-            async move { Ok::<_, Infallible>(crate::proxy::handle(waypoint, down, req).await) }
+            let (waypoint, down, idle) =
+                (Arc::clone(&waypoint), Arc::clone(&down), Arc::clone(&idle));
+            idle.started();
+            async move {
+                let response = crate::proxy::handle(waypoint, down, req).await;
+                Ok::<_, Infallible>(
+                    response.map(|b| body::boxed(body::Counted::new(b, move |_| idle.ended()))),
+                )
+            }
         })
     };
+    let idle_timeout = waypoint.settings.http.idle_timeout;
+    let idle_out = async move { idle.for_at_least(idle_timeout).await };
     let limits = &waypoint.settings.http;
     let io = TokioIo::new(io);
     let mut drain = waypoint.drain.clone();
@@ -40,7 +104,7 @@ where
                 .keep_alive_interval(hbone.keepalive_interval)
                 .keep_alive_timeout(hbone.keepalive_timeout)
                 .serve_connection(io, service);
-            until_drained(c, &mut drain, |c| c.graceful_shutdown()).await
+            until_drained(c, (&mut drain, idle_out), |c| c.graceful_shutdown()).await
         }
         _ => {
             let c = conn::http1::Builder::new()
@@ -50,7 +114,7 @@ where
                 .keep_alive(true)
                 .serve_connection(io, service)
                 .with_upgrades();
-            until_drained(c, &mut drain, |c| c.graceful_shutdown()).await
+            until_drained(c, (&mut drain, idle_out), |c| c.graceful_shutdown()).await
         }
     };
     if let Err(e) = result {
@@ -58,11 +122,14 @@ where
     }
 }
 
-/// Runs connection `c` to its end; if the waypoint drains first, asks it to end
-/// gracefully (`shutdown`) and waits for that.
+/// Runs connection `c` to its end; if the waypoint drains or the connection stays
+/// idle first, asks it to end gracefully (`shutdown`) and waits for that.
 async fn until_drained<C, T>(
     c: C,
-    drain: &mut tokio::sync::watch::Receiver<bool>,
+    (drain, idle): (
+        &mut tokio::sync::watch::Receiver<bool>,
+        impl Future<Output = ()>,
+    ),
     shutdown: impl FnOnce(Pin<&mut C>),
 ) -> T
 where
@@ -72,7 +139,37 @@ where
     tokio::select! {
         r = c.as_mut() => return r,
         _ = drain.wait_for(|d| *d) => {}
+        () = idle => tracing::debug!("HTTP connection idle for the idle timeout; closing"),
     }
     shutdown(c.as_mut());
     c.await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_only_without_requests_for_the_whole_timeout() {
+        let idle = Arc::new(Idle::new());
+        idle.started();
+        let t = Duration::from_secs(10);
+        let done = {
+            let idle = Arc::clone(&idle);
+            tokio::spawn(async move {
+                let start = Instant::now();
+                idle.for_at_least(t).await;
+                start.elapsed()
+            })
+        };
+        // A request in flight for 25 s, then idle: 10 s more.
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        assert!(!done.is_finished());
+        idle.ended();
+        let took = done.await.unwrap();
+        assert!(
+            took >= Duration::from_secs(35) && took < Duration::from_secs(41),
+            "{took:?}"
+        );
+    }
 }

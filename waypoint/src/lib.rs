@@ -11,23 +11,31 @@
 //! `metrics`, `access`, `trace`, `otlp`) is recorded when their responses end.
 
 pub mod access;
+pub mod attempt;
 pub mod authorize;
 pub mod backend;
 pub mod balance;
 pub mod body;
+pub mod breaker;
 pub mod config;
 pub mod detect;
 pub mod downstream;
 pub mod exchange;
+pub mod fault;
 pub mod filters;
 pub mod http;
 pub mod inbound;
+pub mod maglev;
 pub mod metrics;
 pub mod mirror;
 pub mod normalize;
 pub mod otlp;
+pub mod outlier;
 pub mod proxy;
+pub mod ratelimit;
+pub mod replay;
 pub mod respond;
+pub mod retry;
 pub mod route;
 pub mod tcp;
 pub mod trace;
@@ -57,6 +65,11 @@ pub struct Waypoint {
     view: watch::Receiver<Arc<View>>,
     pub upstreams: Arc<Upstreams>,
     pub balancer: balance::Balancer,
+    pub breakers: breaker::Breakers,
+    /// The whole waypoint's rate limit.
+    pub rate_limit: Option<ratelimit::TokenBucket>,
+    /// The rules' rate limits.
+    pub buckets: ratelimit::Buckets,
     pub metrics: Arc<Metrics>,
     pub exporter: Option<otlp::Exporter>,
     /// Turns `true` when the waypoint starts draining.
@@ -155,6 +168,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         view: view_rx,
         upstreams: Arc::clone(&upstreams),
         balancer: balance::Balancer::default(),
+        breakers: breaker::Breakers::default(),
+        rate_limit: config
+            .rate_limit
+            .map(|(n, every)| ratelimit::TokenBucket::new(n, every, n)),
+        buckets: ratelimit::Buckets::default(),
         metrics: Arc::clone(&metrics),
         exporter,
         drain: drain_rx,
@@ -172,9 +190,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding the metrics listener {addr}"))?;
         tracing::info!(addr = %l.local_addr()?, "metrics listening");
-        tasks.push(tokio::spawn(dataplane::probes::serve_metrics(
+        let state = Arc::clone(&waypoint);
+        tasks.push(tokio::spawn(dataplane::probes::serve_metrics_and(
             l,
             Arc::clone(&registry),
+            move |path| match path {
+                // The endpoints outlier detection has ejected now.
+                "/ejections" => {
+                    let now = Instant::now();
+                    serde_json::to_string(&state.balancer.outliers.snapshot(now)).ok()
+                }
+                _ => None,
+            },
         )));
     }
     let ready = Arc::new(AtomicBool::new(false));
@@ -216,6 +243,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tick.tick().await;
                 upstreams.sweep();
                 waypoint.balancer.sweep();
+                waypoint.balancer.forget_tables(&waypoint.view());
+                waypoint.breakers.sweep();
+                waypoint.buckets.sweep();
             }
         }));
     }

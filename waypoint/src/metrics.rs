@@ -61,6 +61,13 @@ pub struct ReasonLabels {
     pub reason: &'static str,
 }
 
+/// A backend Service (`namespace/name`) and which of its limits, or why.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServiceLabels {
+    pub service: String,
+    pub reason: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabels {
     pub protocol: &'static str,
@@ -106,6 +113,14 @@ pub struct Metrics {
     pub spans_dropped: Family<ReasonLabels, Counter>,
     /// The configuration version in force.
     pub config_version: Gauge,
+    /// Retries sent, by Service and the outcome retried.
+    pub retries: Family<ServiceLabels, Counter>,
+    /// Requests and retries a circuit breaker or retry budget turned away, by limit.
+    pub overflows: Family<ServiceLabels, Counter>,
+    /// Endpoints ejected by outlier detection, by Service and reason.
+    pub ejections: Family<ServiceLabels, Counter>,
+    /// Attempts to endpoints whose response has not ended yet.
+    pub upstream_active: Gauge,
 }
 
 impl Default for Metrics {
@@ -127,6 +142,10 @@ impl Default for Metrics {
             spans_exported: Counter::default(),
             spans_dropped: Family::default(),
             config_version: Gauge::default(),
+            retries: Family::default(),
+            overflows: Family::default(),
+            ejections: Family::default(),
+            upstream_active: Gauge::default(),
         }
     }
 }
@@ -215,6 +234,26 @@ impl Metrics {
             self.config_version.clone(),
         );
         w.register(
+            "retries",
+            "Retries sent to endpoints, by Service and the outcome retried",
+            self.retries.clone(),
+        );
+        w.register(
+            "overflows",
+            "Requests and retries turned away by a circuit breaker or retry budget",
+            self.overflows.clone(),
+        );
+        w.register(
+            "ejections",
+            "Endpoints ejected by outlier detection",
+            self.ejections.clone(),
+        );
+        w.register(
+            "upstream_requests_active",
+            "Attempts to endpoints whose response has not ended",
+            self.upstream_active.clone(),
+        );
+        w.register(
             "spans_exported",
             "Spans sent to the collector",
             self.spans_exported.clone(),
@@ -240,6 +279,16 @@ impl Metrics {
     pub fn local_reply(&self, reason: &'static str) {
         self.local_replies
             .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts one of `family` for Service `service` with `reason`.
+    pub fn count(family: &Family<ServiceLabels, Counter>, service: &str, reason: &'static str) {
+        family
+            .get_or_create(&ServiceLabels {
+                service: service.to_owned(),
+                reason,
+            })
             .inc();
     }
 

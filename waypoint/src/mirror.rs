@@ -45,7 +45,7 @@ pub fn start(
         let Ok((destination, _)) =
             waypoint
                 .balancer
-                .destination(view, &mirror.service, mirror.port, v4)
+                .destination(view, &mirror.service, (mirror.port, v4), None)
         else {
             waypoint.metrics.local_reply("mirror_no_endpoint");
             continue;
@@ -66,7 +66,9 @@ pub fn start(
         let req = Request::from_parts(copy_parts, body::boxed(copy));
         let (waypoint, caller) = (Arc::clone(waypoint), down.client.clone());
         tokio::spawn(async move {
-            let send = waypoint.upstreams.send(&destination, &caller, version, req);
+            let send = waypoint
+                .upstreams
+                .send(&destination, &caller, (version, None), req);
             match tokio::time::timeout(MIRROR_TIMEOUT, send).await {
                 Ok(Ok(response)) => {
                     let _ = response.into_body().collect().await;

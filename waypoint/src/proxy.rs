@@ -1,13 +1,14 @@
 //! One request through the waypoint: normalized (`normalize.rs`), routed
 //! (`route.rs`), filtered (`filters.rs`), sent to a backend chosen by weight and an
 //! endpoint chosen by the Service's balancer, after the endpoint's policies allow it
-//! (`authorize.rs`); and counted, logged and traced when its response ends
+//! (`authorize.rs`) and its rate limits, faults and circuit breaker let it through; sent
+//! and retried by `attempt.rs`; and counted, logged and traced when its response ends
 //! (`exchange.rs`). Whatever the waypoint answers itself comes from `respond.rs`.
 
 use std::{sync::Arc, time::Instant};
 
 use dataplane::{
-    discovery::Protocol as Declared,
+    discovery::{Key, Protocol as Declared},
     policy::{self, Scope},
 };
 use http::{HeaderValue, Request, Response, StatusCode, Uri, header, uri::PathAndQuery};
@@ -15,10 +16,13 @@ use hyper::body::Incoming;
 
 use crate::{
     Waypoint,
+    attempt::{self, Attempts},
     balance::Unreachable,
     body::{self, Body},
     downstream::Downstream,
     exchange::Exchange,
+    fault::Injected,
+    metrics::Metrics,
     normalize::{self, Normalized},
     respond::Reply,
     route::{self, Lookup, Selected},
@@ -128,7 +132,9 @@ async fn forward(
             });
         }
     }
-    let (destination, declared, service) = destination(waypoint, view, down, selected.as_ref())?;
+    let hash_source = (&req, down.peer.ip());
+    let (destination, declared, service, backend) =
+        destination(waypoint, view, down, selected.as_ref(), hash_source)?;
     exchange.destination(&destination, &service);
     let decision = crate::authorize::destination(
         view,
@@ -137,13 +143,51 @@ async fn forward(
         Scope::Request(&policy_request),
     );
     exchange.decided(&waypoint.metrics, decision.as_ref())?;
+    let rule = selected.as_ref().map(Selected::rule);
+    let filters = rule.map(|r| &r.filters);
+    let limited = |wait| Reply::RateLimited {
+        retry_after: crate::ratelimit::retry_after(wait),
+    };
+    if let Some(bucket) = &waypoint.rate_limit {
+        bucket.take().map_err(limited)?;
+    }
+    if let (Some(s), Some(limit)) = (&selected, filters.and_then(|f| f.rate_limit)) {
+        (waypoint.buckets)
+            .take((&s.route.name, s.rule), limit)
+            .map_err(limited)?;
+    }
+    let injected = filters
+        .and_then(|f| f.fault.as_ref())
+        .map(|f| f.draw())
+        .unwrap_or_default();
+    if let Injected { delay: Some(d), .. } = injected {
+        tokio::time::sleep(d).await;
+    }
+    if let Some(abort) = injected.abort {
+        return Err(Reply::FaultAbort(abort));
+    }
+
+    // A retry's endpoint is authorized on the request as it came.
+    let retried = rule.is_some_and(|r| r.retry.is_some());
+    let (method, original_headers) = (
+        req.method().clone(),
+        if retried {
+            req.headers().clone()
+        } else {
+            http::HeaderMap::new()
+        },
+    );
+    let policy_request = policy::Request {
+        method: method.as_str(),
+        path: &normalized.path,
+        host: &normalized.host,
+        headers: &original_headers,
+    };
 
     // The request as the endpoint gets it.
     let downstream_version = req.version();
     let (mut parts, incoming) = req.into_parts();
     normalize::remove_hop_by_hop(&mut parts.headers, upgrade.is_some());
-    let rule = selected.as_ref().map(Selected::rule);
-    let filters = rule.map(|r| &r.filters);
     if let Some(ops) = filters.and_then(|f| f.request_headers.as_ref()) {
         ops.apply(&mut parts.headers);
     }
@@ -204,51 +248,94 @@ async fn forward(
         let host = normalized.host.as_str();
         body = crate::mirror::start(waypoint, view, down, (&parts, host), body, mirrors, version);
     }
-    let upstream_req = Request::from_parts(parts, body);
-    let timeout = match rule {
-        Some(r) => match (r.request_timeout, r.backend_timeout) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        },
+    let (request_timeout, backend_timeout) =
+        rule.map_or((None, None), |r| (r.request_timeout, r.backend_timeout));
+    let retry = rule.and_then(|r| r.retry.as_ref()).filter(|r| {
+        upgrade.is_none()
+            && (grpc
+                || r.non_idempotent
+                || !crate::retry::may_repeat_effect(
+                    &parts.method,
+                    !hyper::body::Body::is_end_stream(&body),
+                ))
+    });
+    let attempts = Attempts {
+        waypoint,
+        view,
+        down,
+        policy_request: &policy_request,
+        service: &service,
+        backend: backend.as_ref().map(|(key, port, hash)| attempt::Backend {
+            key,
+            port: *port,
+            hash: *hash,
+            guard: {
+                let b = view.service(key).map(|s| &s.backend);
+                let (limits, budget) =
+                    b.map_or_else(Default::default, |b| (b.limits, b.retry_budget));
+                waypoint.breakers.service(key, limits, budget)
+            },
+        }),
+        retry,
+        per_try: retry.and_then(|r| r.per_try_timeout).or(backend_timeout),
+        deadline: request_timeout.map(|t| Instant::now() + t),
+        version,
+    };
+    let admitted = match &attempts.backend {
+        Some(b) => {
+            let admit = b.guard.admit();
+            let admitted = match attempts.deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), admit)
+                    .await
+                    .map_err(|_| Reply::Timeout)?,
+                None => admit.await,
+            };
+            Some(admitted.map_err(|limit| {
+                Metrics::count(&waypoint.metrics.overflows, &service, limit.label());
+                Reply::Overflow(limit)
+            })?)
+        }
         None => None,
     };
-    let _in_flight = waypoint.balancer.start(destination.addr);
-    let upstreams = &waypoint.upstreams;
-    let started = Instant::now();
-    let send = async {
-        match upgrade {
-            Some(on_upgrade) => {
-                let mut response = upstreams
-                    .send_upgrade(&destination, &down.client, upstream_req)
-                    .await?;
-                if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    let upstream_side = hyper::upgrade::on(&mut response);
-                    tokio::spawn(crate::upgrade::splice(on_upgrade, upstream_side));
-                }
-                Ok(response.map(body::boxed))
-            }
-            None => {
-                upstreams
-                    .send(&destination, &down.client, version, upstream_req)
+    let mut response = match upgrade {
+        Some(on_upgrade) => {
+            let _in_flight = waypoint.balancer.start(destination.addr);
+            let started = Instant::now();
+            let upstream_req = Request::from_parts(parts, body);
+            let send = waypoint.upstreams.send_upgrade(
+                &destination,
+                &down.client,
+                upstream_req,
+                attempts.backend.as_ref().map(|b| &*b.guard),
+            );
+            let sent = match attempts.deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), send)
                     .await
+                    .map_err(|_| Reply::Timeout)?,
+                None => send.await,
+            };
+            exchange.upstream_answered(started.elapsed());
+            let mut response = sent.map_err(|e| {
+                tracing::debug!(error = %e, upstream = %destination.addr, "upgrade failed");
+                if e.before_sending() {
+                    Reply::ConnectFailed { reason: e.reason() }
+                } else {
+                    Reply::UpstreamFailed
+                }
+            })?;
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let upstream_side = hyper::upgrade::on(&mut response);
+                tokio::spawn(crate::upgrade::splice(on_upgrade, upstream_side));
             }
+            drop(admitted);
+            response.map(body::boxed)
+        }
+        None => {
+            attempts
+                .run(destination, (parts, body), admitted, exchange)
+                .await?
         }
     };
-    let sent = match timeout {
-        Some(t) => tokio::time::timeout(t, send)
-            .await
-            .map_err(|_| Reply::Timeout)?,
-        None => send.await,
-    };
-    exchange.upstream_answered(started.elapsed());
-    let mut response = sent.map_err(|e| {
-        tracing::debug!(error = %e, upstream = %destination.addr, "upstream request failed");
-        if e.before_sending() {
-            Reply::ConnectFailed { reason: e.reason() }
-        } else {
-            Reply::UpstreamFailed
-        }
-    })?;
     let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     normalize::remove_hop_by_hop(response.headers_mut(), switching);
     if let Some(ops) = filters.and_then(|f| f.response_headers.as_ref()) {
@@ -258,14 +345,19 @@ async fn forward(
     Ok(response)
 }
 
+/// A backend Service, its port and the request's hash for it.
+type ServiceBackend = (Key, u16, Option<u64>);
+
 /// Where a request goes: an endpoint of the rule's backend (by weight), or without a
-/// rule the tunnel's own target; with what its port declares, and the Service's name.
+/// rule the tunnel's own target; with what its port declares, the Service's name, and
+/// the Service backend (for retries and its circuit breaker).
 fn destination(
     waypoint: &Waypoint,
     view: &View,
     down: &Downstream,
     selected: Option<&Selected>,
-) -> Result<(Destination, Declared, String), Reply> {
+    (req, source): (&Request<Incoming>, std::net::IpAddr),
+) -> Result<(Destination, Declared, String, Option<ServiceBackend>), Reply> {
     let (key, port) = match (selected, &down.target) {
         (Some(s), _) => {
             let b = crate::backend::weighted(&s.rule().backends).ok_or(Reply::NoBackend)?;
@@ -278,14 +370,17 @@ fn destination(
                 .ok_or_else(|| Reply::NoEndpoints {
                     service: down.target.name(),
                 })?;
-            return Ok((d, Declared::Undeclared, down.target.name()));
+            return Ok((d, Declared::Undeclared, down.target.name(), None));
         }
     };
     let name = format!("{}/{}", key.1, key.2);
     let v4 = down.authority.is_ipv4();
+    let hash = (view.service(&key))
+        .and_then(|s| s.backend.hash_on.as_ref())
+        .and_then(|on| crate::maglev::request_hash(on, req.headers(), source));
     let (destination, declared) = waypoint
         .balancer
-        .destination(view, &key, port, v4)
+        .destination(view, &key, (port, v4), hash)
         .map_err(|e| match e {
             Unreachable::UnknownService => Reply::UnknownBackend {
                 backend: name.clone(),
@@ -297,5 +392,5 @@ fn destination(
                 service: name.clone(),
             },
         })?;
-    Ok((destination, declared, name))
+    Ok((destination, declared, name, Some((key, port, hash))))
 }

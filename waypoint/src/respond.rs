@@ -5,7 +5,7 @@
 
 use http::{HeaderValue, Response, StatusCode, header};
 
-use crate::{body, normalize::Rejection};
+use crate::{body, breaker::Overflow, fault::Abort, normalize::Rejection};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
@@ -27,6 +27,12 @@ pub enum Reply {
     UpstreamFailed,
     /// No response within the route's timeout.
     Timeout,
+    /// A circuit breaker's limit.
+    Overflow(Overflow),
+    /// A fault filter's abort.
+    FaultAbort(Abort),
+    /// A rate limit; `retry_after` in seconds.
+    RateLimited { retry_after: u64 },
     /// A redirect filter.
     Redirect {
         status: StatusCode,
@@ -46,6 +52,10 @@ impl Reply {
             }
             Reply::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Reply::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Reply::Overflow(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Reply::FaultAbort(Abort::Http(status)) => *status,
+            Reply::FaultAbort(Abort::Grpc(_)) => StatusCode::OK,
+            Reply::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Reply::Redirect { status, .. } => *status,
         }
     }
@@ -61,6 +71,9 @@ impl Reply {
             Reply::ConnectFailed { .. } => "UF",
             Reply::UpstreamFailed => "UC",
             Reply::Timeout => "UT",
+            Reply::Overflow(_) => "UO",
+            Reply::FaultAbort(_) => "FI",
+            Reply::RateLimited { .. } => "RL",
             Reply::Redirect { .. } => "-",
         }
     }
@@ -77,6 +90,9 @@ impl Reply {
             Reply::ConnectFailed { reason } => reason,
             Reply::UpstreamFailed => "upstream_failed",
             Reply::Timeout => "timeout",
+            Reply::Overflow(_) => "overflow",
+            Reply::FaultAbort(_) => "fault_abort",
+            Reply::RateLimited { .. } => "rate_limited",
             Reply::Redirect { .. } => "redirect",
         }
     }
@@ -98,12 +114,21 @@ impl Reply {
             Reply::ConnectFailed { reason } => format!("upstream connect error: {reason}"),
             Reply::UpstreamFailed => "upstream connection failed after the request".to_owned(),
             Reply::Timeout => "upstream request timeout".to_owned(),
+            Reply::Overflow(limit) => format!(
+                "upstream overflow: the circuit breaker's {} limit",
+                limit.label()
+            ),
+            Reply::FaultAbort(_) => "fault filter abort".to_owned(),
+            Reply::RateLimited { .. } => "local rate limited".to_owned(),
             Reply::Redirect { .. } => String::new(),
         }
     }
 
     /// The gRPC status for this answer (HTTP to gRPC as gRPC's own mapping has it).
     fn grpc_status(&self) -> u32 {
+        if let Reply::FaultAbort(Abort::Grpc(code)) = self {
+            return *code;
+        }
         match self.status() {
             StatusCode::BAD_REQUEST => 13,  // INTERNAL
             StatusCode::UNAUTHORIZED => 16, // UNAUTHENTICATED
@@ -120,7 +145,8 @@ impl Reply {
     /// The response; `grpc` answers a gRPC request the gRPC way.
     pub fn response(&self, grpc: bool) -> Response<body::Body> {
         let text = self.text();
-        let mut r = if grpc && !matches!(self, Reply::Redirect { .. }) {
+        let grpc_abort = matches!(self, Reply::FaultAbort(Abort::Grpc(_)));
+        let mut r = if (grpc || grpc_abort) && !matches!(self, Reply::Redirect { .. }) {
             let mut r = Response::new(body::empty());
             let h = r.headers_mut();
             h.insert(
@@ -147,6 +173,10 @@ impl Reply {
             && let Ok(v) = HeaderValue::from_str(location)
         {
             r.headers_mut().insert(header::LOCATION, v);
+        }
+        if let Reply::RateLimited { retry_after } = self {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
         }
         r.headers_mut()
             .insert("x-weft-reply", HeaderValue::from_static(self.reason()));

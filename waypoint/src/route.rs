@@ -25,7 +25,7 @@ use dataplane::discovery::{Config, Key, Route as WireRoute};
 use http::{HeaderMap, HeaderName, Method};
 use regex::Regex;
 
-use crate::{backend::Backend, filters::Filters, normalize::Normalized};
+use crate::{backend::Backend, filters::Filters, normalize::Normalized, retry::Retry};
 
 #[derive(Debug)]
 pub enum PathMatch {
@@ -208,6 +208,7 @@ pub struct Rule {
     pub backends: Vec<Backend>,
     pub request_timeout: Option<Duration>,
     pub backend_timeout: Option<Duration>,
+    pub retry: Option<Retry>,
 }
 
 #[derive(Debug)]
@@ -290,13 +291,13 @@ fn grpc_match(m: &wire::GrpcRouteMatch) -> Result<Match, String> {
 }
 
 impl Rule {
-    /// A rule of `matches`, with its filters, backends and (request, backend request)
-    /// timeouts in milliseconds (0: none).
+    /// A rule of `matches`, with its filters, backends, (request, backend request)
+    /// timeouts in milliseconds (0: none) and retries.
     fn compile(
         matches: Vec<Match>,
-        filters: &[wire::RouteFilter],
-        backends: &[wire::BackendRef],
+        (filters, backends): (&[wire::RouteFilter], &[wire::BackendRef]),
         (request_ms, backend_ms): (u64, u64),
+        retry: Option<&wire::HttpRetry>,
     ) -> Result<Self, String> {
         Ok(Rule {
             matches,
@@ -307,6 +308,7 @@ impl Rule {
                 .collect::<Result<_, _>>()?,
             request_timeout: millis(request_ms),
             backend_timeout: millis(backend_ms),
+            retry: retry.map(Retry::compile).filter(|r| r.attempts > 0),
         })
     }
 }
@@ -324,9 +326,9 @@ impl Route {
                             .iter()
                             .map(http_match)
                             .collect::<Result<_, _>>()?,
-                        &rule.filters,
-                        &rule.backends,
+                        (&rule.filters, &rule.backends),
                         (rule.request_timeout_ms, rule.backend_request_timeout_ms),
+                        rule.retry.as_ref(),
                     )
                 })
                 .collect::<Result<Vec<_>, String>>()?,
@@ -339,9 +341,9 @@ impl Route {
                             .iter()
                             .map(grpc_match)
                             .collect::<Result<_, _>>()?,
-                        &rule.filters,
-                        &rule.backends,
+                        (&rule.filters, &rule.backends),
                         (0, 0),
+                        rule.retry.as_ref(),
                     )
                 })
                 .collect::<Result<Vec<_>, String>>()?,

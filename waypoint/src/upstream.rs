@@ -31,7 +31,12 @@ use tokio::{
 
 use prometheus_client::metrics::{counter::Counter, family::Family};
 
-use crate::{body::Body, metrics::ProtocolLabels, view::Destination};
+use crate::{
+    body::Body,
+    breaker::{Held, ServiceGuard},
+    metrics::ProtocolLabels,
+    view::Destination,
+};
 
 /// The bytes to one endpoint: an HBONE stream (with its place on the pooled
 /// connection) or a TCP connection.
@@ -90,6 +95,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The Service's circuit breaker allows no more connections.
+    #[error("the backend's connection limit is reached")]
+    Overflow,
     #[error("HTTP with {addr} failed: {source}")]
     Http {
         addr: SocketAddr,
@@ -103,6 +111,7 @@ impl Error {
         match self {
             Error::Hbone(e) => e.reason(),
             Error::Connect { .. } => "upstream_connect",
+            Error::Overflow => "overflow_connections",
             Error::Http { .. } => "upstream_http",
         }
     }
@@ -115,7 +124,7 @@ impl Error {
     /// Whether the request never reached the endpoint (a connection failure).
     pub fn before_sending(&self) -> bool {
         match self {
-            Error::Hbone(_) | Error::Connect { .. } => true,
+            Error::Hbone(_) | Error::Connect { .. } | Error::Overflow => true,
             Error::Http { source, .. } => source.is_canceled(),
         }
     }
@@ -227,21 +236,27 @@ impl Upstreams {
         Ok(Io::Hbone(tunnel.io, tunnel.slot))
     }
 
-    /// Sends `req` to `dest` with `version`, on a pooled connection when one is free.
+    /// Sends `req` to `dest` with `version`, on a pooled connection when one is free;
+    /// a new one only with leave from `limit` (the backend Service's circuit breaker).
     pub async fn send(
         self: &Arc<Self>,
         dest: &Destination,
         caller: &Identity,
-        version: Version,
+        (version, limit): (Version, Option<&ServiceGuard>),
         req: Request<Body>,
     ) -> Result<Response<Body>, Error> {
         let key = (dest.addr, caller.clone());
         let http = Error::http(dest.addr);
+        let leave = || {
+            limit
+                .map(|g| g.connection().map_err(|_| Error::Overflow))
+                .transpose()
+        };
         match version {
             Version::Http2 => {
                 let mut sender = match self.h2_idle(&key) {
                     Some(s) => s,
-                    None => self.open_h2(dest, caller, &key).await?,
+                    None => self.open_h2(dest, caller, &key, leave()?).await?,
                 };
                 let response = sender.send_request(req).await.map_err(http)?;
                 Ok(response.map(crate::body::boxed))
@@ -249,7 +264,7 @@ impl Upstreams {
             Version::Http1 => {
                 let mut sender = match self.h1_idle(&key) {
                     Some(s) => s,
-                    None => self.open_h1(dest, caller, false).await?,
+                    None => self.open_h1(dest, caller, false, leave()?).await?,
                 };
                 let response = sender.send_request(req).await.map_err(http)?;
                 let pool = Arc::clone(self);
@@ -270,8 +285,12 @@ impl Upstreams {
         dest: &Destination,
         caller: &Identity,
         req: Request<Body>,
+        limit: Option<&ServiceGuard>,
     ) -> Result<Response<Incoming>, Error> {
-        let mut sender = self.open_h1(dest, caller, true).await?;
+        let held = limit
+            .map(|g| g.connection().map_err(|_| Error::Overflow))
+            .transpose()?;
+        let mut sender = self.open_h1(dest, caller, true, held).await?;
         sender
             .send_request(req)
             .await
@@ -321,6 +340,7 @@ impl Upstreams {
         dest: &Destination,
         caller: &Identity,
         upgrades: bool,
+        held: Option<Held>,
     ) -> Result<http1::SendRequest<Body>, Error> {
         let io = self.connect(dest, &self.caller(caller)).await?;
         let (sender, conn) = http1::Builder::new()
@@ -332,6 +352,7 @@ impl Upstreams {
             .inc();
         let addr = dest.addr;
         tokio::spawn(async move {
+            let _held = held;
             let r = if upgrades {
                 conn.with_upgrades().await
             } else {
@@ -349,6 +370,7 @@ impl Upstreams {
         dest: &Destination,
         caller: &Identity,
         key: &PoolKey,
+        held: Option<Held>,
     ) -> Result<http2::SendRequest<Body>, Error> {
         let io = self.connect(dest, &self.caller(caller)).await?;
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
@@ -362,6 +384,7 @@ impl Upstreams {
             .inc();
         let addr = dest.addr;
         tokio::spawn(async move {
+            let _held = held;
             if let Err(e) = conn.await {
                 tracing::debug!(%addr, error = %e, "upstream HTTP/2 connection ended");
             }

@@ -193,6 +193,7 @@ mod tests {
             endpoints: vec![],
             waypoint: waypoint.map(str::to_owned),
             load_balancer: LoadBalancer::default(),
+            backend: Default::default(),
         };
         c.services.insert(
             ("Service".into(), "shop".into(), "cart".into()),

@@ -17,6 +17,7 @@ pub mod bench;
 mod build;
 pub mod cni;
 mod documents;
+pub mod ejections;
 mod pods;
 mod status;
 pub mod topology;

@@ -24,7 +24,7 @@ enum Top {
     #[command(subcommand)]
     Lab(Lab),
     /// Waypoints (per-service L7 proxies) of the lab: add one or change what it
-    /// serves, list them, delete one.
+    /// serves, list them, see what they ejected, delete one.
     #[command(subcommand)]
     Waypoint(Waypoint),
 }
@@ -47,6 +47,11 @@ enum Waypoint {
     },
     /// List the waypoints, where they run and what they serve.
     List,
+    /// The endpoints a waypoint's outlier detection has ejected now.
+    Ejections {
+        /// `namespace/name` of the waypoint.
+        waypoint: String,
+    },
     /// Delete a waypoint: its Services go straight to their endpoints again.
     Delete {
         #[arg(short = 'n', long)]
@@ -141,6 +146,9 @@ fn main() -> anyhow::Result<()> {
             node,
         }) => weftctl::lab::waypoints::apply(&namespace, &name, &services, node.as_deref()),
         Top::Waypoint(Waypoint::List) => weftctl::lab::waypoints::list(),
+        Top::Waypoint(Waypoint::Ejections { waypoint }) => {
+            weftctl::lab::ejections::print(&waypoint)
+        }
         Top::Waypoint(Waypoint::Delete { namespace, name }) => {
             weftctl::lab::waypoints::delete(&namespace, &name)
         }

@@ -38,7 +38,10 @@ use tokio::{sync::watch as signal, task::JoinHandle};
 use tokio_stream::StreamExt as _;
 
 use super::Cluster;
-use crate::model::{AuthorizationPolicyResource, PeerAuthenticationResource, WorkloadResource};
+use crate::model::{
+    AuthorizationPolicyResource, BackendPolicyResource, PeerAuthenticationResource,
+    TrafficFilterResource, WorkloadResource,
+};
 
 /// A kind the control plane watches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -53,10 +56,12 @@ pub enum Kind {
     AuthorizationPolicy,
     PeerAuthentication,
     Workload,
+    TrafficFilter,
+    BackendPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Service,
@@ -67,6 +72,8 @@ impl Kind {
         Kind::AuthorizationPolicy,
         Kind::PeerAuthentication,
         Kind::Workload,
+        Kind::TrafficFilter,
+        Kind::BackendPolicy,
     ];
 
     /// Group, version, kind and plural, as the API server names them.
@@ -85,6 +92,8 @@ impl Kind {
             Kind::AuthorizationPolicy => AuthorizationPolicyResource::api_resource(),
             Kind::PeerAuthentication => PeerAuthenticationResource::api_resource(),
             Kind::Workload => WorkloadResource::api_resource(),
+            Kind::TrafficFilter => TrafficFilterResource::api_resource(),
+            Kind::BackendPolicy => BackendPolicyResource::api_resource(),
         }
     }
 }
@@ -275,6 +284,8 @@ impl Watches {
             authorization_policies: custom(Kind::AuthorizationPolicy),
             peer_authentications: custom(Kind::PeerAuthentication),
             workloads: custom(Kind::Workload),
+            traffic_filters: custom(Kind::TrafficFilter),
+            backend_policies: custom(Kind::BackendPolicy),
         }
     }
 }
@@ -384,13 +395,15 @@ fn status_code(error: &watcher::Error) -> Option<u16> {
 }
 
 /// The kinds watched as the API server sends them, to be parsed like documents.
-const CUSTOM: [Kind; 6] = [
+const CUSTOM: [Kind; 8] = [
     Kind::Gateway,
     Kind::HttpRoute,
     Kind::GrpcRoute,
     Kind::AuthorizationPolicy,
     Kind::PeerAuthentication,
     Kind::Workload,
+    Kind::TrafficFilter,
+    Kind::BackendPolicy,
 ];
 
 /// Starts the watch of a kind that k8s-openapi knows.

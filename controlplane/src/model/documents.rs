@@ -399,6 +399,8 @@ pub fn from_value(kind: &str, value: serde_yaml_ng::Value) -> Result<Object, (St
         "Gateway" => Object::Gateway(typed(value)?),
         "HTTPRoute" => Object::HttpRoute(typed(value)?),
         "GRPCRoute" => Object::GrpcRoute(typed(value)?),
+        "TrafficFilter" => Object::TrafficFilter(typed(value)?),
+        "BackendPolicy" => Object::BackendPolicy(typed(value)?),
         other => return Err(("kind".to_owned(), format!("unknown kind {other:?}"))),
     })
 }

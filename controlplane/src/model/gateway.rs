@@ -125,8 +125,8 @@ pub struct HttpRouteRetry {
 }
 
 /// The filters Weft implements. Which ones a route kind allows is checked by
-/// validation (a GRPCRoute has no redirects or rewrites); other types (`ExtensionRef`,
-/// `CORS` …) are refused.
+/// validation (a GRPCRoute has no redirects or rewrites); an `ExtensionRef` must name a
+/// Weft `TrafficFilter`; other types (`CORS` …) are refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 pub enum RouteFilterType {
     RequestHeaderModifier,
@@ -135,6 +135,7 @@ pub enum RouteFilterType {
     #[serde(rename = "URLRewrite")]
     UrlRewrite,
     RequestMirror,
+    ExtensionRef,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -152,6 +153,17 @@ pub struct RouteFilter {
     pub url_rewrite: Option<UrlRewrite>,
     #[serde(default)]
     pub request_mirror: Option<RequestMirror>,
+    #[serde(default)]
+    pub extension_ref: Option<LocalObjectReference>,
+}
+
+/// An object of the route's namespace, by group, kind and name.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocalObjectReference {
+    pub group: String,
+    pub kind: String,
+    pub name: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

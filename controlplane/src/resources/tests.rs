@@ -152,3 +152,108 @@ endpoints:
     );
     assert_eq!(db.endpoints[0].node, "vm-1");
 }
+
+#[test]
+fn traffic_filters_and_backend_policies_are_inlined() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/corpus/good/resiliency.yaml"
+    ))
+    .unwrap();
+    let (docs, problems) = crate::model::parse("t", &text);
+    assert!(problems.is_empty(), "{problems:?}");
+    let out = translate(&docs, "cluster.local");
+    let Body::Service(s) = &out[&("Service".into(), "shop".into(), "cart".into())] else {
+        panic!()
+    };
+    assert_eq!(s.load_balancer, "CONSISTENT_HASH");
+    let b = s.backend.as_ref().expect("the BackendPolicy's settings");
+    let cb = b.circuit_breaker.as_ref().unwrap();
+    assert_eq!(
+        (
+            cb.max_connections,
+            cb.max_pending_requests,
+            cb.max_requests,
+            cb.max_retries
+        ),
+        (100, 50, 200, 10)
+    );
+    let o = b.outlier_detection.as_ref().unwrap();
+    assert_eq!(
+        (
+            o.consecutive_5xx,
+            o.base_ejection_ms,
+            o.max_ejection_ms,
+            o.max_ejection_ppm
+        ),
+        (5, 30_000, 300_000, 500_000)
+    );
+    let r = b.retry_budget.as_ref().unwrap();
+    assert_eq!((r.ppm, r.min_retries), (200_000, 3));
+    assert_eq!(
+        b.consistent_hash.as_ref().and_then(|h| h.key.clone()),
+        Some(wire::consistent_hash::Key::Header("x-user".into()))
+    );
+
+    let Body::HttpRoute(route) = &out[&("HTTPRoute".into(), "shop".into(), "cart".into())] else {
+        panic!()
+    };
+    let rule = &route.rules[0];
+    assert_eq!(
+        (rule.request_timeout_ms, rule.backend_request_timeout_ms),
+        (2000, 500)
+    );
+    use wire::route_filter::Filter;
+    let filters: Vec<&Filter> = rule
+        .filters
+        .iter()
+        .filter_map(|f| f.filter.as_ref())
+        .collect();
+    let fault = filters.iter().find_map(|f| match f {
+        Filter::Fault(f) => Some(f),
+        _ => None,
+    });
+    let fault = fault.expect("the fault inlined");
+    assert_eq!(
+        (
+            fault.delay_ms,
+            fault.delay_ppm,
+            fault.abort_http_status,
+            fault.abort_ppm
+        ),
+        (1000, 500_000, 503, 100_000)
+    );
+    let limit = filters.iter().find_map(|f| match f {
+        Filter::RateLimit(r) => Some(r),
+        _ => None,
+    });
+    let limit = limit.expect("the rate limit inlined");
+    assert_eq!(
+        (limit.requests, limit.interval_ms, limit.burst),
+        (100, 1000, 20)
+    );
+    let retry = rule.retry.as_ref().expect("the filter's retry on the rule");
+    assert_eq!(
+        (
+            retry.attempts,
+            retry.on_5xx,
+            retry.on_connect_failure,
+            retry.on_reset
+        ),
+        (3, true, true, true)
+    );
+    assert_eq!(
+        (
+            retry.per_try_timeout_ms,
+            retry.backoff_ms,
+            retry.max_backoff_ms
+        ),
+        (500, 25, 250)
+    );
+    assert_eq!(retry.grpc_statuses, vec![14]);
+
+    let Body::GrpcRoute(g) = &out[&("GRPCRoute".into(), "shop".into(), "cart-grpc".into())] else {
+        panic!()
+    };
+    assert_eq!(g.rules[0].retry.as_ref().map(|r| r.attempts), Some(3));
+}

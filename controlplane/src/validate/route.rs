@@ -9,7 +9,9 @@ use crate::model::{
     RouteFilterType,
 };
 
-use super::{Check, HTTP_METHODS, Index, dns_subdomain, gateway_duration, header_name, port};
+use super::{
+    Check, HTTP_METHODS, Index, dns_subdomain, gateway_duration, header_name, port, traffic,
+};
 
 pub(super) fn http_route(c: &mut Check<'_>, index: &Index<'_>, r: &HttpRoute) {
     let ns = r.metadata.namespace.as_deref().unwrap_or_default();
@@ -65,6 +67,13 @@ pub(super) fn http_route(c: &mut Check<'_>, index: &Index<'_>, r: &HttpRoute) {
             ns,
             &format!("spec.rules[{i}]"),
             &rule.backend_refs,
+        );
+        traffic::extensions(
+            c,
+            index,
+            (ns, &format!("spec.rules[{i}]")),
+            &rule.filters,
+            rule.retry.is_some(),
         );
         if let Some(t) = &rule.timeouts {
             timeouts(c, &format!("spec.rules[{i}].timeouts"), t);
@@ -126,6 +135,13 @@ pub(super) fn grpc_route(c: &mut Check<'_>, index: &Index<'_>, r: &GrpcRoute) {
             &format!("spec.rules[{i}]"),
             &rule.filters,
             RouteKind::Grpc,
+        );
+        traffic::extensions(
+            c,
+            index,
+            (ns, &format!("spec.rules[{i}]")),
+            &rule.filters,
+            false,
         );
         backends(
             c,
@@ -311,6 +327,7 @@ fn filters(
             RouteFilterType::RequestRedirect => ("requestRedirect", f.request_redirect.is_some()),
             RouteFilterType::UrlRewrite => ("urlRewrite", f.url_rewrite.is_some()),
             RouteFilterType::RequestMirror => ("requestMirror", f.request_mirror.is_some()),
+            RouteFilterType::ExtensionRef => ("extensionRef", f.extension_ref.is_some()),
         };
         if !set {
             c.bad(
@@ -327,6 +344,7 @@ fn filters(
             ("requestRedirect", f.request_redirect.is_some()),
             ("urlRewrite", f.url_rewrite.is_some()),
             ("requestMirror", f.request_mirror.is_some()),
+            ("extensionRef", f.extension_ref.is_some()),
         ];
         for (other, present) in others {
             if present && other != field {
@@ -349,8 +367,12 @@ fn filters(
             );
             continue;
         }
-        // Each kind of filter once per rule, except mirrors (Gateway API).
-        if f.type_ != RouteFilterType::RequestMirror && !types.insert(field) {
+        // Each kind of filter once per rule, except mirrors and extensions (Gateway API).
+        if !matches!(
+            f.type_,
+            RouteFilterType::RequestMirror | RouteFilterType::ExtensionRef
+        ) && !types.insert(field)
+        {
             c.bad(
                 format!("{base}.type"),
                 format!("{:?} appears twice in the rule", f.type_),
@@ -527,11 +549,11 @@ fn retry(c: &mut Check<'_>, base: &str, r: &HttpRouteRetry) {
         }
     }
     if let Some(a) = r.attempts
-        && !(0..=100).contains(&a)
+        && !(0..=traffic::MAX_RETRIES).contains(&a)
     {
         c.bad(
             format!("{base}.attempts"),
-            format!("{a} is not between 0 and 100"),
+            format!("{a} is not between 0 and {}", traffic::MAX_RETRIES),
         );
     }
     if let Some(b) = &r.backoff

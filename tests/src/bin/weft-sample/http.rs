@@ -6,11 +6,23 @@
 //! the server answered and the last ones (method, path, body length), for tests that
 //! look at what reached an application (a mirror's copies, say).
 //!
+//! For resiliency tests: `?delay_ms=N` on any request answers after N ms; `/flaky`
+//! answers 500 and 200 in turn (exactly half fail); `/mode?status=500` makes every
+//! later request (but `/seen` and `/mode`) answer 500, `/mode?status=0` ends that.
+//!
 //! The `http` client is in `client`.
 
 pub mod client;
 
-use std::{collections::BTreeMap, convert::Infallible, net::SocketAddr, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    convert::Infallible,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicU16, AtomicU64, Ordering},
+    },
+};
 
 use http_body_util::{BodyExt as _, Full};
 use hyper::{
@@ -71,6 +83,20 @@ fn seen_json() -> Vec<u8> {
     .expect("serializable")
 }
 
+/// The status every request gets, set by `/mode` (0: none).
+static FORCED: AtomicU16 = AtomicU16::new(0);
+/// Requests to `/flaky` so far.
+static FLAKY: AtomicU64 = AtomicU64::new(0);
+
+/// A query parameter's value.
+fn query_param<'q>(query: Option<&'q str>, name: &str) -> Option<&'q str> {
+    query?
+        .split('&')
+        .filter_map(|p| p.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
 async fn answer(
     name: Arc<str>,
     peer: SocketAddr,
@@ -85,8 +111,33 @@ async fn answer(
             .body(Full::new(Bytes::from(seen_json())))
             .expect("valid response"));
     }
+    if req.uri().path() == "/mode" {
+        let status = query_param(req.uri().query(), "status").and_then(|s| s.parse().ok());
+        let Some(status) = status.filter(|s| *s == 0 || (200..=599).contains(s)) else {
+            return Ok(Response::builder()
+                .status(StatusCode::BAD_REQUEST)
+                .body(Full::new(Bytes::from_static(
+                    b"expected ?status=0 or 200..599\n",
+                )))
+                .expect("valid response"));
+        };
+        FORCED.store(status, Ordering::Relaxed);
+        return Ok(Response::new(Full::new(Bytes::from(format!(
+            "status {status}\n"
+        )))));
+    }
+    if let Some(ms) = query_param(req.uri().query(), "delay_ms").and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+    }
     let (parts, body) = req.into_parts();
-    let status = status_asked(parts.uri.path()).unwrap_or(StatusCode::OK);
+    let mut status = status_asked(parts.uri.path()).unwrap_or(StatusCode::OK);
+    if parts.uri.path() == "/flaky" && FLAKY.fetch_add(1, Ordering::Relaxed).is_multiple_of(2) {
+        status = StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let forced = FORCED.load(Ordering::Relaxed);
+    if forced != 0 {
+        status = StatusCode::from_u16(forced).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    }
     let body_bytes = body_length(body).await;
     {
         let mut seen = SEEN.lock().unwrap_or_else(|p| p.into_inner());

@@ -233,16 +233,18 @@ fn sample_path(body: &[u8]) -> Option<String> {
 }
 
 /// Sends `request` on a new connection and reads what comes back until the peer closes
-/// or `ANSWER_WAIT` passes.
-fn exchange(addr: SocketAddr, request: &[u8]) -> anyhow::Result<Vec<u8>> {
+/// or `ANSWER_WAIT` passes; with the time from sending to the close, if it closed.
+fn exchange(addr: SocketAddr, request: &[u8]) -> anyhow::Result<(Vec<u8>, Option<Duration>)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
         .with_context(|| format!("connecting {addr}"))?;
     stream.set_write_timeout(Some(ANSWER_WAIT))?;
     // A peer may answer and close before it has read everything, failing the write;
     // what it answered still counts.
     let _ = stream.write_all(request);
-    let deadline = Instant::now() + ANSWER_WAIT;
+    let sent = Instant::now();
+    let deadline = sent + ANSWER_WAIT;
     let mut answer = Vec::new();
+    let mut closed = None;
     let mut buf = vec![0u8; 16 * 1024];
     while answer.len() < ANSWER_LIMIT {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -251,17 +253,25 @@ fn exchange(addr: SocketAddr, request: &[u8]) -> anyhow::Result<Vec<u8>> {
         }
         stream.set_read_timeout(Some(left))?;
         match stream.read(&mut buf) {
-            Ok(0) => break,
+            Ok(0) => {
+                closed = Some(sent.elapsed());
+                break;
+            }
             Ok(n) => answer.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            // The wait is over, or the peer reset the connection.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                closed = Some(sent.elapsed());
+                break;
+            }
+            // The wait is over.
             Err(_) => break,
         }
     }
-    Ok(answer)
+    Ok((answer, closed))
 }
 
-/// `raw`: prints a JSON array of `{"name", "status", "statuses", "body", "path"}`, in
+/// `raw`: prints a JSON array of `{"name", "status", "statuses", "body", "path",
+/// "closed_after_ms"}` (the last `null` when the peer kept the connection open), in
 /// corpus order.
 pub fn run(args: &Args) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(&args.file)
@@ -269,7 +279,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
     let cases = parse_corpus(&text).with_context(|| format!("parsing {}", args.file.display()))?;
     let mut results = Vec::with_capacity(cases.len());
     for case in cases {
-        let raw =
+        let (raw, closed) =
             exchange(args.connect, &case.request).with_context(|| format!("{:?}", case.name))?;
         let answer = parse_answer(&raw, case.request.starts_with(b"HEAD "));
         results.push(serde_json::json!({
@@ -278,6 +288,7 @@ pub fn run(args: &Args) -> anyhow::Result<()> {
             "statuses": answer.statuses,
             "body": answer.body,
             "path": answer.path,
+            "closed_after_ms": closed.map(|d| d.as_millis() as u64),
         }));
     }
     println!("{}", serde_json::Value::Array(results));

@@ -51,6 +51,10 @@ pub struct Args {
     /// How long each request may take, connecting included.
     #[arg(long, default_value_t = 10)]
     timeout_secs: u64,
+    /// Start requests at this many per second in all (0: each as soon as the last
+    /// of its connection is answered).
+    #[arg(long, default_value_t = 0)]
+    rate: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,6 +282,8 @@ fn pod_of(body: &[u8]) -> Option<String> {
 #[derive(Default)]
 struct Tally {
     statuses: BTreeMap<u16, u32>,
+    /// Each answer's time, in milliseconds, by status.
+    latencies: BTreeMap<u16, Vec<f64>>,
     pods: BTreeMap<String, u32>,
     errors: u32,
     first_error: Option<String>,
@@ -287,8 +293,9 @@ struct Tally {
 }
 
 impl Tally {
-    fn answered(&mut self, i: u32, answer: Answer) {
+    fn answered(&mut self, i: u32, answer: Answer, took: Duration) {
         *self.statuses.entry(answer.status).or_default() += 1;
+        (self.latencies.entry(answer.status).or_default()).push(took.as_secs_f64() * 1e3);
         if let Some(pod) = pod_of(&answer.body) {
             *self.pods.entry(pod).or_default() += 1;
         }
@@ -311,6 +318,9 @@ impl Tally {
         for (status, n) in other.statuses {
             *self.statuses.entry(status).or_default() += n;
         }
+        for (status, mut list) in other.latencies {
+            self.latencies.entry(status).or_default().append(&mut list);
+        }
         for (pod, n) in other.pods {
             *self.pods.entry(pod).or_default() += n;
         }
@@ -327,8 +337,23 @@ impl Tally {
     }
 }
 
-/// `http`: prints `{"requests", "statuses", "pods", "errors", "first", "first_error"}`.
-/// Any status is an answer; the run fails only when no connection could be made.
+/// Minimum, median and maximum of each status's answer times, in milliseconds.
+fn latency_summary(latencies: &mut BTreeMap<u16, Vec<f64>>) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (status, list) in latencies.iter_mut() {
+        list.sort_by(f64::total_cmp);
+        let at = |q: f64| list[((list.len() - 1) as f64 * q).round() as usize];
+        out.insert(
+            status.to_string(),
+            serde_json::json!({"min": at(0.0), "p50": at(0.5), "max": at(1.0)}),
+        );
+    }
+    serde_json::Value::Object(out)
+}
+
+/// `http`: prints `{"requests", "statuses", "latency_ms", "pods", "errors", "first",
+/// "first_error"}`. Any status is an answer; the run fails only when no connection
+/// could be made.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.count > 0 && args.connections > 0,
@@ -350,6 +375,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     )?);
     let timeout = Duration::from_secs(args.timeout_secs);
     let next = Arc::new(AtomicU32::new(0));
+    let began = tokio::time::Instant::now();
+    let rate = args.rate;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..args.connections.min(args.count) {
         let (template, next) = (Arc::clone(&template), Arc::clone(&next));
@@ -362,8 +389,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 if i >= count {
                     break;
                 }
+                if rate > 0 {
+                    let due = Duration::from_secs_f64(f64::from(i) / f64::from(rate));
+                    tokio::time::sleep_until(began + due).await;
+                }
+                let sent = tokio::time::Instant::now();
                 match tokio::time::timeout(timeout, exchange(&mut connection, &template)).await {
-                    Ok(Ok(answer)) => tally.answered(i, answer),
+                    Ok(Ok(answer)) => tally.answered(i, answer, sent.elapsed()),
                     Ok(Err(e)) => tally.failed(format!("{e:#}")),
                     Err(_) => {
                         tally.failed(format!("no answer within {timeout:?}"));
@@ -384,6 +416,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         serde_json::json!({
             "requests": args.count,
             "statuses": tally.statuses,
+            "latency_ms": latency_summary(&mut tally.latencies),
             "pods": tally.pods,
             "errors": tally.errors,
             "first": tally.first.map(|(_, first)| first),
@@ -453,9 +486,9 @@ mod tests {
             body: Bytes::from_static(br#"{"pod":"p"}"#),
         };
         let mut a = Tally::default();
-        a.answered(3, answer(200));
+        a.answered(3, answer(200), Duration::from_millis(4));
         let mut b = Tally::default();
-        b.answered(1, answer(503));
+        b.answered(1, answer(503), Duration::from_millis(2));
         b.failed("boom".into());
         a.merge(b);
         assert_eq!(a.first.as_ref().unwrap().0, 1);
