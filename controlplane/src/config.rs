@@ -40,6 +40,10 @@ pub const NAMESPACE: &str = "WEFT_CP_NAMESPACE";
 pub const CA_SECRET: &str = "WEFT_CA_SECRET";
 pub const AGENT_SERVICE_ACCOUNT: &str = "WEFT_CP_AGENT_SERVICE_ACCOUNT";
 pub const TOKEN_AUDIENCES: &str = "WEFT_CP_TOKEN_AUDIENCES";
+/// The image the waypoint controller runs `weft-waypoint` from.
+pub const WAYPOINT_IMAGE: &str = "WEFT_CP_WAYPOINT_IMAGE";
+/// `host:port` at which pods reach the control plane's gRPC.
+pub const ADDRESS: &str = "WEFT_CP_ADDRESS";
 
 /// Where the configuration comes from, and with it how the CA keeps its root and how
 /// agents authenticate.
@@ -70,6 +74,10 @@ pub struct Kubernetes {
     pub agent_service_account: String,
     /// The audiences an agent's token must be for; empty: the API server's own.
     pub token_audiences: Vec<String>,
+    /// The image of the waypoints' Deployments.
+    pub waypoint_image: String,
+    /// Where the waypoints' pods reach the control plane (`host:port`).
+    pub address: String,
 }
 
 /// Where metrics (and the debug status) are served.
@@ -266,7 +274,28 @@ fn mode(source: &impl Source, state_dir: &Path) -> Result<Mode, Error> {
                 .get(CA_SECRET)
                 .unwrap_or_else(|| "weft-root-ca".to_owned());
             dns_subdomain(&ca_secret).map_err(|e| invalid(CA_SECRET, &ca_secret, e))?;
+            let waypoint_image = source
+                .get(WAYPOINT_IMAGE)
+                .unwrap_or_else(|| format!("ghcr.io/weft-mesh/weft:{}", env!("CARGO_PKG_VERSION")));
+            if waypoint_image.is_empty() || waypoint_image.contains(char::is_whitespace) {
+                return Err(invalid(
+                    WAYPOINT_IMAGE,
+                    &waypoint_image,
+                    "expected an image reference".to_owned(),
+                ));
+            }
+            let address = source
+                .get(ADDRESS)
+                .unwrap_or_else(|| format!("weft-controlplane.{namespace}.svc:15012"));
+            if !address
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+            {
+                return Err(invalid(ADDRESS, &address, "expected host:port".to_owned()));
+            }
             Ok(Mode::Kubernetes(Kubernetes {
+                waypoint_image,
+                address,
                 agent_namespace: agent_namespace.to_owned(),
                 agent_service_account: agent_service_account.to_owned(),
                 namespace,
@@ -366,8 +395,12 @@ mod tests {
                 agent_namespace: "weft-system".into(),
                 agent_service_account: "weft-agent".into(),
                 token_audiences: vec!["weft".into()],
+                waypoint_image: format!("ghcr.io/weft-mesh/weft:{}", env!("CARGO_PKG_VERSION")),
+                address: "weft-controlplane.weft-system.svc:15012".into(),
             })
         );
+        let bad = Config::from_source(&HashMap::from([(ADDRESS, "nowhere")])).unwrap_err();
+        assert!(bad.to_string().contains(ADDRESS), "{bad}");
         let c = Config::from_source(&HashMap::from([
             (SOURCE, "kubernetes"),
             (NAMESPACE, "mesh"),

@@ -169,6 +169,11 @@ impl FakeState {
 
     fn answer(&mut self, req: http::request::Parts, body: &[u8], reply: Reply) {
         let path = req.uri.path().to_owned();
+        // `…/<name>/status`: the status subresource of the object.
+        let (object_path, status_only) = match path.strip_suffix("/status") {
+            Some(p) => (p.to_owned(), true),
+            None => (path.clone(), false),
+        };
         let query: BTreeMap<String, String> = req
             .uri
             .query()
@@ -177,7 +182,7 @@ impl FakeState {
             .filter_map(|kv| kv.split_once('='))
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        let Some((collection, namespace, name)) = route(&path) else {
+        let Some((collection, namespace, name)) = route(&object_path) else {
             reply.send_response(status(404, "NotFound"));
             return;
         };
@@ -253,6 +258,37 @@ impl FakeState {
                 self.record(&collection, "ADDED", object.clone());
                 let stored = self.collections[&collection].objects[&key_of(&object)].clone();
                 reply.send_response(json(201, stored));
+            }
+            // Server-side apply: the object as sent (or, for the status subresource,
+            // its status on the stored object).
+            (&http::Method::PATCH, Some(name)) => {
+                self.requests.push(format!("PATCH {path}"));
+                let sent: serde_json::Value = serde_json::from_slice(body).unwrap();
+                let key = (namespace.clone().unwrap_or_default(), name);
+                let object = match (status_only, c.objects.get(&key)) {
+                    (true, None) => {
+                        reply.send_response(status(404, "NotFound"));
+                        return;
+                    }
+                    (true, Some(stored)) => {
+                        let mut o = stored.clone();
+                        o["status"] = sent["status"].clone();
+                        o
+                    }
+                    (false, stored) => {
+                        let mut o = sent;
+                        if let Some(ns) = namespace {
+                            o["metadata"]["namespace"] = ns.into();
+                        }
+                        if let Some(uid) = stored.map(|s| s["metadata"]["uid"].clone()) {
+                            o["metadata"]["uid"] = uid;
+                        }
+                        o
+                    }
+                };
+                self.record(&collection, "", object.clone());
+                let stored = self.collections[&collection].objects[&key_of(&object)].clone();
+                reply.send_response(json(200, stored));
             }
             _ => {
                 self.requests.push(format!("{} {path}", req.method));

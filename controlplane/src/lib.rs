@@ -105,7 +105,7 @@ impl Running {
 enum Runtime {
     Local(config::Local),
     /// With the API server's client.
-    Kubernetes(config::Kubernetes, kube::Client),
+    Kubernetes(Box<config::Kubernetes>, kube::Client),
 }
 
 async fn load_authority(config: &Config, runtime: &Runtime) -> anyhow::Result<Authority> {
@@ -187,7 +187,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 "connecting to the Kubernetes API server (in a pod, or through a kubeconfig); \
                  for local mode set WEFT_CP_CONFIG_DIR",
             )?;
-            Runtime::Kubernetes(k.clone(), client)
+            Runtime::Kubernetes(Box::new(k.clone()), client)
         }
     };
     launch(config, runtime, kubernetes::watch::Settings::default()).await
@@ -278,17 +278,35 @@ async fn launch(
             sinks.put_in_force(docs, source.problems());
             tokio::spawn(follow_folder(source, sinks))
         }
-        Runtime::Kubernetes(_, client) => {
+        Runtime::Kubernetes(k, client) => {
             let mut watches = kubernetes::watch::Watches::start(client, &watch_settings);
             watches.synced().await;
             let mut source = kubernetes::source::KubernetesSource::default();
-            let docs = source.reload(&watches.snapshot());
+            let cluster = watches.snapshot();
+            let docs = source.reload(&cluster);
             sinks.put_in_force(docs, source.problems());
+            // The waypoint controller follows the same snapshots.
+            let (gateways_tx, gateways_rx) = tokio::sync::watch::channel(cluster.gateways);
+            let settings = kubernetes::waypoints::Settings {
+                image: k.waypoint_image.clone(),
+                controlplane: k.address.clone(),
+                trust_domain: config.trust_domain.clone(),
+                roots_pem: authority.roots().iter().map(ca::pem_of).collect(),
+                token_audience: k.token_audiences.first().cloned().unwrap_or_default(),
+            };
+            tokio::spawn(kubernetes::waypoints::run(
+                client.clone(),
+                settings,
+                gateways_rx,
+            ));
             tokio::spawn(kubernetes::source::follow(
                 watches,
                 source,
                 SETTLE,
-                move |docs, problems| sinks.put_in_force(docs, problems),
+                move |docs, problems, cluster| {
+                    sinks.put_in_force(docs, problems);
+                    gateways_tx.send_replace(cluster.gateways.clone());
+                },
             ))
         }
     };

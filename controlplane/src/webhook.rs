@@ -231,6 +231,47 @@ mod tests {
     }
 
     #[test]
+    fn resiliency_settings_are_refused_with_their_field_paths() {
+        for (object, field) in [
+            (
+                serde_json::json!({
+                    "apiVersion": "weft.dev/v1alpha1",
+                    "kind": "TrafficFilter",
+                    "metadata": {"name": "chaos", "namespace": "shop"},
+                    "spec": {"fault": {"abort": {"httpStatus": 503, "percentage": 150}}},
+                }),
+                "spec.fault.abort.percentage: ",
+            ),
+            (
+                serde_json::json!({
+                    "apiVersion": "weft.dev/v1alpha1",
+                    "kind": "TrafficFilter",
+                    "metadata": {"name": "r", "namespace": "shop"},
+                    "spec": {"retry": {"attempts": 11}},
+                }),
+                "spec.retry.attempts: ",
+            ),
+            (
+                serde_json::json!({
+                    "apiVersion": "weft.dev/v1alpha1",
+                    "kind": "BackendPolicy",
+                    "metadata": {"name": "cart", "namespace": "shop"},
+                    "spec": {
+                        "targetRefs": [{"kind": "Service", "name": "cart"}],
+                        "retryBudget": {"percent": 120},
+                    },
+                }),
+                "spec.retryBudget.percent: ",
+            ),
+        ] {
+            let out = review(&admission(object), &[]);
+            assert_eq!(out["response"]["allowed"], false, "{out}");
+            let message = out["response"]["status"]["message"].as_str().unwrap();
+            assert!(message.contains(field), "{message}");
+        }
+    }
+
+    #[test]
     fn l7_rules_are_checked_against_the_configuration_in_force() {
         let (in_force, problems) = parse(
             "cluster",

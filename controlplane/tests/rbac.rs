@@ -79,6 +79,54 @@ fn the_control_plane_may_watch_every_kind_it_watches() {
 }
 
 #[test]
+fn the_waypoint_controller_may_apply_what_it_applies() {
+    use controlplane::kubernetes::waypoints;
+    use kube::core::{ApiResource, GroupVersionKind};
+    let m = manifest();
+    let rules = m.cluster_role.rules.unwrap_or_default();
+    let gateway = serde_json::from_value(serde_json::json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+        "metadata": {"name": "w", "namespace": "shop", "uid": "u"},
+        "spec": {"gatewayClassName": "weft-waypoint", "listeners": []},
+    }))
+    .unwrap();
+    let settings = waypoints::Settings {
+        image: "i".into(),
+        controlplane: "cp:15012".into(),
+        trust_domain: "cluster.local".into(),
+        roots_pem: String::new(),
+        token_audience: "weft".into(),
+    };
+    let objects = waypoints::objects(&gateway, &settings);
+    assert_eq!(objects.len(), 4);
+    for o in objects {
+        let api_version = o["apiVersion"].as_str().unwrap();
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let r = ApiResource::from_gvk(&GroupVersionKind::gvk(
+            group,
+            version,
+            o["kind"].as_str().unwrap(),
+        ));
+        // Server-side apply: a patch, which creates what is not there yet.
+        for verb in ["create", "patch"] {
+            assert!(
+                allows(&rules, &r.group, &r.plural, verb, None),
+                "the ClusterRole does not allow {verb} of {}.{}",
+                r.plural,
+                r.group
+            );
+        }
+    }
+    assert!(allows(
+        &rules,
+        "gateway.networking.k8s.io",
+        "gateways/status",
+        "patch",
+        None
+    ));
+}
+
+#[test]
 fn the_control_plane_keeps_its_root_in_one_secret() {
     let m = manifest();
     let rules = m.role.rules.unwrap_or_default();

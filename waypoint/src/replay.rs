@@ -123,9 +123,6 @@ impl hyper::body::Body for Replay {
         if s.current != this.attempt {
             return Poll::Ready(Some(Err("a newer attempt took the request body".into())));
         }
-        if s.overflowed && this.position != s.kept.len() {
-            return Poll::Ready(Some(Err("the request body was not kept".into())));
-        }
         let polled = Pin::new(&mut s.source).poll_frame(cx);
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -136,8 +133,10 @@ impl hyper::body::Body for Replay {
                     };
                     let len = frame.data_ref().map_or(0, Bytes::len);
                     if s.kept_bytes + len > LIMIT {
+                        // Nothing more is kept, and nobody will replay what was.
                         s.overflowed = true;
                         s.kept.clear();
+                        this.position = 0;
                     } else if let Some(k) = kept {
                         s.kept_bytes += len;
                         s.kept.push(k);
@@ -188,7 +187,7 @@ mod tests {
 
         // A retry while the first attempt has read only part: the kept part, then the
         // rest; the older attempt may not read on.
-        let mut body = Replayable::new(body::boxed(Two(vec!["cd", "ab"])));
+        let mut body = Replayable::new(body::boxed(Frames(vec!["cd", "ab"])));
         let mut first = body.attempt().unwrap();
         let f = first.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(&f[..], b"ab");
@@ -205,12 +204,19 @@ mod tests {
         assert_eq!(sent.len(), LIMIT + 1, "the first attempt still gets it all");
         assert!(!body.can_replay());
         assert!(body.attempt().is_none());
+
+        // Passing the limit half way: the attempt streams on to the end.
+        let big: &'static str = Box::leak("x".repeat(LIMIT / 2 + 1).into_boxed_str());
+        let mut body = Replayable::new(body::boxed(Frames(vec!["end", big, big])));
+        let sent = body.attempt().unwrap().collect().await.unwrap().to_bytes();
+        assert_eq!(sent.len(), 2 * (LIMIT / 2 + 1) + 3);
+        assert!(body.attempt().is_none());
     }
 
-    /// A body of two data frames.
-    struct Two(Vec<&'static str>);
+    /// A body of data frames, taken from the end.
+    struct Frames(Vec<&'static str>);
 
-    impl hyper::body::Body for Two {
+    impl hyper::body::Body for Frames {
         type Data = Bytes;
         type Error = std::convert::Infallible;
 

@@ -67,18 +67,20 @@ impl KubernetesSource {
 }
 
 /// Follows the cluster: after each change (once a burst of changes has settled for
-/// `settle`) what is good is handed to `apply` with the problems of the rest.
+/// `settle`) what is good is handed to `apply` with the problems of the rest and the
+/// snapshot it came from.
 pub async fn follow(
     mut watches: Watches,
     mut source: KubernetesSource,
     settle: Duration,
-    mut apply: impl FnMut(Vec<Document>, &[Problem]),
+    mut apply: impl FnMut(Vec<Document>, &[Problem], &Cluster),
 ) {
     while watches.changed().await {
         tokio::time::sleep(settle).await;
         watches.settled();
-        let docs = source.reload(&watches.snapshot());
-        apply(docs, source.problems());
+        let cluster = watches.snapshot();
+        let docs = source.reload(&cluster);
+        apply(docs, source.problems(), &cluster);
     }
 }
 
