@@ -285,13 +285,19 @@ async fn launch(
             let cluster = watches.snapshot();
             let docs = source.reload(&cluster);
             sinks.put_in_force(docs, source.problems());
+            let roots_pem: String = authority.roots().iter().map(ca::pem_of).collect();
+            tokio::spawn(kubernetes::publish::keep_trying(
+                client.clone(),
+                k.namespace.clone(),
+                roots_pem.clone(),
+            ));
             // The waypoint controller follows the same snapshots.
             let (gateways_tx, gateways_rx) = tokio::sync::watch::channel(cluster.gateways);
             let settings = kubernetes::waypoints::Settings {
                 image: k.waypoint_image.clone(),
                 controlplane: k.address.clone(),
                 trust_domain: config.trust_domain.clone(),
-                roots_pem: authority.roots().iter().map(ca::pem_of).collect(),
+                roots_pem,
                 token_audience: k.token_audiences.first().cloned().unwrap_or_default(),
             };
             tokio::spawn(kubernetes::waypoints::run(

@@ -124,6 +124,24 @@ fn the_waypoint_controller_may_apply_what_it_applies() {
         "patch",
         None
     ));
+    // What it publishes at start: the roots' ConfigMap, the webhook's CA bundle.
+    assert!(allows(&rules, "", "configmaps", "patch", None));
+    let hooks = "validatingwebhookconfigurations";
+    let group = "admissionregistration.k8s.io";
+    assert!(allows(
+        &rules,
+        group,
+        hooks,
+        "patch",
+        Some("weft-controlplane")
+    ));
+    assert!(!allows(
+        &rules,
+        group,
+        hooks,
+        "patch",
+        Some("someone-elses")
+    ));
 }
 
 #[test]

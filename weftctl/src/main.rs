@@ -20,6 +20,19 @@ enum Top {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
+    /// Install Weft on the cluster of the current kubeconfig context: the CRDs, the
+    /// control plane, the node agent, the webhook and the waypoints' GatewayClass.
+    Install {
+        /// Print the manifests instead of applying them.
+        #[arg(long)]
+        dry_run: bool,
+        /// A values file (YAML) changing the defaults.
+        #[arg(short = 'f', long = "values")]
+        values: Option<PathBuf>,
+        /// The kubeconfig context (default: the current one).
+        #[arg(long)]
+        context: Option<String>,
+    },
     /// A Weft cluster on this machine: nodes and pods as network namespaces (root).
     #[command(subcommand)]
     Lab(Lab),
@@ -134,6 +147,11 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Top::Install {
+            dry_run,
+            values,
+            context,
+        } => weftctl::install::install(values.as_deref(), dry_run, context.as_deref()),
         Top::Lab(Lab::Up {
             topology,
             agent_env,

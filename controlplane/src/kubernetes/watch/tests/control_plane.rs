@@ -342,6 +342,12 @@ async fn the_running_control_plane_runs_its_waypoint_gateways() {
         .expect("the roots' ConfigMap");
     assert_eq!(roots["data"]["roots.pem"], cp.trust_bundle_pem.as_str());
     assert!(fake.get(ACCOUNTS, "shop", "shop-waypoint").is_some());
+    // And for the agents, in the control plane's own namespace.
+    until("the roots' ConfigMap of weft-system", || {
+        fake.get(CONFIG_MAPS, "weft-system", "weft-roots")
+            .is_some_and(|m| m["data"]["roots.pem"] == cp.trust_bundle_pem.as_str())
+    })
+    .await;
     let service = fake
         .get(SERVICES, "shop", "shop-waypoint")
         .expect("its Service");

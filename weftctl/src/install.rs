@@ -1,0 +1,161 @@
+//! What installs Weft on a cluster, built from typed Rust (k8s-openapi's types and the
+//! control plane's CRD types) for one [`Values`]: the CRDs, the namespace, the control
+//! plane (`install/controlplane.rs`), the node agent (`install/agent.rs`), the
+//! admission webhook and the waypoints' GatewayClass, in the order they are applied.
+//! `weftctl install --dry-run` prints them; `deploy/weft.yaml` is them with the
+//! default values (a test keeps it so).
+
+pub mod agent;
+pub mod apply;
+pub mod controlplane;
+pub mod values;
+
+use std::collections::BTreeMap;
+
+use ::controlplane as cp;
+use k8s_openapi::{api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use kube::CustomResourceExt as _;
+use serde_json::{Value, json};
+pub use values::Values;
+
+/// The ConfigMap of the mesh's root certificates in Weft's namespace, which the control
+/// plane writes at start and agents trust the control plane by.
+pub use cp::kubernetes::publish::ROOTS_CONFIG_MAP;
+
+/// The labels of one of Weft's workloads.
+pub fn labels(app: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), app.to_owned()),
+        ("app.kubernetes.io/part-of".to_owned(), "weft".to_owned()),
+    ])
+}
+
+pub fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        labels: Some(labels(name)),
+        ..ObjectMeta::default()
+    }
+}
+
+/// A typed object as its manifest (with its `apiVersion` and `kind`).
+fn manifest<K>(object: &K) -> Value
+where
+    K: k8s_openapi::Resource + serde::Serialize,
+{
+    let mut v = serde_json::to_value(object).expect("Kubernetes objects serialize");
+    v["apiVersion"] = K::API_VERSION.into();
+    v["kind"] = K::KIND.into();
+    v
+}
+
+/// Weft's CRDs, from the control plane's types.
+pub fn crds() -> Vec<Value> {
+    use cp::model::{
+        AuthorizationPolicyResource, BackendPolicyResource, PeerAuthenticationResource,
+        TrafficFilterResource, WorkloadResource,
+    };
+    [
+        WorkloadResource::crd(),
+        AuthorizationPolicyResource::crd(),
+        PeerAuthenticationResource::crd(),
+        TrafficFilterResource::crd(),
+        BackendPolicyResource::crd(),
+    ]
+    .iter()
+    .map(manifest)
+    .collect()
+}
+
+/// Everything, in the order it is applied.
+pub fn render(v: &Values) -> Vec<Value> {
+    let mut out = crds();
+    out.push(manifest(&Namespace {
+        metadata: ObjectMeta {
+            name: Some(v.namespace.clone()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/part-of".to_owned(),
+                "weft".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }));
+    out.extend(rbac(v));
+    out.push(manifest(&agent::service_account(v)));
+    out.push(manifest(&controlplane::service(v)));
+    out.push(manifest(&controlplane::deployment(v)));
+    out.push(manifest(&controlplane::disruption_budget(v)));
+    out.push(manifest(&agent::daemon_set(v)));
+    out.push(manifest(&controlplane::webhook(v)));
+    out.push(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": cp::kubernetes::waypoints::CLASS, "labels": labels("weft-waypoint")},
+        "spec": {
+            "controllerName": "weft.dev/waypoint-controller",
+            "description": "Weft's per-service L7 proxies, run by the Weft control plane",
+        },
+    }));
+    out
+}
+
+/// The control plane's ServiceAccount and RBAC (also `deploy/controlplane-rbac.yaml`).
+pub fn rbac(v: &Values) -> Vec<Value> {
+    let (account, cluster_role, cluster_binding, role, binding) = controlplane::rbac(v);
+    vec![
+        manifest(&account),
+        manifest(&cluster_role),
+        manifest(&cluster_binding),
+        manifest(&role),
+        manifest(&binding),
+    ]
+}
+
+/// Objects as a YAML stream, each after a `---`.
+pub fn to_yaml(objects: &[Value]) -> String {
+    let mut out = String::new();
+    for o in objects {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml_ng::to_string(o).expect("JSON values serialize as YAML"));
+    }
+    out
+}
+
+fn values(file: Option<&std::path::Path>) -> anyhow::Result<Values> {
+    match file {
+        None => Ok(Values::default()),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+            Values::from_yaml(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        }
+    }
+}
+
+/// `weftctl install [--dry-run] [-f values.yaml] [--context C]`: prints what an
+/// installation applies, or applies it with a line for each object.
+pub fn install(
+    values_file: Option<&std::path::Path>,
+    dry_run: bool,
+    context: Option<&str>,
+) -> anyhow::Result<()> {
+    let objects = render(&values(values_file)?);
+    if dry_run {
+        print!("{}", to_yaml(&objects));
+        return Ok(());
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = apply::client(context).await?;
+        apply::apply_all(&client, &objects, |line| eprintln!("{line}")).await?;
+        eprintln!("installed: {} objects", objects.len());
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests;

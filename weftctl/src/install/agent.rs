@@ -1,0 +1,213 @@
+//! The node agent's objects: its ServiceAccount (it calls no Kubernetes API itself; the
+//! control plane checks its projected token by TokenReview) and its DaemonSet — on
+//! every node (it tolerates every taint), in the node's network (its metrics on the
+//! node's address), with only the capabilities eBPF, capture and entering pod network
+//! namespaces need, and the host's bpffs, cgroup tree and network namespaces mounted.
+
+use k8s_openapi::{
+    api::{
+        apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet},
+        core::v1::{
+            Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
+            HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, PodSpec, PodTemplateSpec,
+            Probe, ProjectedVolumeSource, SecurityContext, ServiceAccount,
+            ServiceAccountTokenProjection, Toleration, Volume, VolumeMount, VolumeProjection,
+        },
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
+};
+
+use super::{ROOTS_CONFIG_MAP, Values, controlplane, labels, meta};
+
+pub const NAME: &str = "weft-agent";
+
+pub fn service_account(v: &Values) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(NAME, Some(&v.namespace)),
+        ..ServiceAccount::default()
+    }
+}
+
+fn host_path(name: &str, path: &str, kind: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        host_path: Some(HostPathVolumeSource {
+            path: path.into(),
+            type_: Some(kind.into()),
+        }),
+        ..Volume::default()
+    }
+}
+
+fn mount(name: &str, path: &str, read_only: bool, propagation: Option<&str>) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        read_only: Some(read_only),
+        mount_propagation: propagation.map(str::to_owned),
+        ..VolumeMount::default()
+    }
+}
+
+fn value(name: &str, v: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value: Some(v.into()),
+        ..EnvVar::default()
+    }
+}
+
+pub fn daemon_set(v: &Values) -> DaemonSet {
+    let node_name = EnvVar {
+        name: "WEFT_NODE_NAME".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "spec.nodeName".into(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    let container = Container {
+        name: "agent".into(),
+        image: Some(v.image.clone()),
+        image_pull_policy: Some(v.image_pull_policy.clone()),
+        command: Some(vec!["weft-agent".into()]),
+        env: Some(vec![
+            node_name,
+            value("WEFT_TRUST_DOMAIN", &v.trust_domain),
+            value("WEFT_CONTROLPLANE", controlplane::address(v)),
+            value("WEFT_CONTROLPLANE_CA", "/var/run/weft/roots/roots.pem"),
+            value("WEFT_NODE_TOKEN_FILE", "/var/run/weft/token/token"),
+            value("WEFT_CGROUP", "/sys/fs/cgroup"),
+            value("WEFT_BPFFS", "/sys/fs/bpf"),
+            value("WEFT_STATE_DIR", "/var/lib/weft/agent"),
+            value("WEFT_ADMIN_SOCKET", "/var/run/weft/agent.sock"),
+            value("WEFT_SOCKMAP", if v.agent.sockmap { "on" } else { "off" }),
+            value("WEFT_LOG_FORMAT", &v.log_format),
+        ]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: 15020,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("readiness".into()),
+                container_port: 15021,
+                ..ContainerPort::default()
+            },
+        ]),
+        readiness_probe: Some(Probe {
+            http_get: Some(HTTPGetAction {
+                path: Some("/healthz/ready".into()),
+                port: IntOrString::Int(15021),
+                ..HTTPGetAction::default()
+            }),
+            period_seconds: Some(5),
+            ..Probe::default()
+        }),
+        resources: Some(controlplane::resources(&v.agent.resources)),
+        security_context: Some(SecurityContext {
+            privileged: Some(false),
+            capabilities: Some(Capabilities {
+                // eBPF programs and maps; capture and steering; entering pod network
+                // namespaces (setns) and bpffs pins; raising the memlock limit.
+                add: Some(
+                    ["BPF", "NET_ADMIN", "SYS_ADMIN", "SYS_RESOURCE", "PERFMON"]
+                        .map(str::to_owned)
+                        .to_vec(),
+                ),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("bpffs", "/sys/fs/bpf", false, None),
+            mount("cgroup", "/sys/fs/cgroup", true, None),
+            // Pod network namespaces appear here after the agent started.
+            mount("netns", "/var/run/netns", true, Some("HostToContainer")),
+            mount("state", "/var/lib/weft/agent", false, None),
+            mount("run", "/var/run/weft", false, None),
+            mount("roots", "/var/run/weft/roots", true, None),
+            mount("token", "/var/run/weft/token", true, None),
+        ]),
+        ..Container::default()
+    };
+    let token = Volume {
+        name: "token".into(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    audience: Some("weft".into()),
+                    expiration_seconds: Some(3600),
+                    path: "token".into(),
+                }),
+                ..VolumeProjection::default()
+            }]),
+            ..ProjectedVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let roots = Volume {
+        name: "roots".into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: ROOTS_CONFIG_MAP.into(),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    DaemonSet {
+        metadata: meta(NAME, Some(&v.namespace)),
+        spec: Some(DaemonSetSpec {
+            selector: LabelSelector {
+                match_labels: Some(labels(NAME)),
+                ..LabelSelector::default()
+            },
+            update_strategy: Some(DaemonSetUpdateStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDaemonSet {
+                    max_unavailable: Some(match v.agent.max_unavailable.parse::<i32>() {
+                        Ok(n) => IntOrString::Int(n),
+                        Err(_) => IntOrString::String(v.agent.max_unavailable.clone()),
+                    }),
+                    ..RollingUpdateDaemonSet::default()
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(NAME)),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(NAME.into()),
+                    host_network: Some(true),
+                    dns_policy: Some("ClusterFirstWithHostNet".into()),
+                    host_pid: Some(false),
+                    priority_class_name: Some("system-node-critical".into()),
+                    tolerations: Some(vec![Toleration {
+                        operator: Some("Exists".into()),
+                        ..Toleration::default()
+                    }]),
+                    containers: vec![container],
+                    volumes: Some(vec![
+                        host_path("bpffs", "/sys/fs/bpf", "DirectoryOrCreate"),
+                        host_path("cgroup", "/sys/fs/cgroup", "Directory"),
+                        host_path("netns", "/var/run/netns", "DirectoryOrCreate"),
+                        host_path("state", "/var/lib/weft/agent", "DirectoryOrCreate"),
+                        host_path("run", "/var/run/weft", "DirectoryOrCreate"),
+                        roots,
+                        token,
+                    ]),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DaemonSetSpec::default()
+        }),
+        ..DaemonSet::default()
+    }
+}
