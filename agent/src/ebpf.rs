@@ -40,7 +40,8 @@ use aya::{
 };
 
 /// The compiled `agent-ebpf` object, built by `build.rs`.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
 const MAPS: [&str; 11] = [
     map_names::ENROLLED_NETNS,

@@ -15,6 +15,7 @@ pub mod mesh;
 pub mod metrics;
 pub mod netns;
 pub mod outbound;
+pub mod preflight;
 pub mod view;
 
 // The parts the agent shares with the waypoint.

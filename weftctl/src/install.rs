@@ -150,7 +150,7 @@ pub fn install(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let client = apply::client(context).await?;
+        let client = crate::kubeconfig::client(context).await?;
         apply::apply_all(&client, &objects, |line| eprintln!("{line}")).await?;
         eprintln!("installed: {} objects", objects.len());
         Ok(())

@@ -1,4 +1,7 @@
 //! `weftctl`'s commands, as a library so the end-to-end tests drive the same code.
 
+pub mod check;
+pub mod enroll;
 pub mod install;
+pub mod kubeconfig;
 pub mod lab;

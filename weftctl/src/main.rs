@@ -33,6 +33,28 @@ enum Top {
         #[arg(long)]
         context: Option<String>,
     },
+    /// Check that this node can run the Weft agent: kernel, cgroup v2, bpffs, BTF,
+    /// the agent's eBPF programs passing the verifier (root), the CNI folders.
+    Check {
+        #[arg(long, default_value = "/etc/cni/net.d")]
+        cni_conf_dir: PathBuf,
+        #[arg(long, default_value = "/opt/cni/bin")]
+        cni_bin_dir: PathBuf,
+        #[arg(long, default_value = "/sys/fs/bpf")]
+        bpffs: PathBuf,
+        /// `json` for scripts (default: a table).
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// Put a namespace's pods in the mesh (its `weft.dev/mesh` label), or take them
+    /// out with `--off`.
+    Enroll {
+        namespace: String,
+        #[arg(long)]
+        off: bool,
+        #[arg(long)]
+        context: Option<String>,
+    },
     /// A Weft cluster on this machine: nodes and pods as network namespaces (root).
     #[command(subcommand)]
     Lab(Lab),
@@ -147,6 +169,32 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
+        Top::Check {
+            cni_conf_dir,
+            cni_bin_dir,
+            bpffs,
+            output,
+        } => {
+            let json = match output.as_deref() {
+                None => false,
+                Some("json") => true,
+                Some(other) => anyhow::bail!("-o {other}: expected json"),
+            };
+            let paths = agent::preflight::Paths {
+                bpffs,
+                cni_conf_dir,
+                cni_bin_dir,
+            };
+            if !weftctl::check::run(&paths, json)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Top::Enroll {
+            namespace,
+            off,
+            context,
+        } => weftctl::enroll::run(&namespace, !off, context.as_deref()),
         Top::Install {
             dry_run,
             values,

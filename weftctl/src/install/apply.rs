@@ -1,7 +1,6 @@
 //! `weftctl install` against a cluster: each rendered object applied server-side
 //! (field manager `weftctl`), in order, with a progress line each. Applying again
-//! changes nothing that is already so. The API server is found as kubectl finds it
-//! (`KUBECONFIG`, its current context or `--context`, or in a pod).
+//! changes nothing that is already so.
 
 use kube::{
     Api, Client,
@@ -62,22 +61,6 @@ pub async fn apply_all(
         }
     }
     Ok(())
-}
-
-/// A client for `context` (else the current one).
-pub async fn client(context: Option<&str>) -> anyhow::Result<Client> {
-    let options = kube::config::KubeConfigOptions {
-        context: context.map(str::to_owned),
-        ..Default::default()
-    };
-    let config = match kube::Config::from_kubeconfig(&options).await {
-        Ok(c) => c,
-        Err(e) if context.is_some() => anyhow::bail!("kubeconfig: {e}"),
-        Err(_) => kube::Config::incluster().map_err(|e| {
-            anyhow::anyhow!("no kubeconfig (KUBECONFIG, ~/.kube/config) and not in a pod: {e}")
-        })?,
-    };
-    Ok(Client::try_from(config)?)
 }
 
 #[cfg(test)]
