@@ -401,9 +401,12 @@ fn weftctl_waypoint_apply_list_and_delete_edit_the_lab() {
         || {
             let v = lab.sample_json(FRONTEND, &["http", "--connect", &to]);
             v["first"]["status"] == 200
-                && access_lines(&lab.pod_log("shop/v2-waypoint"), &["status=200"]).len() == 1
         },
     );
+    // Its line is written when the response ends, maybe after the client has it.
+    eventually(Duration::from_secs(10), "the new waypoint's line", || {
+        !access_lines(&lab.pod_log("shop/v2-waypoint"), &["status=200"]).is_empty()
+    });
 
     // Refused: a Service bound to another waypoint, one that does not exist.
     for service in ["cart", "nope"] {
