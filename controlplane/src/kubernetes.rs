@@ -62,6 +62,14 @@ pub struct Cluster {
 pub type Objects = BTreeMap<String, Result<Document, Vec<Problem>>>;
 
 /// The source name of a Kubernetes object, as problems and status show it.
+/// The API resource a manifest (`apiVersion`, `kind`) is of.
+pub fn api_resource(manifest: &serde_json::Value) -> kube::core::ApiResource {
+    let api_version = manifest["apiVersion"].as_str().unwrap_or("v1");
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let kind = manifest["kind"].as_str().unwrap_or_default();
+    kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, version, kind))
+}
+
 pub fn source_name(kind: &str, namespace: Option<&str>, name: &str) -> String {
     match namespace {
         Some(ns) => format!("kubernetes {kind} {ns}/{name}"),
@@ -271,14 +279,14 @@ pub(crate) fn without_defaults(kind: &str, value: &mut serde_json::Value) {
     }
 }
 
-fn class_of(gateway: &DynamicObject) -> Option<&str> {
+pub(crate) fn class_of(gateway: &DynamicObject) -> Option<&str> {
     gateway
         .data
         .pointer("/spec/gatewayClassName")
         .and_then(|c| c.as_str())
 }
 
-fn key_of(object: &DynamicObject) -> (String, String) {
+pub(crate) fn key_of(object: &DynamicObject) -> (String, String) {
     (
         object.metadata.namespace.clone().unwrap_or_default(),
         object.metadata.name.clone().unwrap_or_default(),

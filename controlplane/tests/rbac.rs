@@ -81,7 +81,6 @@ fn the_control_plane_may_watch_every_kind_it_watches() {
 #[test]
 fn the_waypoint_controller_may_apply_what_it_applies() {
     use controlplane::kubernetes::waypoints;
-    use kube::core::{ApiResource, GroupVersionKind};
     let m = manifest();
     let rules = m.cluster_role.rules.unwrap_or_default();
     let gateway = serde_json::from_value(serde_json::json!({
@@ -100,13 +99,7 @@ fn the_waypoint_controller_may_apply_what_it_applies() {
     let objects = waypoints::objects(&gateway, &settings);
     assert_eq!(objects.len(), 4);
     for o in objects {
-        let api_version = o["apiVersion"].as_str().unwrap();
-        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        let r = ApiResource::from_gvk(&GroupVersionKind::gvk(
-            group,
-            version,
-            o["kind"].as_str().unwrap(),
-        ));
+        let r = controlplane::kubernetes::api_resource(&o);
         // Server-side apply: a patch, which creates what is not there yet.
         for verb in ["create", "patch"] {
             assert!(

@@ -66,6 +66,16 @@ pub fn http(lab: &Lab, extra: &[&str]) -> Value {
     lab.sample_json(FRONTEND, &args)
 }
 
+/// `weft-sample raw` from the frontend to cart's port 80 with the corpus `file`: what
+/// came back of each request.
+pub fn raw(lab: &Lab, file: &std::path::Path) -> Value {
+    let to = cart(80);
+    lab.sample_json(
+        FRONTEND,
+        &["raw", "--connect", &to, "--file", file.to_str().unwrap()],
+    )
+}
+
 /// The JSON body of the first answer in a `weft-sample http` report (what the sample
 /// app saw of the request).
 pub fn first_body(v: &Value) -> Value {

@@ -83,16 +83,7 @@ fn l7_policy_decides_normalized_requests_and_the_bypass_corpus_holds() {
         "the corpus has {} entries",
         expected.len()
     );
-    let got = lab.sample_json(
-        FRONTEND,
-        &[
-            "raw",
-            "--connect",
-            &cart(80),
-            "--file",
-            corpus.to_str().unwrap(),
-        ],
-    );
+    let got = raw(&lab, &corpus);
     let got = got.as_array().unwrap();
     assert_eq!(got.len(), expected.len());
     let mut wrong = Vec::new();

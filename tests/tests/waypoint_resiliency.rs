@@ -126,16 +126,7 @@ fn timeouts_retries_and_the_retry_budget() {
         r#"[{"name": "keep-alive", "request": "GET / HTTP/1.1\r\nHost: cart\r\n\r\n"}]"#,
     )
     .unwrap();
-    let got = lab.sample_json(
-        FRONTEND,
-        &[
-            "raw",
-            "--connect",
-            &cart(80),
-            "--file",
-            corpus.to_str().unwrap(),
-        ],
-    );
+    let got = raw(&lab, &corpus);
     assert_eq!(got[0]["status"], 200, "{got}");
     let closed = got[0]["closed_after_ms"].as_u64();
     assert!(

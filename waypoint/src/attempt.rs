@@ -315,11 +315,7 @@ impl Attempts<'_> {
     ) -> Result<Response<Body>, Reply> {
         let response = sent.map_err(|e| {
             tracing::debug!(error = %e, upstream = %destination.addr, "upstream request failed");
-            if e.before_sending() {
-                Reply::ConnectFailed { reason: e.reason() }
-            } else {
-                Reply::UpstreamFailed
-            }
+            Reply::upstream(&e)
         })?;
         let holds = Holds {
             _admitted: admitted,

@@ -108,14 +108,16 @@ impl Balancer {
             })
             .collect();
         if service.backend.outlier.is_some() {
-            let now = Instant::now();
-            let healthy: Vec<_> = usable
-                .iter()
-                .copied()
-                .filter(|(_, ip)| !self.outliers.ejected(key, *ip, now))
-                .collect();
-            if !healthy.is_empty() {
-                usable = healthy;
+            let out = self.outliers.ejected_of(key, Instant::now());
+            if !out.is_empty() {
+                let healthy: Vec<_> = usable
+                    .iter()
+                    .copied()
+                    .filter(|(_, ip)| !out.contains(ip))
+                    .collect();
+                if !healthy.is_empty() {
+                    usable = healthy;
+                }
             }
         }
         if let (LoadBalancer::ConsistentHash, Some(h), true) =

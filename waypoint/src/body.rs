@@ -266,7 +266,7 @@ impl hyper::body::Body for Mirrored {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{testing::Frames, *};
 
     #[tokio::test]
     async fn counts_and_reports_once_at_the_end() {
@@ -300,9 +300,26 @@ mod tests {
         let copy = mirrored.collect().await;
         assert!(copy.map(|c| c.to_bytes().len() < 1000).unwrap_or(true));
     }
+}
 
-    /// A body of several data frames.
-    struct Frames(std::collections::VecDeque<Bytes>);
+/// Bodies for tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// A body of several data frames, in order.
+    pub struct Frames(pub std::collections::VecDeque<Bytes>);
+
+    impl Frames {
+        pub fn of(parts: &[&'static str]) -> Self {
+            Frames(
+                parts
+                    .iter()
+                    .map(|p| Bytes::from_static(p.as_bytes()))
+                    .collect(),
+            )
+        }
+    }
 
     impl hyper::body::Body for Frames {
         type Data = Bytes;

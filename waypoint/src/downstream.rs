@@ -1,13 +1,23 @@
-//! A tunnel's client and what it opened the tunnel for: who asks (for policies) and
-//! the source half of every metric label set the tunnel's requests and streams get.
+//! A tunnel's client and what it opened the tunnel for: who asks (for policies), the
+//! source half of every metric label set the tunnel's requests and streams get, and
+//! its requests in flight (for the idle timeout).
 
-use std::net::SocketAddr;
+use std::{
+    net::SocketAddr,
+    sync::{
+        Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
 
 use api::identity::Identity;
 use dataplane::{
     policy,
     telemetry::{ConnectionLabels, Reporter},
 };
+
+use tokio::time::Instant;
 
 use crate::view::{Target, View};
 
@@ -22,6 +32,7 @@ pub struct Downstream {
     pub target: Target,
     /// The tunnel's authority: the address the client asked for.
     pub authority: SocketAddr,
+    pub activity: Activity,
 }
 
 impl Downstream {
@@ -45,6 +56,7 @@ impl Downstream {
             peer,
             target,
             authority,
+            activity: Activity::new(),
         }
     }
 
@@ -79,5 +91,80 @@ impl Downstream {
             labels.source_workload = name.to_owned();
         }
         labels
+    }
+}
+
+/// A tunnel's requests in flight (until their response bodies end), and since when it
+/// has had none (on tokio's clock, which tests can pause): what its idle timeout
+/// goes by.
+#[derive(Debug)]
+pub struct Activity {
+    active: AtomicUsize,
+    since: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            active: AtomicUsize::new(0),
+            since: Mutex::new(Instant::now()),
+        }
+    }
+
+    pub fn started(&self) {
+        self.active.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn ended(&self) {
+        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        *since = Instant::now();
+        self.active.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Returns once the connection has had no request in flight for `timeout`.
+    pub async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let wait = if self.active.load(Ordering::Acquire) > 0 {
+                timeout
+            } else {
+                let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
+                timeout.saturating_sub(since.elapsed())
+            };
+            if wait.is_zero() {
+                return;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_only_without_requests_for_the_whole_timeout() {
+        let idle = Arc::new(Activity::new());
+        idle.started();
+        let t = Duration::from_secs(10);
+        let done = {
+            let idle = Arc::clone(&idle);
+            tokio::spawn(async move {
+                let start = Instant::now();
+                idle.idle_for(t).await;
+                start.elapsed()
+            })
+        };
+        // A request in flight for 25 s, then idle: 10 s more.
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        assert!(!done.is_finished());
+        idle.ended();
+        let took = done.await.unwrap();
+        assert!(
+            took >= Duration::from_secs(35) && took < Duration::from_secs(41),
+            "{took:?}"
+        );
     }
 }

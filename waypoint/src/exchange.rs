@@ -182,6 +182,7 @@ impl Exchange {
         ended: Ended,
         header_status: Option<String>,
     ) {
+        down.activity.ended();
         if self.grpc {
             self.labels.grpc_response_status = ended
                 .grpc_status

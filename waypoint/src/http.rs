@@ -5,90 +5,30 @@
 //! Draining, and a connection idle (no request in flight) for the idle timeout, end
 //! HTTP/1.1 connections after their current request and send HTTP/2 GOAWAY.
 
-use std::{
-    convert::Infallible,
-    pin::Pin,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+use std::{convert::Infallible, pin::Pin, sync::Arc};
 
 use hyper::{body::Incoming, server::conn, service::service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::{
-    io::{AsyncRead, AsyncWrite},
-    time::Instant,
-};
+use tokio::io::{AsyncRead, AsyncWrite};
 
-use crate::{Waypoint, body, detect::Protocol, downstream::Downstream};
-
-/// A connection's requests in flight (until their response bodies end), and since
-/// when it has had none (on tokio's clock, which tests can pause).
-#[derive(Debug)]
-struct Idle {
-    active: AtomicUsize,
-    since: Mutex<Instant>,
-}
-
-impl Idle {
-    fn new() -> Self {
-        Idle {
-            active: AtomicUsize::new(0),
-            since: Mutex::new(Instant::now()),
-        }
-    }
-
-    fn started(&self) {
-        self.active.fetch_add(1, Ordering::AcqRel);
-    }
-
-    fn ended(&self) {
-        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
-        *since = Instant::now();
-        self.active.fetch_sub(1, Ordering::AcqRel);
-    }
-
-    /// Returns once the connection has had no request in flight for `timeout`.
-    async fn for_at_least(&self, timeout: Duration) {
-        loop {
-            let wait = if self.active.load(Ordering::Acquire) > 0 {
-                timeout
-            } else {
-                let since = *self.since.lock().unwrap_or_else(|p| p.into_inner());
-                timeout.saturating_sub(since.elapsed())
-            };
-            if wait.is_zero() {
-                return;
-            }
-            tokio::time::sleep(wait).await;
-        }
-    }
-}
+use crate::{Waypoint, detect::Protocol, downstream::Downstream};
 
 /// Serves the requests of one stream until it ends.
 pub async fn serve<S>(waypoint: &Arc<Waypoint>, down: Arc<Downstream>, protocol: Protocol, io: S)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let idle = Arc::new(Idle::new());
+    let idle_out = {
+        let (down, timeout) = (Arc::clone(&down), waypoint.settings.http.idle_timeout);
+        async move { down.activity.idle_for(timeout).await }
+    };
     let service = {
-        let (waypoint, idle) = (Arc::clone(waypoint), Arc::clone(&idle));
+        let waypoint = Arc::clone(waypoint);
         service_fn(move |req: hyper::Request<Incoming>| {
-            let (waypoint, down, idle) =
-                (Arc::clone(&waypoint), Arc::clone(&down), Arc::clone(&idle));
-            idle.started();
-            async move {
-                let response = crate::proxy::handle(waypoint, down, req).await;
-                Ok::<_, Infallible>(
-                    response.map(|b| body::boxed(body::Counted::new(b, move |_| idle.ended()))),
-                )
-            }
+            let (waypoint, down) = (Arc::clone(&waypoint), Arc::clone(&down));
+            async move { Ok::<_, Infallible>(crate::proxy::handle(waypoint, down, req).await) }
         })
     };
-    let idle_timeout = waypoint.settings.http.idle_timeout;
-    let idle_out = async move { idle.for_at_least(idle_timeout).await };
     let limits = &waypoint.settings.http;
     let io = TokioIo::new(io);
     let mut drain = waypoint.drain.clone();
@@ -143,33 +83,4 @@ where
     }
     shutdown(c.as_mut());
     c.await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test(start_paused = true)]
-    async fn idle_only_without_requests_for_the_whole_timeout() {
-        let idle = Arc::new(Idle::new());
-        idle.started();
-        let t = Duration::from_secs(10);
-        let done = {
-            let idle = Arc::clone(&idle);
-            tokio::spawn(async move {
-                let start = Instant::now();
-                idle.for_at_least(t).await;
-                start.elapsed()
-            })
-        };
-        // A request in flight for 25 s, then idle: 10 s more.
-        tokio::time::sleep(Duration::from_secs(25)).await;
-        assert!(!done.is_finished());
-        idle.ended();
-        let took = done.await.unwrap();
-        assert!(
-            took >= Duration::from_secs(35) && took < Duration::from_secs(41),
-            "{took:?}"
-        );
-    }
 }

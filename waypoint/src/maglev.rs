@@ -8,7 +8,7 @@
 
 use std::net::IpAddr;
 
-use dataplane::discovery::HashOn;
+use dataplane::discovery::{HashOn, Service};
 use http::{HeaderMap, header};
 
 /// The table's size: a prime well above 100 × the endpoints of any Service.
@@ -72,6 +72,12 @@ impl Table {
     pub fn lookup(&self, hash: u64) -> usize {
         usize::from(self.slots[(hash % TABLE_SIZE as u64) as usize])
     }
+}
+
+/// The hash of a request to `service` when the Service is balanced by hashing and the
+/// request has what it hashes on.
+pub fn service_hash(service: Option<&Service>, headers: &HeaderMap, source: IpAddr) -> Option<u64> {
+    request_hash(service?.backend.hash_on.as_ref()?, headers, source)
 }
 
 /// The hash of what `on` names in a request, or `None` when the request lacks it.

@@ -39,7 +39,11 @@ pub struct Ejection {
 
 #[derive(Debug, Default)]
 pub struct Outliers {
-    by_endpoint: Mutex<HashMap<(Key, IpAddr), State>>,
+    by_service: Mutex<HashMap<Key, HashMap<IpAddr, State>>>,
+}
+
+fn ejected(s: &State, now: Instant) -> bool {
+    s.until.is_some_and(|u| u > now)
 }
 
 impl Outliers {
@@ -53,12 +57,17 @@ impl Outliers {
         outcome: &Outcome,
         now: Instant,
     ) -> Option<Duration> {
-        let mut map = self.by_endpoint.lock().unwrap_or_else(|p| p.into_inner());
-        let ejected_now = map
-            .iter()
-            .filter(|((k, _), s)| k == key && s.until.is_some_and(|u| u > now))
-            .count();
-        let state = map.entry((key.clone(), address)).or_default();
+        let mut map = self.by_service.lock().unwrap_or_else(|p| p.into_inner());
+        if !outcome.is_server_error() && !map.get(key).is_some_and(|m| m.contains_key(&address)) {
+            // A success of an endpoint with nothing to remember: nothing to do.
+            return None;
+        }
+        let service = match map.get_mut(key) {
+            Some(m) => m,
+            None => map.entry(key.clone()).or_default(),
+        };
+        let ejected_now = service.values().filter(|s| ejected(s, now)).count();
+        let state = service.entry(address).or_default();
         if let Some(until) = state.until
             && until + rule.max_ejection <= now
         {
@@ -83,7 +92,7 @@ impl Outliers {
             || rule
                 .consecutive_gateway
                 .is_some_and(|n| state.gateway_errors >= n);
-        if !tripped || state.until.is_some_and(|u| u > now) {
+        if !tripped || ejected(state, now) {
             return None;
         }
         let share = endpoints as u64 * u64::from(rule.max_ejected_ppm) / u64::from(MILLION);
@@ -103,18 +112,27 @@ impl Outliers {
 
     /// Whether `address` of Service `key` is ejected now.
     pub fn ejected(&self, key: &Key, address: IpAddr, now: Instant) -> bool {
-        let map = self.by_endpoint.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(&(key.clone(), address))
-            .and_then(|s| s.until)
-            .is_some_and(|u| u > now)
+        self.ejected_of(key, now).contains(&address)
+    }
+
+    /// The endpoints of Service `key` ejected now (most often none).
+    pub fn ejected_of(&self, key: &Key, now: Instant) -> Vec<IpAddr> {
+        let map = self.by_service.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).map_or_else(Vec::new, |m| {
+            m.iter()
+                .filter(|(_, s)| ejected(s, now))
+                .map(|(a, _)| *a)
+                .collect()
+        })
     }
 
     /// Every endpoint ejected now.
     pub fn snapshot(&self, now: Instant) -> Vec<Ejection> {
-        let map = self.by_endpoint.lock().unwrap_or_else(|p| p.into_inner());
+        let map = self.by_service.lock().unwrap_or_else(|p| p.into_inner());
         let mut list: Vec<Ejection> = map
             .iter()
-            .filter_map(|((key, address), s)| {
+            .flat_map(|(key, m)| m.iter().map(move |(a, s)| (key, a, s)))
+            .filter_map(|(key, address, s)| {
                 let left = s.until?.checked_duration_since(now)?;
                 (!left.is_zero()).then(|| Ejection {
                     service: format!("{}/{}", key.1, key.2),
@@ -130,10 +148,11 @@ impl Outliers {
 
     /// Forgets endpoints with nothing to remember.
     pub fn sweep(&self, now: Instant) {
-        let mut map = self.by_endpoint.lock().unwrap_or_else(|p| p.into_inner());
-        map.retain(|_, s| {
-            s.server_errors > 0 || s.gateway_errors > 0 || s.until.is_some_and(|u| u > now)
-        });
+        let mut map = self.by_service.lock().unwrap_or_else(|p| p.into_inner());
+        for m in map.values_mut() {
+            m.retain(|_, s| s.server_errors > 0 || s.gateway_errors > 0 || ejected(s, now));
+        }
+        map.retain(|_, m| !m.is_empty());
     }
 }
 

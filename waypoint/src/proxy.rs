@@ -43,6 +43,7 @@ pub async fn handle(
     down: Arc<Downstream>,
     req: Request<Incoming>,
 ) -> Response<Body> {
+    down.activity.started();
     let grpc = is_grpc(&req);
     let sampling = waypoint
         .settings
@@ -317,11 +318,7 @@ async fn forward(
             exchange.upstream_answered(started.elapsed());
             let mut response = sent.map_err(|e| {
                 tracing::debug!(error = %e, upstream = %destination.addr, "upgrade failed");
-                if e.before_sending() {
-                    Reply::ConnectFailed { reason: e.reason() }
-                } else {
-                    Reply::UpstreamFailed
-                }
+                Reply::upstream(&e)
             })?;
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 let upstream_side = hyper::upgrade::on(&mut response);
@@ -375,9 +372,7 @@ fn destination(
     };
     let name = format!("{}/{}", key.1, key.2);
     let v4 = down.authority.is_ipv4();
-    let hash = (view.service(&key))
-        .and_then(|s| s.backend.hash_on.as_ref())
-        .and_then(|on| crate::maglev::request_hash(on, req.headers(), source));
+    let hash = crate::maglev::service_hash(view.service(&key), req.headers(), source);
     let (destination, declared) = waypoint
         .balancer
         .destination(view, &key, (port, v4), hash)

@@ -175,7 +175,7 @@ mod tests {
     use http_body_util::BodyExt as _;
 
     use super::*;
-    use crate::body;
+    use crate::body::{self, testing::Frames};
 
     #[tokio::test]
     async fn a_kept_body_is_sent_again_whole() {
@@ -187,7 +187,7 @@ mod tests {
 
         // A retry while the first attempt has read only part: the kept part, then the
         // rest; the older attempt may not read on.
-        let mut body = Replayable::new(body::boxed(Frames(vec!["cd", "ab"])));
+        let mut body = Replayable::new(body::boxed(Frames::of(&["ab", "cd"])));
         let mut first = body.attempt().unwrap();
         let f = first.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(&f[..], b"ab");
@@ -207,28 +207,9 @@ mod tests {
 
         // Passing the limit half way: the attempt streams on to the end.
         let big: &'static str = Box::leak("x".repeat(LIMIT / 2 + 1).into_boxed_str());
-        let mut body = Replayable::new(body::boxed(Frames(vec!["end", big, big])));
+        let mut body = Replayable::new(body::boxed(Frames::of(&[big, big, "end"])));
         let sent = body.attempt().unwrap().collect().await.unwrap().to_bytes();
         assert_eq!(sent.len(), 2 * (LIMIT / 2 + 1) + 3);
         assert!(body.attempt().is_none());
-    }
-
-    /// A body of data frames, taken from the end.
-    struct Frames(Vec<&'static str>);
-
-    impl hyper::body::Body for Frames {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-            Poll::Ready(
-                self.0
-                    .pop()
-                    .map(|s| Ok(Frame::data(Bytes::from_static(s.as_bytes())))),
-            )
-        }
     }
 }

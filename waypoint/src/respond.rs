@@ -41,6 +41,16 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// What the waypoint answers when an endpoint failed: never reached (503 `UF`), or
+    /// failed after the request went (502 `UC`).
+    pub fn upstream(e: &crate::upstream::Error) -> Self {
+        if e.before_sending() {
+            Reply::ConnectFailed { reason: e.reason() }
+        } else {
+            Reply::UpstreamFailed
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Reply::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -29,11 +29,11 @@ where
             labels.destination_service = format!("{}/{}", key.1, key.2);
             let v4 = down.authority.is_ipv4();
             // A stream has no headers: only the caller's address can be hashed on.
-            let hash = (view.service(key))
-                .and_then(|s| s.backend.hash_on.as_ref())
-                .and_then(|on| {
-                    crate::maglev::request_hash(on, &http::HeaderMap::new(), down.peer.ip())
-                });
+            let hash = crate::maglev::service_hash(
+                view.service(key),
+                &http::HeaderMap::new(),
+                down.peer.ip(),
+            );
             (waypoint
                 .balancer
                 .destination(&view, key, (port.port, v4), hash))

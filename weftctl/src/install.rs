@@ -13,7 +13,10 @@ pub mod values;
 use std::collections::BTreeMap;
 
 use ::controlplane as cp;
-use k8s_openapi::{api::core::v1::Namespace, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use k8s_openapi::{
+    api::core::v1::{EnvVar, Namespace, ResourceRequirements},
+    apimachinery::pkg::{api::resource::Quantity, apis::meta::v1::ObjectMeta},
+};
 use kube::CustomResourceExt as _;
 use serde_json::{Value, json};
 pub use values::Values;
@@ -36,6 +39,28 @@ pub fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
         namespace: namespace.map(str::to_owned),
         labels: Some(labels(name)),
         ..ObjectMeta::default()
+    }
+}
+
+/// A variable of a container's environment.
+pub fn env_var(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+/// A container's requests and limits.
+pub fn resources(r: &values::Resources) -> ResourceRequirements {
+    let q = |s: &str| Quantity(s.to_owned());
+    ResourceRequirements {
+        requests: Some(BTreeMap::from([
+            ("cpu".to_owned(), q(&r.cpu_request)),
+            ("memory".to_owned(), q(&r.memory_request)),
+        ])),
+        limits: Some(BTreeMap::from([("memory".to_owned(), q(&r.memory_limit))])),
+        ..ResourceRequirements::default()
     }
 }
 

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 /// The class whose Gateways this controller runs.
-pub const CLASS: &str = "weft-waypoint";
+pub use crate::validate::WAYPOINT_CLASS as CLASS;
 pub const FIELD_MANAGER: &str = "weft-controlplane";
 /// The label a waypoint's pods carry (Gateway API's), and select by.
 pub const GATEWAY_LABEL: &str = "gateway.networking.k8s.io/gateway-name";
@@ -72,8 +72,7 @@ fn meta(gateway: &DynamicObject, name: &str) -> Value {
 
 /// The objects that run the waypoint of `gateway`, in the order they are applied.
 pub fn objects(gateway: &DynamicObject, s: &Settings) -> Vec<Value> {
-    let name = gateway.metadata.name.clone().unwrap_or_default();
-    let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
+    let (namespace, name) = super::key_of(gateway);
     let roots = format!("{name}-weft-roots");
     let pod_labels = json!({GATEWAY_LABEL: name, "weft.dev/mesh": "disabled"});
     // No audience named: the API server's own.
@@ -155,22 +154,6 @@ pub fn objects(gateway: &DynamicObject, s: &Settings) -> Vec<Value> {
     ]
 }
 
-fn resource(object: &Value) -> ApiResource {
-    let (group, version) = match object["apiVersion"]
-        .as_str()
-        .unwrap_or("v1")
-        .split_once('/')
-    {
-        Some((g, v)) => (g.to_owned(), v.to_owned()),
-        None => (
-            String::new(),
-            object["apiVersion"].as_str().unwrap_or("v1").to_owned(),
-        ),
-    };
-    let kind = object["kind"].as_str().unwrap_or_default();
-    ApiResource::from_gvk(&GroupVersionKind::gvk(&group, &version, kind))
-}
-
 fn condition(kind: &str, ok: bool, reason: &str, message: &str, generation: i64) -> Value {
     json!({
         "type": kind,
@@ -188,8 +171,7 @@ pub async fn reconcile(
     gateway: &DynamicObject,
     settings: &Settings,
 ) -> Result<(), kube::Error> {
-    let namespace = gateway.metadata.namespace.clone().unwrap_or_default();
-    let name = gateway.metadata.name.clone().unwrap_or_default();
+    let (namespace, name) = super::key_of(gateway);
     let generation = gateway.metadata.generation.unwrap_or(0);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let status = match refusal(gateway) {
@@ -202,7 +184,7 @@ pub async fn reconcile(
         None => {
             let mut address = None;
             for object in objects(gateway, settings) {
-                let ar = resource(&object);
+                let ar = super::api_resource(&object);
                 let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace, &ar);
                 let name = object["metadata"]["name"]
                     .as_str()
@@ -312,32 +294,21 @@ impl Applied {
     ) -> Vec<&'g DynamicObject> {
         gateways
             .into_iter()
-            .filter(|g| {
-                g.data
-                    .pointer("/spec/gatewayClassName")
-                    .and_then(Value::as_str)
-                    == Some(CLASS)
-            })
-            .filter(|g| self.by_gateway.get(&key(g)) != Some(&version(g)))
+            .filter(|g| super::class_of(g) == Some(CLASS))
+            .filter(|g| self.by_gateway.get(&super::key_of(g)) != Some(&version(g)))
             .collect()
     }
 
     pub fn done(&mut self, gateway: &DynamicObject) {
-        self.by_gateway.insert(key(gateway), version(gateway));
+        self.by_gateway
+            .insert(super::key_of(gateway), version(gateway));
     }
 
     /// Forgets Gateways that are gone (Kubernetes deletes what they owned).
     pub fn retain<'g>(&mut self, gateways: impl IntoIterator<Item = &'g DynamicObject>) {
-        let live: Vec<(String, String)> = gateways.into_iter().map(key).collect();
+        let live: Vec<(String, String)> = gateways.into_iter().map(super::key_of).collect();
         self.by_gateway.retain(|k, _| live.contains(k));
     }
-}
-
-fn key(g: &DynamicObject) -> (String, String) {
-    (
-        g.metadata.namespace.clone().unwrap_or_default(),
-        g.metadata.name.clone().unwrap_or_default(),
-    )
 }
 
 fn version(g: &DynamicObject) -> (String, i64) {

@@ -20,7 +20,7 @@ use k8s_openapi::{
     },
 };
 
-use super::{ROOTS_CONFIG_MAP, Values, controlplane, labels, meta};
+use super::{ROOTS_CONFIG_MAP, Values, controlplane, env_var, labels, meta};
 
 pub const NAME: &str = "weft-agent";
 
@@ -52,14 +52,6 @@ fn mount(name: &str, path: &str, read_only: bool, propagation: Option<&str>) -> 
     }
 }
 
-fn value(name: &str, v: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.into(),
-        value: Some(v.into()),
-        ..EnvVar::default()
-    }
-}
-
 pub fn daemon_set(v: &Values) -> DaemonSet {
     let node_name = EnvVar {
         name: "WEFT_NODE_NAME".into(),
@@ -79,16 +71,16 @@ pub fn daemon_set(v: &Values) -> DaemonSet {
         command: Some(vec!["weft-agent".into()]),
         env: Some(vec![
             node_name,
-            value("WEFT_TRUST_DOMAIN", &v.trust_domain),
-            value("WEFT_CONTROLPLANE", controlplane::address(v)),
-            value("WEFT_CONTROLPLANE_CA", "/var/run/weft/roots/roots.pem"),
-            value("WEFT_NODE_TOKEN_FILE", "/var/run/weft/token/token"),
-            value("WEFT_CGROUP", "/sys/fs/cgroup"),
-            value("WEFT_BPFFS", "/sys/fs/bpf"),
-            value("WEFT_STATE_DIR", "/var/lib/weft/agent"),
-            value("WEFT_ADMIN_SOCKET", "/var/run/weft/agent.sock"),
-            value("WEFT_SOCKMAP", if v.agent.sockmap { "on" } else { "off" }),
-            value("WEFT_LOG_FORMAT", &v.log_format),
+            env_var("WEFT_TRUST_DOMAIN", &v.trust_domain),
+            env_var("WEFT_CONTROLPLANE", controlplane::address(v)),
+            env_var("WEFT_CONTROLPLANE_CA", "/var/run/weft/roots/roots.pem"),
+            env_var("WEFT_NODE_TOKEN_FILE", "/var/run/weft/token/token"),
+            env_var("WEFT_CGROUP", "/sys/fs/cgroup"),
+            env_var("WEFT_BPFFS", "/sys/fs/bpf"),
+            env_var("WEFT_STATE_DIR", "/var/lib/weft/agent"),
+            env_var("WEFT_ADMIN_SOCKET", "/var/run/weft/agent.sock"),
+            env_var("WEFT_SOCKMAP", if v.agent.sockmap { "on" } else { "off" }),
+            env_var("WEFT_LOG_FORMAT", &v.log_format),
         ]),
         ports: Some(vec![
             ContainerPort {
@@ -111,7 +103,7 @@ pub fn daemon_set(v: &Values) -> DaemonSet {
             period_seconds: Some(5),
             ..Probe::default()
         }),
-        resources: Some(controlplane::resources(&v.agent.resources)),
+        resources: Some(super::resources(&v.agent.resources)),
         security_context: Some(SecurityContext {
             privileged: Some(false),
             capabilities: Some(Capabilities {

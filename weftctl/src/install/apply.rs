@@ -5,21 +5,10 @@
 use kube::{
     Api, Client,
     api::{DynamicObject, Patch, PatchParams},
-    core::{ApiResource, GroupVersionKind},
 };
 use serde_json::Value;
 
 pub const FIELD_MANAGER: &str = "weftctl";
-
-/// The API resource of a manifest, and its namespace.
-fn resource_of(object: &Value) -> (ApiResource, Option<String>) {
-    let api_version = object["apiVersion"].as_str().unwrap_or("v1");
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let kind = object["kind"].as_str().unwrap_or_default();
-    let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
-    let ns = object["metadata"]["namespace"].as_str().map(str::to_owned);
-    (ar, ns)
-}
 
 /// `Kind namespace/name` (or `Kind name`).
 pub fn describe(object: &Value) -> String {
@@ -40,8 +29,9 @@ pub async fn apply_all(
 ) -> anyhow::Result<()> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for object in objects {
-        let (ar, ns) = resource_of(object);
-        let api: Api<DynamicObject> = match &ns {
+        let ar = controlplane::kubernetes::api_resource(object);
+        let ns = object["metadata"]["namespace"].as_str();
+        let api: Api<DynamicObject> = match ns {
             Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
             None => Api::all_with(client.clone(), &ar),
         };

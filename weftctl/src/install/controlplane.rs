@@ -14,21 +14,19 @@ use k8s_openapi::{
         },
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, PodSpec,
-            PodTemplateSpec, Probe, ResourceRequirements, SecurityContext, Service, ServiceAccount,
-            ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+            Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSpec,
+            PodTemplateSpec, Probe, SecurityContext, Service, ServiceAccount, ServicePort,
+            ServiceSpec, TCPSocketAction, Volume, VolumeMount,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
         rbac::v1::{
             ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
         },
     },
-    apimachinery::pkg::{
-        api::resource::Quantity, apis::meta::v1::LabelSelector, util::intstr::IntOrString,
-    },
+    apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 
-use super::{Values, labels, meta};
+use super::{Values, env_var, labels, meta};
 
 /// The control plane's name: its Deployment, Service, RBAC, and the webhook
 /// configuration it writes its CA bundle into under that name.
@@ -144,29 +142,6 @@ pub fn rbac(
     (account, cluster_role, cluster_binding, role, binding)
 }
 
-fn env(pairs: &[(&str, String)]) -> Vec<EnvVar> {
-    pairs
-        .iter()
-        .map(|(k, v)| EnvVar {
-            name: (*k).to_owned(),
-            value: Some(v.clone()),
-            ..EnvVar::default()
-        })
-        .collect()
-}
-
-pub fn resources(r: &super::values::Resources) -> ResourceRequirements {
-    let q = |s: &str| Quantity(s.to_owned());
-    ResourceRequirements {
-        requests: Some(BTreeMap::from([
-            ("cpu".to_owned(), q(&r.cpu_request)),
-            ("memory".to_owned(), q(&r.memory_request)),
-        ])),
-        limits: Some(BTreeMap::from([("memory".to_owned(), q(&r.memory_limit))])),
-        ..ResourceRequirements::default()
-    }
-}
-
 fn port(name: &str, number: i32) -> ContainerPort {
     ContainerPort {
         name: Some(name.into()),
@@ -188,17 +163,17 @@ pub fn deployment(v: &Values) -> Deployment {
         image: Some(v.image.clone()),
         image_pull_policy: Some(v.image_pull_policy.clone()),
         command: Some(vec!["weft-controlplane".into()]),
-        env: Some(env(&[
-            ("WEFT_CP_SOURCE", "kubernetes".into()),
-            ("WEFT_CP_NAMESPACE", ns.clone()),
-            ("WEFT_TRUST_DOMAIN", v.trust_domain.clone()),
-            ("WEFT_CERT_LIFETIME", v.controlplane.cert_lifetime.clone()),
-            ("WEFT_CP_SERVING_NAMES", serving),
-            ("WEFT_CP_ADDRESS", address(v)),
-            ("WEFT_CP_WAYPOINT_IMAGE", v.image.clone()),
-            ("WEFT_CP_STATE_DIR", "/var/lib/weft/controlplane".into()),
-            ("WEFT_LOG_FORMAT", v.log_format.clone()),
-        ])),
+        env: Some(vec![
+            env_var("WEFT_CP_SOURCE", "kubernetes"),
+            env_var("WEFT_CP_NAMESPACE", ns.clone()),
+            env_var("WEFT_TRUST_DOMAIN", v.trust_domain.clone()),
+            env_var("WEFT_CERT_LIFETIME", v.controlplane.cert_lifetime.clone()),
+            env_var("WEFT_CP_SERVING_NAMES", serving),
+            env_var("WEFT_CP_ADDRESS", address(v)),
+            env_var("WEFT_CP_WAYPOINT_IMAGE", v.image.clone()),
+            env_var("WEFT_CP_STATE_DIR", "/var/lib/weft/controlplane"),
+            env_var("WEFT_LOG_FORMAT", v.log_format.clone()),
+        ]),
         ports: Some(vec![
             port("grpc", 15012),
             port("webhook", 15017),
@@ -223,7 +198,7 @@ pub fn deployment(v: &Values) -> Deployment {
             period_seconds: Some(10),
             ..Probe::default()
         }),
-        resources: Some(resources(&v.controlplane.resources)),
+        resources: Some(super::resources(&v.controlplane.resources)),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
