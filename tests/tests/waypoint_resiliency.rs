@@ -144,7 +144,7 @@ fn timeouts_retries_and_the_retry_budget() {
     assert_eq!(count(&v, "statuses", "504"), 10, "{v}");
     let (fastest, slowest) = (latency(&v, "504", "min"), latency(&v, "504", "max"));
     assert!(
-        fastest >= 199.0 && slowest <= 300.0,
+        fastest >= 200.0 && slowest <= 300.0,
         "504s took {fastest}..{slowest} ms"
     );
     println!("timeout 200 ms: 504 after {fastest:.1}..{slowest:.1} ms");
@@ -318,7 +318,7 @@ fn the_circuit_breaker_fault_injection_and_the_rate_limit() {
     let v = http(&lab, &["--count", "50"]);
     assert_eq!(count(&v, "statuses", "503"), 50, "{v}");
     let (p50, max) = (latency(&v, "503", "p50"), latency(&v, "503", "max"));
-    assert!(p50 < 10.0, "fast-fail took {p50} ms at the median");
+    assert!(max < 10.0, "a fast-fail took {max} ms (median {p50})");
     println!("fast-fail while the limit is taken: p50 {p50:.2} ms, max {max:.2} ms");
     assert!(slow.wait().unwrap().success());
 
@@ -391,7 +391,7 @@ fn the_circuit_breaker_fault_injection_and_the_rate_limit() {
     );
     let (passed, limited) = (count(&v, "statuses", "200"), count(&v, "statuses", "429"));
     assert_eq!(passed + limited, 1500, "{v}");
-    assert!((450..=560).contains(&passed), "{passed} passed: {v}");
+    assert!((450..=550).contains(&passed), "{passed} passed: {v}");
     println!("rate limit 100/s under 300/s for 5 s: {passed} passed, {limited} 429");
     let rl = waypoint_metric(&lab, "weft_requests_total", &["response_flags=\"RL\""]);
     assert_eq!(rl, limited);
