@@ -6,6 +6,10 @@
 //! | POST   | `/v1/unenroll`   | `{"netns": "<path>"}` | the removed enrollment      |
 //! | GET    | `/v1/enrollments`|                       | every enrollment            |
 //! | GET    | `/v1/stats`      |                       | counters, as JSON           |
+//! | GET    | `/v1/pods/NS/NAME` |                     | the pod's `PodConfig`       |
+//! | POST   | `/v1/cni/add`    | a `CniRequest`        | a `CniAnswer`               |
+//! | POST   | `/v1/cni/del`    | a `CniRequest`        | a `CniAnswer`               |
+//! | POST   | `/v1/cni/check`  | a `CniRequest`        | a `CniAnswer`               |
 //! | GET    | `/metrics`       |                       | Prometheus text             |
 //!
 //! Errors answer with a status that fits and `{"error": "...", "reason": "..."}`.
@@ -18,7 +22,7 @@ use std::{
     sync::Arc,
 };
 
-use api::admin::NetnsRequest;
+use api::admin::{CniRequest, NetnsRequest};
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::{
     Method, Request, Response, StatusCode,
@@ -33,6 +37,7 @@ use crate::{
     ebpf::{Attachment, Capture},
     enroll::{self, Enrollments},
     metrics::Metrics,
+    pods::{self, Pods},
 };
 
 /// Largest request body accepted.
@@ -45,6 +50,9 @@ pub struct Admin {
     pub registry: Arc<Registry>,
     /// The configuration from the control plane, when there is one.
     pub config: Option<tokio::sync::watch::Receiver<Arc<crate::discovery::Config>>>,
+    /// The pods the CNI plugin announces (only with a control plane: it says which
+    /// pods are in the mesh).
+    pub pods: Option<Arc<Pods>>,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -150,10 +158,33 @@ impl Admin {
                 ),
             },
             (&Method::GET, "/metrics") => dataplane::probes::metrics_response(&self.registry),
+            (&Method::GET, path) if path.starts_with("/v1/pods/") => self.pod(path),
+            (&Method::POST, "/v1/cni/add" | "/v1/cni/del" | "/v1/cni/check") => {
+                let Some(pods) = &self.pods else {
+                    return error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the agent has no control plane (WEFT_CONTROLPLANE): it cannot tell which pods are in the mesh",
+                        "no_control_plane",
+                    );
+                };
+                let request: CniRequest = match read_json(req).await {
+                    Ok(r) => r,
+                    Err(resp) => return resp,
+                };
+                let answer = match route.1.as_str() {
+                    "/v1/cni/add" => pods.add(request).await,
+                    "/v1/cni/del" => pods.del(request).await,
+                    _ => pods.check(request).await,
+                };
+                match answer {
+                    Ok(a) => json(StatusCode::OK, &a),
+                    Err(e) => pods_error(&e),
+                }
+            }
             (
                 _,
                 "/v1/enroll" | "/v1/unenroll" | "/v1/enrollments" | "/v1/stats" | "/v1/config"
-                | "/metrics",
+                | "/metrics" | "/v1/cni/add" | "/v1/cni/del" | "/v1/cni/check",
             ) => error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &format!("{} is not allowed on {}", route.0, route.1),
@@ -163,6 +194,33 @@ impl Admin {
                 StatusCode::NOT_FOUND,
                 &format!("no such endpoint: {}", route.1),
                 "not_found",
+            ),
+        }
+    }
+
+    fn pod(&self, path: &str) -> Response<Full<Bytes>> {
+        let Some((ns, name)) = crate::proxy_config::pod_path(path) else {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "expected /v1/pods/<namespace>/<name>",
+                "malformed",
+            );
+        };
+        let Some(rx) = &self.config else {
+            return error(
+                StatusCode::NOT_FOUND,
+                "no control plane is configured (WEFT_CONTROLPLANE)",
+                "no_control_plane",
+            );
+        };
+        match crate::proxy_config::pod_config(&rx.borrow(), &self.enrollments, ns, name) {
+            Some(pod) => json(StatusCode::OK, &pod),
+            None => error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "this agent's configuration has no pod {ns}/{name} (pods of other nodes are their agents')"
+                ),
+                "unknown_pod",
             ),
         }
     }
@@ -206,12 +264,38 @@ fn config_view(c: &crate::discovery::Config) -> serde_json::Value {
         "updates": c.updates,
         "workloads": names(c.workloads.keys().collect()),
         "services": names(c.services.keys().collect()),
+        // Each Service's endpoint addresses, sorted.
+        "endpoints": c.services.iter().map(|((_, ns, n), s)| {
+            let mut addrs: Vec<String> = s
+                .endpoints
+                .iter()
+                .flat_map(|e| e.addresses.iter().map(ToString::to_string))
+                .collect();
+            addrs.sort();
+            (format!("{ns}/{n}"), addrs)
+        }).collect::<std::collections::BTreeMap<_, _>>(),
         "policies": names(c.policies.keys().collect()),
     })
 }
 
 /// Reads and checks a `{"netns": "<absolute path>"}` body.
 async fn read_netns(req: Request<Incoming>) -> Result<NetnsRequest, Response<Full<Bytes>>> {
+    let request: NetnsRequest = read_json(req).await?;
+    if !request.netns.is_absolute() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            &format!("netns: {:?} is not an absolute path", request.netns),
+            "malformed",
+        ));
+    }
+    Ok(request)
+}
+
+/// Reads a JSON body of type `T`, refusing other media types, large bodies and
+/// malformed JSON each with its own status.
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, Response<Full<Bytes>>> {
     let is_json = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -234,21 +318,24 @@ async fn read_netns(req: Request<Incoming>) -> Result<NetnsRequest, Response<Ful
             ));
         }
     };
-    let request: NetnsRequest = serde_json::from_slice(&body).map_err(|e| {
+    serde_json::from_slice(&body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
             &format!("malformed request: {e}"),
             "malformed",
         )
-    })?;
-    if !request.netns.is_absolute() {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            &format!("netns: {:?} is not an absolute path", request.netns),
-            "malformed",
-        ));
-    }
-    Ok(request)
+    })
+}
+
+fn pods_error(e: &pods::Error) -> Response<Full<Bytes>> {
+    let status = match e {
+        pods::Error::Enroll(e) => return enroll_error(e),
+        pods::Error::Malformed(_) => StatusCode::BAD_REQUEST,
+        pods::Error::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
+        pods::Error::Inconsistent(_) => StatusCode::CONFLICT,
+        pods::Error::State { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, &e.to_string(), e.reason())
 }
 
 fn enroll_error(e: &enroll::Error) -> Response<Full<Bytes>> {

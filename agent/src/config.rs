@@ -34,6 +34,7 @@ pub const DRAIN_TIMEOUT: &str = "WEFT_DRAIN_TIMEOUT";
 pub const SOCKMAP: &str = "WEFT_SOCKMAP";
 pub const SAME_NODE_FAST_PATH: &str = "WEFT_SAME_NODE_FAST_PATH";
 pub const NODE_TOKEN_FILE: &str = "WEFT_NODE_TOKEN_FILE";
+pub const CNI_WAIT: &str = "WEFT_CNI_WAIT";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -59,6 +60,9 @@ pub struct Config {
     pub worker_threads: usize,
     /// How long open connections may run on after SIGTERM.
     pub drain_timeout: Duration,
+    /// How long a CNI ADD waits for the configuration to say what the pod is before it
+    /// answers "try again later".
+    pub cni_wait: Duration,
     pub log_format: LogFormat,
     /// Same-node acceleration: the bytes of app ↔ agent legs pass socket to socket
     /// (`sockops` + `sk_msg`) instead of through the loopback TCP/IP stack. Off unless
@@ -120,6 +124,7 @@ impl Config {
             readiness_addr,
             worker_threads: bounded(source, WORKER_THREADS, 2, 1..=256)? as usize,
             drain_timeout: api::config::duration(source, DRAIN_TIMEOUT, Duration::from_secs(30))?,
+            cni_wait: api::config::duration(source, CNI_WAIT, crate::pods::DEFAULT_WAIT)?,
             node_name,
             state_dir,
             admin_socket,

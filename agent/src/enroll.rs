@@ -88,14 +88,7 @@ struct Enrolled {
 impl Enrolled {
     fn report(&self) -> Enrollment {
         let certificate = match (&self.certs, &self.identity) {
-            (Some(certs), Some(id)) => Some(
-                match certs.current(id) {
-                    Ok(_) => "ready",
-                    Err(crate::identity::Error::Expired { .. }) => "expired",
-                    Err(_) => "pending",
-                }
-                .to_owned(),
-            ),
+            (Some(certs), Some(id)) => Some(certificate_state(certs, id).to_owned()),
             _ => None,
         };
         Enrollment {
@@ -105,6 +98,15 @@ impl Enrolled {
             identity: self.identity.as_ref().map(ToString::to_string),
             certificate,
         }
+    }
+}
+
+/// `ready`, `pending` or `expired`.
+pub fn certificate_state(certs: &CertManager, id: &Identity) -> &'static str {
+    match certs.current(id) {
+        Ok(_) => "ready",
+        Err(crate::identity::Error::Expired { .. }) => "expired",
+        Err(_) => "pending",
     }
 }
 
@@ -140,6 +142,9 @@ pub struct Enrollments {
     metrics: Arc<Metrics>,
     state_file: PathBuf,
     enrolled: Mutex<BTreeMap<NetnsId, Enrolled>>,
+    /// What is enrolled, by workload, as of the last change: for readers that cannot
+    /// wait on the lock (the metrics listener's pod view).
+    snapshot: std::sync::RwLock<Vec<(WorkloadRef, Enrollment)>>,
 }
 
 impl Enrollments {
@@ -159,6 +164,7 @@ impl Enrollments {
             mesh,
             state_file: state_dir.join("enrollments.json"),
             enrolled: Mutex::new(BTreeMap::new()),
+            snapshot: std::sync::RwLock::new(Vec::new()),
         }
     }
 
@@ -385,6 +391,26 @@ impl Enrollments {
         ids
     }
 
+    /// The enrollment of the namespace at `path` (by the namespace itself, else by the
+    /// path it was enrolled under, when that is gone).
+    pub async fn find(&self, path: &Path) -> Option<Enrollment> {
+        let enrolled = self.enrolled.lock().await;
+        let by_id = netns::open(path).ok().and_then(|(_, id)| enrolled.get(&id));
+        by_id
+            .or_else(|| enrolled.values().find(|e| e.netns.path() == path))
+            .map(Enrolled::report)
+    }
+
+    /// The workload of each enrollment that named one, with its namespace's path.
+    pub async fn workloads(&self) -> Vec<(PathBuf, WorkloadRef)> {
+        self.enrolled
+            .lock()
+            .await
+            .values()
+            .filter_map(|e| Some((e.netns.path().to_owned(), e.workload.clone()?)))
+            .collect()
+    }
+
     pub async fn list(&self) -> Vec<Enrollment> {
         self.enrolled
             .lock()
@@ -404,7 +430,32 @@ impl Enrollments {
         }
     }
 
+    /// The enrollment of the workload `namespace/name`, as of the last change (its
+    /// certificate's state as of now).
+    pub fn of_workload(&self, namespace: &str, name: &str) -> Option<Enrollment> {
+        let snapshot = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
+        let (_, e) = snapshot
+            .iter()
+            .find(|(w, _)| w.namespace == namespace && w.name == name)?;
+        let mut e = e.clone();
+        if let (Some(certs), Some(id)) = (&self.certs, &e.identity)
+            && let Ok(id) = id.parse::<Identity>()
+        {
+            e.certificate = Some(certificate_state(certs, &id).to_owned());
+        }
+        Some(e)
+    }
+
+    /// Where certificates are managed (none without a control plane).
+    pub fn certs(&self) -> Option<&CertManager> {
+        self.certs.as_ref()
+    }
+
     fn save(&self, enrolled: &BTreeMap<NetnsId, Enrolled>) -> Result<(), Error> {
+        *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = enrolled
+            .values()
+            .filter_map(|e| Some((e.workload.clone()?, e.report())))
+            .collect();
         let state = State {
             enrollments: enrolled
                 .values()

@@ -15,7 +15,9 @@ pub mod mesh;
 pub mod metrics;
 pub mod netns;
 pub mod outbound;
+pub mod pods;
 pub mod preflight;
+pub mod proxy_config;
 pub mod view;
 
 // The parts the agent shares with the waypoint.
@@ -136,6 +138,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
     enrollments.restore().await;
 
+    // With a control plane the agent knows which pods are in the mesh: it answers the
+    // CNI plugin and follows namespace labels.
+    let pods = config_rx.as_ref().map(|rx| {
+        let admin_dir = config
+            .admin_socket
+            .parent()
+            .unwrap_or(&config.state_dir)
+            .to_owned();
+        Arc::new(pods::Pods::new(
+            Arc::clone(&enrollments),
+            rx.clone(),
+            &config.state_dir,
+            &admin_dir,
+            config.cni_wait,
+        ))
+    });
+    let pods_task = pods.clone().map(|p| tokio::spawn(p.run()));
+
     let admin_listener = admin::bind(&config.admin_socket)
         .with_context(|| format!("binding the admin socket {}", config.admin_socket.display()))?;
     let admin = Arc::new(admin::Admin {
@@ -144,6 +164,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         metrics: Arc::clone(&metrics),
         registry: Arc::clone(&registry),
         config: config_rx.clone(),
+        pods,
     });
     let admin_task = tokio::spawn(admin.serve(admin_listener));
 
@@ -153,9 +174,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the metrics listener {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-            Some(tokio::spawn(dataplane::probes::serve_metrics(
+            // Metrics, and what the agent holds for each of its pods (`weftctl
+            // proxy-config` reaches it through the API server's pod proxy).
+            let (rx, enrollments) = (config_rx.clone(), Arc::clone(&enrollments));
+            let pods = move |path: &str| {
+                let (ns, name) = proxy_config::pod_path(path)?;
+                let pod = proxy_config::pod_config(&rx.as_ref()?.borrow(), &enrollments, ns, name)?;
+                serde_json::to_string(&pod).ok()
+            };
+            Some(tokio::spawn(dataplane::probes::serve_metrics_and(
                 listener,
                 Arc::clone(&registry),
+                pods,
             )))
         }
         None => None,
@@ -203,6 +233,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!("shutting down: no new connections; draining open ones");
     ready.store(false, std::sync::atomic::Ordering::Release);
     admin_task.abort();
+    if let Some(task) = pods_task {
+        task.abort();
+    }
     enrollments.stop_accepting().await;
     let _ = drain_tx.send(true);
     let active = || metrics.outbound.active.get() + metrics.traffic.inbound_active.get();

@@ -204,6 +204,12 @@ impl Netns {
     }
 }
 
+/// The addresses of the namespace at `path` (see [`Netns::addresses`]), entered for the
+/// question only.
+pub async fn addresses_of(path: &Path) -> Result<Vec<IpAddr>, Error> {
+    Netns::enter(path).await?.addresses().await
+}
+
 /// `getifaddrs` in the calling thread's namespace.
 fn interface_addresses() -> io::Result<Vec<IpAddr>> {
     let mut head: *mut libc::ifaddrs = std::ptr::null_mut();

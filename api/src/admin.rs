@@ -48,6 +48,89 @@ pub struct Enrollment {
     pub certificate: Option<String>,
 }
 
+/// What an agent holds for one pod of its node: `GET /v1/pods/<namespace>/<name>`, on
+/// the admin socket and the metrics port (for `weftctl proxy-config`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodConfig {
+    /// `namespace/name`.
+    pub pod: String,
+    pub node: String,
+    /// What the configuration says: its namespace is in the mesh and it did not opt out.
+    pub in_mesh: bool,
+    pub identity: String,
+    pub addresses: Vec<String>,
+    /// The agent's enrollment of its network namespace (none: not captured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<Enrollment>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Certificate>,
+    /// The waypoint its traffic goes through, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waypoint: Option<String>,
+    /// `STRICT` or `PERMISSIVE`: what inbound plaintext meets.
+    pub peer_authentication: String,
+    /// The policies that apply to it, as `Kind namespace/name`.
+    pub policies: Vec<String>,
+    /// The Services it is behind, as `namespace/name`, with the waypoint each is bound
+    /// to: `shop/cart (waypoint cart-waypoint)`.
+    pub services: Vec<String>,
+    /// The configuration version the agent has.
+    pub config_version: u64,
+}
+
+/// A workload certificate the agent holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Certificate {
+    /// `ready`, `pending` or `expired`.
+    pub state: String,
+    /// Seconds since the Unix epoch (absent while pending).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_after: Option<u64>,
+}
+
+/// What the CNI plugin tells the agent of its node: body of `POST /v1/cni/add`,
+/// `/v1/cni/del` and `/v1/cni/check`, from the runtime's `CNI_*` variables.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CniRequest {
+    pub container_id: String,
+    /// Absolute; on DEL it may be empty (the runtime removed the namespace already).
+    #[serde(default)]
+    pub netns: PathBuf,
+    /// `K8S_POD_NAMESPACE` and `K8S_POD_NAME` of `CNI_ARGS`, when the runtime gave them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+}
+
+/// The agent's answer to a CNI request it could decide.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CniAnswer {
+    /// Whether the pod is (now) in the mesh.
+    pub enrolled: bool,
+    /// Why, in words (`namespace legacy is not in the mesh`, `enrolled as …`).
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment: Option<Enrollment>,
+}
+
+/// What the agent last heard of each namespace, kept next to its admin socket
+/// (`namespaces.json`), for the CNI plugin to decide when the agent does not answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NamespaceRecord {
+    /// The configuration version it was written from.
+    pub version: u64,
+    /// Namespace name → whether its pods join the mesh.
+    pub namespaces: std::collections::BTreeMap<String, bool>,
+}
+
+/// The file name of the [`NamespaceRecord`], in the admin socket's folder.
+pub const NAMESPACE_RECORD: &str = "namespaces.json";
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("talking to the agent at {socket}: {source}")]
@@ -90,6 +173,12 @@ impl Client {
             socket: socket.into(),
             timeout: Duration::from_secs(10),
         }
+    }
+
+    /// How long a request may take to write and to answer.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     pub fn socket(&self) -> &Path {

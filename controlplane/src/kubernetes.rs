@@ -113,14 +113,16 @@ pub fn namespace(ns: &core::Namespace) -> Document {
     .1
 }
 
-/// A Pod's `Workload`, if the pod can be in the mesh.
+/// A Pod's `Workload`, if the pod can be in the mesh. A pod scheduled to a node but
+/// not given an address yet is a Workload without addresses: its node's agent needs its
+/// service account when the CNI plugin asks about it, before it has an address.
 pub fn workload(pod: &core::Pod) -> Option<Document> {
     let spec = pod.spec.as_ref()?;
     if spec.host_network == Some(true) {
         return None;
     }
     let node = spec.node_name.clone()?;
-    let status = pod.status.as_ref()?;
+    let status = pod.status.clone().unwrap_or_default();
     if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
         return None;
     }
@@ -130,9 +132,6 @@ pub fn workload(pod: &core::Pod) -> Option<Document> {
         .flatten()
         .map(|ip| ip.ip.clone())
         .collect();
-    if addresses.is_empty() {
-        return None;
-    }
     let object = Object::Workload(model::Workload {
         api_version: "weft.dev/v1alpha1".to_owned(),
         kind: "Workload".to_owned(),

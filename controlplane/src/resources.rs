@@ -158,7 +158,10 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                 enrolled,
                 waypoint,
             };
-            workloads.push((&w.metadata, body.clone()));
+            // One without addresses yet (a starting pod) is behind no Service.
+            if !body.addresses.is_empty() {
+                workloads.push((&w.metadata, body.clone()));
+            }
             out.insert(key("Workload", &w.metadata), Body::Workload(body));
         }
     }
@@ -308,8 +311,15 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                     }),
                 );
             }
-            Object::Namespace(_)
-            | Object::TrafficFilter(_)
+            Object::Namespace(n) => {
+                let enrolled =
+                    n.metadata.labels.get(MESH_LABEL).map(String::as_str) == Some("enabled");
+                out.insert(
+                    key("Namespace", &n.metadata),
+                    Body::Namespace(wire::Namespace { enrolled }),
+                );
+            }
+            Object::TrafficFilter(_)
             | Object::BackendPolicy(_)
             | Object::EndpointSlice(_)
             | Object::Workload(_)

@@ -329,9 +329,6 @@ pub fn validate(docs: &[Document]) -> Vec<Problem> {
                 if let Err(e) = dns_subdomain(&w.spec.node) {
                     c.bad("spec.node", e);
                 }
-                if w.spec.addresses.is_empty() {
-                    c.bad("spec.addresses", "at least one address is needed");
-                }
                 for (i, a) in w.spec.addresses.iter().enumerate() {
                     if a.parse::<IpAddr>().is_err() {
                         c.bad(

@@ -258,8 +258,8 @@ async fn a_waypoint_gets_what_its_services_need() {
     assert!(l4.methods.is_empty() && l4.paths.is_empty() && l4.headers.is_empty());
     assert_eq!(l4.from, l7.from);
 
-    // Agents keep getting their node's workloads, every Service and their namespaces'
-    // policies, and no routes.
+    // Agents keep getting their node's workloads, every Service and Namespace (whether
+    // it is in the mesh) and their namespaces' policies, and no routes.
     let mut agent = Subscriber::connect(&cp, &folder.token("node-2"), as_agent())
         .await
         .unwrap();
@@ -268,6 +268,9 @@ async fn a_waypoint_gets_what_its_services_need() {
         agent.keys(),
         vec![
             "AuthorizationPolicy shop/cart-reads",
+            "Namespace /bank",
+            "Namespace /shop",
+            "Namespace /weft-system",
             "PeerAuthentication weft-system/mesh",
             "Service shop/cart",
             "Service shop/cart-v2",

@@ -126,6 +126,8 @@ pub struct Config {
     pub services: BTreeMap<Key, Service>,
     pub policies: BTreeMap<Key, Policy>,
     pub routes: BTreeMap<Key, Route>,
+    /// Agents: each namespace by name, and whether its pods join the mesh.
+    pub namespaces: BTreeMap<String, bool>,
     /// Updates applied since the subscriber started.
     pub updates: u64,
 }
@@ -154,6 +156,7 @@ enum Converted {
     Service(Service),
     Policy(Policy),
     Route(Route),
+    Namespace(bool),
 }
 
 fn convert(key: &Key, body: Body, trust_domain: &str) -> Result<Converted, String> {
@@ -215,6 +218,7 @@ fn convert(key: &Key, body: Body, trust_domain: &str) -> Result<Converted, Strin
         Body::PeerAuthentication(p) => Converted::Policy(Policy::PeerAuthentication(p)),
         Body::HttpRoute(r) => Converted::Route(Route::Http(r)),
         Body::GrpcRoute(r) => Converted::Route(Route::Grpc(r)),
+        Body::Namespace(n) => Converted::Namespace(n.enrolled),
     })
 }
 
@@ -239,6 +243,9 @@ pub fn apply(
         next.services.remove(&k);
         next.policies.remove(&k);
         next.routes.remove(&k);
+        if k.0 == "Namespace" {
+            next.namespaces.remove(&k.2);
+        }
     }
     for r in update.upserts {
         let wk = r.key.unwrap_or_default();
@@ -262,6 +269,9 @@ pub fn apply(
             }
             Converted::Route(r) => {
                 next.routes.insert(k, r);
+            }
+            Converted::Namespace(enrolled) => {
+                next.namespaces.insert(k.2, enrolled);
             }
         }
     }

@@ -83,6 +83,27 @@ pub enum PeerMode {
     Permissive,
 }
 
+/// The policies that apply to a workload of `namespace` with `labels` (its namespace's
+/// and the root namespace's whose selector matches), as `Kind namespace/name`.
+pub fn applying(
+    config: &Config,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Vec<String> {
+    config
+        .policies
+        .iter()
+        .filter_map(|((_, ns, name), policy)| {
+            let (kind, selector) = match policy {
+                Policy::Authorization(p) => ("AuthorizationPolicy", &p.selector),
+                Policy::PeerAuthentication(p) => ("PeerAuthentication", &p.selector),
+            };
+            ((ns == namespace || ns == ROOT_NAMESPACE) && selects(selector, labels))
+                .then(|| format!("{kind} {ns}/{name}"))
+        })
+        .collect()
+}
+
 fn selects(
     selector: &std::collections::HashMap<String, String>,
     labels: &BTreeMap<String, String>,

@@ -193,8 +193,18 @@ impl Lab {
         self.apply_to(name, yaml, &[]);
     }
 
+    /// [`Lab::apply`] for documents that only the agents of `nodes` receive (the
+    /// Workloads of a node): waits for those alone.
+    pub fn apply_to_nodes(&self, name: &str, yaml: &str, nodes: &[&str]) {
+        let nodes: Vec<String> = nodes.iter().map(|n| (*n).to_owned()).collect();
+        self.write_and_wait(name, yaml, &nodes, &[]);
+    }
+
     fn apply_to(&self, name: &str, yaml: &str, nodes: &[String]) {
-        let waypoints = self.waypoint_pods();
+        self.write_and_wait(name, yaml, nodes, &self.waypoint_pods());
+    }
+
+    fn write_and_wait(&self, name: &str, yaml: &str, nodes: &[String], waypoints: &[String]) {
         let before: Vec<u64> = nodes.iter().map(|n| self.config_version(n)).collect();
         let before_w: Vec<u64> = waypoints.iter().map(|w| self.waypoint_version(w)).collect();
         let path = Path::new(lab::RUN_DIR)

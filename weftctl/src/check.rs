@@ -2,8 +2,6 @@
 //! as a table a person reads or as JSON (`-o json`); it fails when a required check
 //! does.
 
-use std::io::IsTerminal as _;
-
 use agent::preflight::{self, Check, Paths};
 
 /// The table: one line per check, what was found, and the fix of each failure.
@@ -36,22 +34,21 @@ pub fn table(checks: &[Check], colour: bool) -> String {
 }
 
 /// Runs the checks and prints them; `Ok(false)` when a required one failed.
-pub fn run(paths: &Paths, json: bool) -> anyhow::Result<bool> {
+pub fn run(paths: &Paths, format: Option<crate::output::Format>) -> anyhow::Result<bool> {
     let checks = preflight::run(paths);
     let passed = checks.iter().all(|c| c.ok || !c.required);
-    if json {
-        println!("{}", serde_json::json!({"node": checks, "passed": passed}));
-    } else {
-        print!("{}", table(&checks, std::io::stdout().is_terminal()));
-        println!(
-            "{}",
-            if passed {
+    let report = serde_json::json!({"node": checks, "passed": passed});
+    print!(
+        "{}",
+        crate::output::render(format, &report, |colour| {
+            let verdict = if passed {
                 "this node can run the Weft agent"
             } else {
                 "this node cannot run the Weft agent yet: see the fixes above"
-            }
-        );
-    }
+            };
+            format!("{}{verdict}\n", table(&checks, colour))
+        })
+    );
     Ok(passed)
 }
 

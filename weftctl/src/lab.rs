@@ -18,13 +18,16 @@ mod build;
 pub mod cni;
 mod documents;
 pub mod ejections;
+mod enroll;
 mod pods;
+pub mod proxy_config;
 mod status;
 pub mod topology;
 pub mod waypoints;
 
 pub use apply::apply;
 pub use build::{controlplane_address, controlplane_netns};
+pub use enroll::enroll;
 pub use status::status;
 
 use std::{

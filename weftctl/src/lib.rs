@@ -5,3 +5,5 @@ pub mod enroll;
 pub mod install;
 pub mod kubeconfig;
 pub mod lab;
+pub mod output;
+pub mod proxy_config;

@@ -42,9 +42,23 @@ enum Top {
         cni_bin_dir: PathBuf,
         #[arg(long, default_value = "/sys/fs/bpf")]
         bpffs: PathBuf,
-        /// `json` for scripts (default: a table).
-        #[arg(short = 'o', long)]
-        output: Option<String>,
+        /// `json` or `yaml` for scripts (default: a table).
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<weftctl::output::Format>,
+    },
+    /// What the agent of a pod's node holds for it: its place in the mesh, identity,
+    /// certificate, the policies that apply and the Services it is behind.
+    ProxyConfig {
+        /// `namespace/name`.
+        pod: String,
+        /// `json` or `yaml` for scripts.
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<weftctl::output::Format>,
+        /// The namespace Weft is installed in.
+        #[arg(long, default_value = "weft-system")]
+        weft_namespace: String,
+        #[arg(long)]
+        context: Option<String>,
     },
     /// Put a namespace's pods in the mesh (its `weft.dev/mesh` label), or take them
     /// out with `--off`.
@@ -120,6 +134,20 @@ enum Lab {
         #[arg(short = 'f', long = "filename", required = true)]
         files: Vec<PathBuf>,
     },
+    /// Put a lab namespace's pods in the mesh (its `weft.dev/mesh` label), or take them
+    /// out with `--off`; the agents enroll or unenroll its running pods.
+    Enroll {
+        namespace: String,
+        #[arg(long)]
+        off: bool,
+    },
+    /// What the agent of a lab pod's node holds for it (`weftctl proxy-config`).
+    ProxyConfig {
+        /// `namespace/name`, or the name alone when it is unique.
+        pod: String,
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<weftctl::output::Format>,
+    },
     /// Run a command in a pod: `weftctl lab exec shop/cart-1 -- weft-sample echo …`.
     Exec {
         /// `namespace/name`, or the name alone when it is unique.
@@ -175,21 +203,22 @@ fn main() -> anyhow::Result<()> {
             bpffs,
             output,
         } => {
-            let json = match output.as_deref() {
-                None => false,
-                Some("json") => true,
-                Some(other) => anyhow::bail!("-o {other}: expected json"),
-            };
             let paths = agent::preflight::Paths {
                 bpffs,
                 cni_conf_dir,
                 cni_bin_dir,
             };
-            if !weftctl::check::run(&paths, json)? {
+            if !weftctl::check::run(&paths, output)? {
                 std::process::exit(1);
             }
             Ok(())
         }
+        Top::ProxyConfig {
+            pod,
+            output,
+            weft_namespace,
+            context,
+        } => weftctl::proxy_config::run(&pod, output, &weft_namespace, context.as_deref()),
         Top::Enroll {
             namespace,
             off,
@@ -220,6 +249,10 @@ fn main() -> anyhow::Result<()> {
         }
         Top::Lab(Lab::Status) => weftctl::lab::status(),
         Top::Lab(Lab::Apply { files }) => weftctl::lab::apply(&files),
+        Top::Lab(Lab::Enroll { namespace, off }) => weftctl::lab::enroll(&namespace, !off),
+        Top::Lab(Lab::ProxyConfig { pod, output }) => {
+            weftctl::lab::proxy_config::print(&pod, output)
+        }
         Top::Lab(Lab::Exec { pod, command }) => {
             let code = weftctl::lab::exec(&pod, &command)?;
             std::process::exit(code);

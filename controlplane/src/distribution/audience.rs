@@ -3,8 +3,9 @@
 //! have it. A subscriber's update then only asks, of each resource that changed, whether
 //! it was and is for that subscriber.
 //!
-//! - An agent gets the workloads of its node, every Service, and the policies of the
-//!   namespaces it has workloads in plus the root namespace's.
+//! - An agent gets the workloads of its node, every Service, every Namespace (whether
+//!   it is in the mesh), and the policies of the namespaces it has workloads in plus
+//!   the root namespace's.
 //! - A waypoint gets the Services bound to it (`weft.dev/use-waypoint` on the Service
 //!   or its namespace) and the Services its routes send to; the workloads bound to it and
 //!   those behind its Services (their labels select policies); the HTTPRoutes and
@@ -295,6 +296,10 @@ impl Context {
                     }
                 }
             }
+            Body::Namespace(_) => Audience {
+                nodes: Nodes::All,
+                waypoints: Waypoints::None,
+            },
             Body::HttpRoute(_) | Body::GrpcRoute(_) => Audience {
                 nodes: Nodes::None,
                 waypoints: waypoints(self.routes.get(key)),

@@ -19,6 +19,11 @@ fn shop() -> Cluster {
                 "spec": {"nodeName": "node-1", "serviceAccountName": "cart", "containers": []},
                 "status": {"phase": "Running", "podIPs": [{"ip": "10.244.1.3"}, {"ip": "fd00::3"}]},
             })),
+            // Scheduled; its sandbox (and address) is being made.
+            pod(serde_json::json!({
+                "metadata": {"name": "starting", "namespace": "shop", "labels": {"app": "cart"}},
+                "spec": {"nodeName": "node-1", "serviceAccountName": "cart", "containers": []},
+            })),
             // Not scheduled yet.
             pod(serde_json::json!({
                 "metadata": {"name": "pending", "namespace": "shop"},
@@ -62,6 +67,7 @@ fn pods_become_workloads_and_the_rest_validates() {
         vec![
             "kubernetes Namespace shop",
             "kubernetes Pod shop/cart-1",
+            "kubernetes Pod shop/starting",
             "kubernetes Service shop/cart",
         ]
     );
@@ -72,6 +78,11 @@ fn pods_become_workloads_and_the_rest_validates() {
     assert_eq!(w.spec.node, "node-1");
     assert_eq!(w.spec.service_account, "cart");
     assert_eq!(w.spec.addresses, vec!["10.244.1.3", "fd00::3"]);
+    let Object::Workload(starting) = &docs[2].object else {
+        panic!("{:?}", docs[2])
+    };
+    assert_eq!(starting.spec.service_account, "cart");
+    assert!(starting.spec.addresses.is_empty());
     assert!(crate::validate::validate(&docs).is_empty());
     // And the translation downstream sees an enrolled workload behind the Service.
     let res = crate::resources::translate(&docs, "cluster.local");
@@ -80,8 +91,15 @@ fn pods_become_workloads_and_the_rest_validates() {
     else {
         panic!()
     };
+    // The starting pod is not behind it until it has an address.
     assert_eq!(s.endpoints.len(), 1);
     assert!(s.endpoints[0].enrolled);
+    assert_eq!(
+        res[&("Namespace".into(), String::new(), "shop".into())],
+        api::proto::config::resource::Body::Namespace(api::proto::config::Namespace {
+            enrolled: true
+        })
+    );
 }
 
 #[test]

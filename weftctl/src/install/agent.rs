@@ -3,6 +3,8 @@
 //! every node (it tolerates every taint), in the node's network (its metrics on the
 //! node's address), with only the capabilities eBPF, capture and entering pod network
 //! namespaces need, and the host's bpffs, cgroup tree and network namespaces mounted.
+//! Its init container installs `weft-cni` into the node's CNI folders, chained after
+//! the cluster's own plugin, asking this agent's socket.
 
 use k8s_openapi::{
     api::{
@@ -23,6 +25,10 @@ use k8s_openapi::{
 use super::{ROOTS_CONFIG_MAP, Values, controlplane, env_var, labels, meta};
 
 pub const NAME: &str = "weft-agent";
+
+/// The agent's admin socket, at the same path on the host, where `weft-cni` (run by
+/// the node's container runtime) asks it; its namespace record is written beside it.
+pub const AGENT_SOCKET: &str = "/var/run/weft/agent.sock";
 
 pub fn service_account(v: &Values) -> ServiceAccount {
     ServiceAccount {
@@ -78,7 +84,7 @@ pub fn daemon_set(v: &Values) -> DaemonSet {
             env_var("WEFT_CGROUP", "/sys/fs/cgroup"),
             env_var("WEFT_BPFFS", "/sys/fs/bpf"),
             env_var("WEFT_STATE_DIR", "/var/lib/weft/agent"),
-            env_var("WEFT_ADMIN_SOCKET", "/var/run/weft/agent.sock"),
+            env_var("WEFT_ADMIN_SOCKET", AGENT_SOCKET),
             env_var("WEFT_SOCKMAP", if v.agent.sockmap { "on" } else { "off" }),
             env_var("WEFT_LOG_FORMAT", &v.log_format),
         ]),
@@ -127,6 +133,42 @@ pub fn daemon_set(v: &Values) -> DaemonSet {
             mount("run", "/var/run/weft", false, None),
             mount("roots", "/var/run/weft/roots", true, None),
             mount("token", "/var/run/weft/token", true, None),
+        ]),
+        ..Container::default()
+    };
+    let install_cni = Container {
+        name: "install-cni".into(),
+        image: Some(v.image.clone()),
+        image_pull_policy: Some(v.image_pull_policy.clone()),
+        command: Some(
+            [
+                "weft-cni",
+                "install",
+                "--bin-dir",
+                "/host/opt/cni/bin",
+                "--net-dir",
+                "/host/etc/cni/net.d",
+                "--agent-socket",
+                AGENT_SOCKET,
+                "--exclude",
+                &format!("kube-system,{}", v.namespace),
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        ),
+        resources: Some(super::resources(&v.agent.resources)),
+        security_context: Some(SecurityContext {
+            privileged: Some(false),
+            // Writes root-owned files on the host; no capability beyond that.
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                add: Some(vec!["DAC_OVERRIDE".into(), "CHOWN".into(), "FOWNER".into()]),
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![
+            mount("cni-bin", "/host/opt/cni/bin", false, None),
+            mount("cni-conf", "/host/etc/cni/net.d", false, None),
         ]),
         ..Container::default()
     };
@@ -185,6 +227,7 @@ pub fn daemon_set(v: &Values) -> DaemonSet {
                         operator: Some("Exists".into()),
                         ..Toleration::default()
                     }]),
+                    init_containers: Some(vec![install_cni]),
                     containers: vec![container],
                     volumes: Some(vec![
                         host_path("bpffs", "/sys/fs/bpf", "DirectoryOrCreate"),
@@ -192,6 +235,8 @@ pub fn daemon_set(v: &Values) -> DaemonSet {
                         host_path("netns", "/var/run/netns", "DirectoryOrCreate"),
                         host_path("state", "/var/lib/weft/agent", "DirectoryOrCreate"),
                         host_path("run", "/var/run/weft", "DirectoryOrCreate"),
+                        host_path("cni-bin", &v.agent.cni_bin_dir, "DirectoryOrCreate"),
+                        host_path("cni-conf", &v.agent.cni_conf_dir, "DirectoryOrCreate"),
                         roots,
                         token,
                     ]),

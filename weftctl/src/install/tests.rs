@@ -110,6 +110,55 @@ fn the_agent_runs_everywhere_with_only_what_it_needs() {
     ] {
         assert!(mounts.contains(&m), "{mounts:?}");
     }
+
+    // Before it, weft-cni goes into the node's CNI folders, asking this agent's socket
+    // and leaving the cluster's and Weft's own namespaces alone.
+    let init = &pod.init_containers.as_ref().unwrap()[0];
+    let args = init.command.as_ref().unwrap();
+    assert_eq!(args[..2], ["weft-cni", "install"]);
+    let flag = |name: &str| {
+        let i = args.iter().position(|a| a == name).unwrap();
+        args[i + 1].as_str()
+    };
+    assert_eq!(
+        Some(flag("--agent-socket")),
+        env["WEFT_ADMIN_SOCKET"].as_deref()
+    );
+    assert_eq!(flag("--exclude"), "kube-system,weft-system");
+    let host = |volume: &str| -> String {
+        pod.volumes
+            .iter()
+            .flatten()
+            .find(|v| v.name == volume)
+            .and_then(|v| v.host_path.as_ref())
+            .map(|h| h.path.clone())
+            .unwrap()
+    };
+    for (flag_name, volume, path) in [
+        ("--bin-dir", "cni-bin", "/opt/cni/bin"),
+        ("--net-dir", "cni-conf", "/etc/cni/net.d"),
+    ] {
+        let mounted = init
+            .volume_mounts
+            .iter()
+            .flatten()
+            .find(|m| m.name == volume)
+            .unwrap();
+        assert_eq!(mounted.mount_path, flag(flag_name));
+        assert_eq!(host(volume), path);
+    }
+    let caps = init
+        .security_context
+        .as_ref()
+        .and_then(|s| s.capabilities.as_ref())
+        .unwrap();
+    assert!(
+        !caps
+            .add
+            .iter()
+            .flatten()
+            .any(|c| c == "SYS_ADMIN" || c == "BPF")
+    );
 }
 
 #[test]
@@ -125,6 +174,23 @@ fn values_change_what_they_name() {
     assert_eq!(
         ds["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"],
         2
+    );
+    let v = Values::from_yaml("agent: {cniBinDir: /var/lib/rancher/k3s/data/cni}\n").unwrap();
+    let volumes = &render(&v)
+        .into_iter()
+        .find(|o| o["kind"] == "DaemonSet")
+        .unwrap()["spec"]["template"]["spec"]["volumes"];
+    assert!(
+        volumes
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["hostPath"]["path"] == "/var/lib/rancher/k3s/data/cni"),
+        "{volumes}"
+    );
+    assert_eq!(
+        Values::from_yaml("agent: {cniConfDir: net.d}\n").unwrap_err(),
+        "agent.cniConfDir: \"net.d\" is not an absolute path"
     );
     let hook = objects
         .iter()

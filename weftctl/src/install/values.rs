@@ -38,6 +38,11 @@ pub struct Agent {
     pub max_unavailable: String,
     /// Same-node acceleration with sockmap (`WEFT_SOCKMAP`).
     pub sockmap: bool,
+    /// The node's CNI plugin folder, where `weft-cni` is installed (k3s and some
+    /// distributions use other paths).
+    pub cni_bin_dir: String,
+    /// The node's CNI network configuration folder; its first file gets `weft-cni`.
+    pub cni_conf_dir: String,
 }
 
 /// Requests and limits of a container (Kubernetes quantities).
@@ -87,6 +92,8 @@ impl Default for Agent {
             },
             max_unavailable: "10%".into(),
             sockmap: false,
+            cni_bin_dir: "/opt/cni/bin".into(),
+            cni_conf_dir: "/etc/cni/net.d".into(),
         }
     }
 }
@@ -126,6 +133,14 @@ impl Values {
                 "controlplane.replicas: {} is not between 1 and 9",
                 self.controlplane.replicas
             ));
+        }
+        for (field, dir) in [
+            ("agent.cniBinDir", &self.agent.cni_bin_dir),
+            ("agent.cniConfDir", &self.agent.cni_conf_dir),
+        ] {
+            if !dir.starts_with('/') {
+                return Err(format!("{field}: {dir:?} is not an absolute path"));
+            }
         }
         if !["text", "json"].contains(&self.log_format.as_str()) {
             return Err(format!(

@@ -14,7 +14,8 @@ fn folder() -> PathBuf {
     run_dir().join("controlplane/config")
 }
 
-fn version() -> Option<u64> {
+/// The configuration version the control plane has in force (from its status file).
+pub(super) fn version() -> Option<u64> {
     let text = std::fs::read_to_string(run_dir().join("controlplane/state/status.json")).ok()?;
     serde_json::from_str::<serde_json::Value>(&text).ok()?["version"].as_u64()
 }

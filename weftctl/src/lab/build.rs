@@ -61,6 +61,40 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// The endpoint addresses (sorted) of every Service of the lab, waypoints' too, by
+/// `namespace/name`.
+fn endpoints(
+    topology: &Topology,
+    pods: &[super::PodState],
+) -> std::collections::BTreeMap<String, Vec<String>> {
+    let behind = |ns: &str, selector: &std::collections::BTreeMap<String, String>| {
+        let mut addrs: Vec<String> = pods
+            .iter()
+            .filter(|p| {
+                p.pod.namespace == ns
+                    && selector.iter().all(|(k, v)| p.pod.labels.get(k) == Some(v))
+            })
+            .map(|p| p.ip.to_string())
+            .collect();
+        addrs.sort();
+        addrs
+    };
+    let services = topology.services.iter().map(|s| {
+        (
+            format!("{}/{}", s.namespace, s.name),
+            behind(&s.namespace, &s.selector),
+        )
+    });
+    let waypoints = topology.waypoints.iter().map(|w| {
+        let selector = [(topology::GATEWAY_NAME_LABEL.to_owned(), w.name.clone())].into();
+        (
+            format!("{}/{}", w.namespace, w.name),
+            behind(&w.namespace, &selector),
+        )
+    });
+    services.chain(waypoints).collect()
+}
+
 /// Builds the lab: underlay, nodes, pods, control plane, agents, sample apps, waypoints.
 pub(super) fn build(
     topology: &Topology,
@@ -128,32 +162,9 @@ pub(super) fn build(
         }
     }
 
-    // Pods (a waypoint's too).
-    let mut pods = Vec::new();
-    for pod in &topology.pods {
-        let node = topology
-            .nodes
-            .iter()
-            .find(|n| n.name == pod.node)
-            .expect("checked by the topology");
-        let p = pods::create(pod, node, &cg_root)?;
-        progress.say(format_args!(
-            "pod {} on {}: {}{}",
-            pod.key(),
-            pod.node,
-            p.ip,
-            if pod.enrolled {
-                " (in the mesh)"
-            } else if pod.waypoint {
-                " (waypoint)"
-            } else {
-                ""
-            }
-        ));
-        pods.push(p);
-    }
-
-    documents::write(topology, &pods)?;
+    // Every pod is scheduled before any is made: the control plane knows them (without
+    // addresses) by the time the CNI plugin asks the node's agent about them.
+    documents::write(topology, &[])?;
     // The control plane, on the underlay at .2, with a bootstrap token per node.
     let cp_ns = controlplane_netns();
     let cp_addr = controlplane_address(topology)?;
@@ -272,6 +283,79 @@ pub(super) fn build(
         ));
     }
 
+    // Pods (a waypoint's too), through CNI: `bridge`, then `weft-cni`, whose ADD
+    // returns once the node's agent has enrolled a pod of a mesh namespace.
+    let mut pods: Vec<super::PodState> = Vec::new();
+    for pod in &topology.pods {
+        let node = topology
+            .nodes
+            .iter()
+            .find(|n| n.name == pod.node)
+            .expect("checked by the topology");
+        let p = pods::create(pod, node, &cg_root)?;
+        progress.say(format_args!(
+            "pod {} on {}: {}{}",
+            pod.key(),
+            pod.node,
+            p.ip,
+            if pod.enrolled {
+                " (in the mesh)"
+            } else if pod.waypoint {
+                " (waypoint)"
+            } else {
+                ""
+            }
+        ));
+        pods.push(p);
+    }
+
+    // Their addresses, as the kubelet reports them; every agent has them (its Services'
+    // endpoints) before anything else starts.
+    let before = super::apply::version();
+    documents::write(topology, &pods)?;
+    wait_for(
+        "the control plane to take the pods' addresses",
+        Duration::from_secs(10),
+        || super::apply::version() > before,
+    )?;
+    let expected = endpoints(topology, &pods);
+    for agent in &agents {
+        let client = api::admin::Client::new(&agent.admin_socket);
+        wait_for(
+            &format!("the pods' addresses on the agent of {}", agent.node),
+            Duration::from_secs(10),
+            || {
+                client.get("/v1/config").is_ok_and(|r| {
+                    expected
+                        .iter()
+                        .all(|(svc, addrs)| r.body["endpoints"][svc] == serde_json::json!(addrs))
+                })
+            },
+        )?;
+    }
+    for agent in &agents {
+        let expected = pods
+            .iter()
+            .filter(|p| p.pod.enrolled && agent.node == p.pod.node)
+            .count();
+        let listed = api::admin::Client::new(&agent.admin_socket)
+            .get("/v1/enrollments")?
+            .body
+            .as_array()
+            .map_or(0, Vec::len);
+        if listed != expected {
+            bail!(
+                "the agent of {} enrolled {listed} pods through weft-cni, not {expected} (log: {})",
+                agent.node,
+                agent.log.display()
+            );
+        }
+        progress.say(format_args!(
+            "{listed} pods of {} enrolled by its agent through weft-cni",
+            agent.node
+        ));
+    }
+
     // The sample app in every pod but the waypoints'.
     for p in pods.iter_mut().filter(|p| !p.pod.waypoint) {
         let args = vec![
@@ -328,29 +412,6 @@ pub(super) fn build(
             p.pod.key(),
             p.ip,
             p.app_pid
-        ));
-    }
-
-    // Enrollment through each node's agent.
-    for p in pods.iter().filter(|p| p.pod.enrolled) {
-        let agent = agents
-            .iter()
-            .find(|a| a.node == p.pod.node)
-            .expect("one agent per node");
-        let workload = api::admin::WorkloadRef {
-            namespace: p.pod.namespace.clone(),
-            name: p.pod.name.clone(),
-            service_account: p.pod.service_account.clone(),
-        };
-        let r = api::admin::Client::new(&agent.admin_socket)
-            .enroll(&netns_path(&p.netns), Some(workload))?;
-        if r.status != 200 {
-            bail!("enrolling {} failed: {}", p.pod.key(), r.error_message());
-        }
-        progress.say(format_args!(
-            "enrolled {} with the agent of {}",
-            p.pod.key(),
-            p.pod.node
         ));
     }
 

@@ -3,7 +3,8 @@
 //! the network configuration on stdin, and the result (or an error object) on stdout.
 //! A configuration list runs its plugins in order on ADD, each getting the previous
 //! result as `prevResult`, and in reverse on DEL — so a Weft plugin can be chained
-//! after `bridge` exactly as on a Kubernetes node.
+//! after `bridge` exactly as on a Kubernetes node. CHECK runs them in order with the
+//! ADD's result.
 
 use std::{
     io::Write as _,
@@ -19,7 +20,7 @@ pub const CNI_VERSION: &str = "1.0.0";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("CNI plugin {plugin} is not installed at {path}")]
+    #[error("CNI plugin {plugin} is not installed in {path}")]
     Missing { plugin: String, path: PathBuf },
     #[error("running CNI plugin {plugin}: {source}")]
     Exec {
@@ -32,6 +33,8 @@ pub enum Error {
         plugin: String,
         command: &'static str,
         container: String,
+        /// The error's `code` (11: try again later).
+        code: Option<u64>,
         message: String,
     },
     #[error("CNI plugin {plugin} returned a result that is not JSON: {output:?}")]
@@ -49,6 +52,8 @@ pub struct Attachment<'a> {
     pub args: String,
     /// The namespace the runtime itself runs in (the node's), where plugins execute.
     pub runtime_netns: &'a Path,
+    /// `CNI_PATH`: where plugins are looked for, in order.
+    pub plugin_dirs: &'a [PathBuf],
 }
 
 /// Runs every plugin of `conflist` for ADD and returns the final result.
@@ -62,6 +67,16 @@ pub fn add(conflist: &Value, at: &Attachment<'_>) -> Result<Value, Error> {
         prev = Some(exec("ADD", &conf, at)?);
     }
     Ok(prev.unwrap_or_else(|| json!({ "cniVersion": CNI_VERSION })))
+}
+
+/// Runs every plugin of `conflist` for CHECK, with the result of the ADD.
+pub fn check(conflist: &Value, at: &Attachment<'_>, add_result: &Value) -> Result<(), Error> {
+    for plugin in plugins(conflist) {
+        let mut conf = plugin_conf(conflist, plugin);
+        conf["prevResult"] = add_result.clone();
+        exec("CHECK", &conf, at)?;
+    }
+    Ok(())
 }
 
 /// Runs every plugin of `conflist` for DEL, last first, with the result of the ADD.
@@ -92,10 +107,29 @@ fn plugin_conf(conflist: &Value, plugin: &Value) -> Value {
 
 fn exec(command: &'static str, conf: &Value, at: &Attachment<'_>) -> Result<Value, Error> {
     let plugin = conf["type"].as_str().unwrap_or_default().to_owned();
-    let path = Path::new(PLUGIN_DIR).join(&plugin);
-    if plugin.is_empty() || plugin.contains('/') || !path.is_file() {
-        return Err(Error::Missing { plugin, path });
-    }
+    let found = at
+        .plugin_dirs
+        .iter()
+        .map(|d| d.join(&plugin))
+        .find(|p| p.is_file());
+    let path = match found {
+        Some(p) if !plugin.is_empty() && !plugin.contains('/') => p,
+        _ => {
+            let dirs: Vec<String> = at
+                .plugin_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect();
+            return Err(Error::Missing {
+                plugin,
+                path: PathBuf::from(dirs.join(":")),
+            });
+        }
+    };
+    let cni_path = std::env::join_paths(at.plugin_dirs).map_err(|e| Error::Exec {
+        plugin: plugin.clone(),
+        source: std::io::Error::other(e),
+    })?;
     let exec_err = |source| Error::Exec {
         plugin: plugin.clone(),
         source,
@@ -110,7 +144,7 @@ fn exec(command: &'static str, conf: &Value, at: &Attachment<'_>) -> Result<Valu
         .env("CNI_NETNS", at.netns)
         .env("CNI_IFNAME", at.ifname)
         .env("CNI_ARGS", &at.args)
-        .env("CNI_PATH", PLUGIN_DIR)
+        .env("CNI_PATH", cni_path)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -125,8 +159,9 @@ fn exec(command: &'static str, conf: &Value, at: &Attachment<'_>) -> Result<Valu
     let out = child.wait_with_output().map_err(exec_err)?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     if !out.status.success() {
-        let message = serde_json::from_str::<Value>(&stdout)
-            .ok()
+        let error = serde_json::from_str::<Value>(&stdout).ok();
+        let code = error.as_ref().and_then(|v| v["code"].as_u64());
+        let message = error
             .and_then(|v| {
                 let msg = v["msg"].as_str()?.to_owned();
                 Some(match v["details"].as_str() {
@@ -145,10 +180,11 @@ fn exec(command: &'static str, conf: &Value, at: &Attachment<'_>) -> Result<Valu
             plugin,
             command,
             container: at.container_id.to_owned(),
+            code,
             message,
         });
     }
-    if command == "DEL" || stdout.trim().is_empty() {
+    if command != "ADD" || stdout.trim().is_empty() {
         return Ok(Value::Null);
     }
     serde_json::from_str(&stdout).map_err(|_| Error::BadResult {
@@ -167,9 +203,15 @@ pub fn first_ipv4(result: &Value) -> Option<std::net::Ipv4Addr> {
         .next()
 }
 
-/// The pod network of one node: the reference `bridge` plugin with `host-local` IPAM.
-pub fn pod_network(subnet: &str, gateway: std::net::Ipv4Addr, data_dir: &Path) -> Value {
-    json!({
+/// The pod network of one node: the reference `bridge` plugin with `host-local` IPAM,
+/// then Weft's plugin asking the node's agent at `agent_socket` (when given).
+pub fn pod_network(
+    subnet: &str,
+    gateway: std::net::Ipv4Addr,
+    data_dir: &Path,
+    agent_socket: Option<&Path>,
+) -> Value {
+    let mut list = json!({
         "cniVersion": CNI_VERSION,
         "name": "weft-lab",
         "plugins": [{
@@ -185,7 +227,27 @@ pub fn pod_network(subnet: &str, gateway: std::net::Ipv4Addr, data_dir: &Path) -
                 "dataDir": data_dir,
             },
         }],
-    })
+    });
+    if let Some(socket) = agent_socket {
+        list["plugins"]
+            .as_array_mut()
+            .expect("a list")
+            .push(json!({ "type": "weft-cni", "agentSocket": socket }));
+    }
+    list
+}
+
+/// The folders plugins are looked for in: the reference plugins', then the folder of
+/// this program (where `weft-cni` is built next to `weftctl`).
+pub fn plugin_dirs() -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from(PLUGIN_DIR)];
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_owned))
+    {
+        dirs.push(dir);
+    }
+    dirs
 }
 
 /// The loopback network every pod gets.
@@ -207,7 +269,10 @@ mod tests {
             "10.244.1.0/24",
             "10.244.1.1".parse().unwrap(),
             Path::new("/d"),
+            Some(Path::new("/run/weft/n1/admin.sock")),
         );
+        assert_eq!(list["plugins"][1]["type"], "weft-cni");
+        assert_eq!(list["plugins"][1]["agentSocket"], "/run/weft/n1/admin.sock");
         let first = plugins(&list).next().unwrap();
         let conf = plugin_conf(&list, first);
         assert_eq!(conf["name"], "weft-lab");

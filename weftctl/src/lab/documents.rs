@@ -2,6 +2,8 @@
 //! Kubernetes `Namespace` and `Service`, Weft's `Workload` for workloads that are not
 //! Kubernetes pods, and for each waypoint its `Gateway` (class `weft-waypoint`) and the
 //! Service named like it; Services bound to a waypoint carry `weft.dev/use-waypoint`.
+//! Pods are written once before their CNI ADD (without addresses, so that the node's
+//! agent knows them when the CNI plugin asks) and again with their addresses.
 //! Written to `controlplane/config/lab.yaml`, again whenever waypoints change.
 
 use serde_json::json;
@@ -62,15 +64,22 @@ pub fn write(topology: &Topology, pods: &[PodState]) -> anyhow::Result<()> {
             },
         }));
     }
-    for p in pods {
+    // Every pod of the topology is scheduled; those created have their address, the
+    // others (their sandbox is being made) none yet, as the API server has pods.
+    for pod in &topology.pods {
+        let addresses: Vec<String> = pods
+            .iter()
+            .filter(|p| p.pod.key() == pod.key())
+            .map(|p| p.ip.to_string())
+            .collect();
         docs.push(json!({
             "apiVersion": "weft.dev/v1alpha1",
             "kind": "Workload",
-            "metadata": { "name": p.pod.name, "namespace": p.pod.namespace, "labels": p.pod.labels },
+            "metadata": { "name": pod.name, "namespace": pod.namespace, "labels": pod.labels },
             "spec": {
-                "serviceAccount": p.pod.service_account,
-                "node": p.pod.node,
-                "addresses": [p.ip.to_string()],
+                "serviceAccount": pod.service_account,
+                "node": pod.node,
+                "addresses": addresses,
             },
         }));
     }

@@ -1,7 +1,12 @@
 //! One pod of the lab: a network namespace attached to its node by the CNI plugins
-//! (as a container runtime attaches it), a cgroup under its node's, and back again.
+//! (as a container runtime attaches it: `bridge` with `host-local`, then `weft-cni`,
+//! which has the node's agent enroll a pod of a mesh namespace before ADD returns), a
+//! cgroup under its node's, and back again.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
 
 use anyhow::Context as _;
 
@@ -13,9 +18,9 @@ use super::{
 fn attachment<'a>(
     pod: &Pod,
     container_id: &'a str,
-    pod_ns: &'a Path,
-    node_ns: &'a Path,
+    (pod_ns, node_ns): (&'a Path, &'a Path),
     ifname: &'a str,
+    plugin_dirs: &'a [PathBuf],
 ) -> cni::Attachment<'a> {
     cni::Attachment {
         container_id,
@@ -26,7 +31,13 @@ fn attachment<'a>(
             pod.namespace, pod.name
         ),
         runtime_netns: node_ns,
+        plugin_dirs,
     }
+}
+
+/// The admin socket of `node`'s agent, which its `weft-cni` asks.
+pub fn agent_socket(node: &str) -> PathBuf {
+    run_dir().join("agents").join(node).join("admin.sock")
 }
 
 fn network(node: &Node) -> anyhow::Result<serde_json::Value> {
@@ -35,6 +46,7 @@ fn network(node: &Node) -> anyhow::Result<serde_json::Value> {
         &node.pod_subnet,
         subnet.host(1),
         &run_dir().join("cni").join(&node.name),
+        Some(&agent_socket(&node.name)),
     ))
 }
 
@@ -50,13 +62,14 @@ pub fn create(pod: &Pod, node: &Node, cgroup_root: &Path) -> anyhow::Result<PodS
         .with_context(|| format!("creating cgroup {}", cgroup.display()))?;
     let node_ns = netns_path(&node_netns(&node.name));
     let pod_ns = netns_path(&ns);
+    let dirs = cni::plugin_dirs();
     cni::add(
         &cni::loopback(),
-        &attachment(pod, &ns, &pod_ns, &node_ns, "lo"),
+        &attachment(pod, &ns, (&pod_ns, &node_ns), "lo", &dirs),
     )?;
     let result = cni::add(
         &network(node)?,
-        &attachment(pod, &ns, &pod_ns, &node_ns, "eth0"),
+        &attachment(pod, &ns, (&pod_ns, &node_ns), "eth0", &dirs),
     )?;
     let ip: Ipv4Addr = cni::first_ipv4(&result).context("the CNI result has no IPv4 address")?;
     Ok(PodState {
@@ -81,10 +94,11 @@ pub fn release(p: &PodState, node: Option<&Node>) -> Vec<String> {
     if !node_ns.exists() || !pod_ns.exists() {
         return problems;
     }
+    let dirs = cni::plugin_dirs();
     if let Some(node) = node {
         match network(node) {
             Ok(net) => {
-                let at = attachment(&p.pod, &p.netns, &pod_ns, &node_ns, "eth0");
+                let at = attachment(&p.pod, &p.netns, (&pod_ns, &node_ns), "eth0", &dirs);
                 if let Err(e) = cni::del(&net, &at, Some(&p.cni_result)) {
                     problems.push(format!("CNI DEL of {}: {e}", p.pod.key()));
                 }
@@ -92,7 +106,7 @@ pub fn release(p: &PodState, node: Option<&Node>) -> Vec<String> {
             Err(e) => problems.push(e.to_string()),
         }
     }
-    let at = attachment(&p.pod, &p.netns, &pod_ns, &node_ns, "lo");
+    let at = attachment(&p.pod, &p.netns, (&pod_ns, &node_ns), "lo", &dirs);
     let _ = cni::del(&cni::loopback(), &at, None);
     problems
 }

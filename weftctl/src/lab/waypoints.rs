@@ -183,11 +183,13 @@ pub fn apply(
         vip: free_vip(&state)?,
         services: services.to_vec(),
     };
+    state.topology.pods.push(waypoint.pod());
+    state.topology.waypoints.push(waypoint.clone());
+    // Scheduled first, so that the node's agent knows the pod when weft-cni asks.
+    documents::write(&state.topology, &state.pods)?;
     state
         .pods
         .push(pods::create(&waypoint.pod(), &node, &state.cgroup_root)?);
-    state.topology.pods.push(waypoint.pod());
-    state.topology.waypoints.push(waypoint.clone());
     let (binary, controlplane) = (
         sibling("weft-waypoint")?,
         super::controlplane_address(&state.topology)?,
