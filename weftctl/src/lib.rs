@@ -1,9 +1,11 @@
 //! `weftctl`'s commands, as a library so the end-to-end tests drive the same code.
 
 pub mod check;
+pub mod cluster;
 pub mod enroll;
 pub mod install;
 pub mod kubeconfig;
 pub mod lab;
 pub mod output;
 pub mod proxy_config;
+pub mod status;

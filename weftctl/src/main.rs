@@ -36,6 +36,15 @@ enum Top {
     /// Check that this node can run the Weft agent: kernel, cgroup v2, bpffs, BTF,
     /// the agent's eBPF programs passing the verifier (root), the CNI folders.
     Check {
+        /// The post-flight checks of the installed mesh instead (control plane ready,
+        /// every node's agent connected and up to date, waypoints, certificates).
+        #[arg(long)]
+        cluster: bool,
+        /// With `--cluster`: the namespace Weft is installed in.
+        #[arg(long, default_value = "weft-system")]
+        weft_namespace: String,
+        #[arg(long)]
+        context: Option<String>,
         #[arg(long, default_value = "/etc/cni/net.d")]
         cni_conf_dir: PathBuf,
         #[arg(long, default_value = "/opt/cni/bin")]
@@ -45,6 +54,16 @@ enum Top {
         /// `json` or `yaml` for scripts (default: a table).
         #[arg(short = 'o', long, value_enum)]
         output: Option<weftctl::output::Format>,
+    },
+    /// The mesh at a glance: its version, the control plane, the agent of each node,
+    /// the namespaces in the mesh and the waypoints.
+    Status {
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<weftctl::output::Format>,
+        #[arg(long, default_value = "weft-system")]
+        weft_namespace: String,
+        #[arg(long)]
+        context: Option<String>,
     },
     /// What the agent of a pod's node holds for it: its place in the mesh, identity,
     /// certificate, the policies that apply and the Services it is behind.
@@ -198,10 +217,28 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Top::Check {
+            cluster: true,
+            weft_namespace,
+            context,
+            output,
+            ..
+        } => {
+            if !weftctl::status::check_cluster(output, &weft_namespace, context.as_deref())? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Top::Status {
+            output,
+            weft_namespace,
+            context,
+        } => weftctl::status::status(output, &weft_namespace, context.as_deref()),
+        Top::Check {
             cni_conf_dir,
             cni_bin_dir,
             bpffs,
             output,
+            ..
         } => {
             let paths = agent::preflight::Paths {
                 bpffs,
