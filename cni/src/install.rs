@@ -2,7 +2,8 @@
 //! copies the plugin into the node's CNI binary folder and chains it into the node's
 //! primary network configuration (the first file of the configuration folder, as
 //! runtimes pick it), after the plugins already there. Running it again changes
-//! nothing; `weft-cni install --uninstall` takes the plugin out of the configuration.
+//! nothing; `weft-cni install --uninstall` takes the plugin out of the configuration and
+//! removes the binary.
 
 use std::{
     fmt,
@@ -83,6 +84,9 @@ pub struct Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.removed {
+            if let Some(b) = &self.binary {
+                writeln!(f, "removed {}", b.display())?;
+            }
             return write!(f, "removed weft-cni from {}", self.conflist.display());
         }
         if let Some(b) = &self.binary {
@@ -174,7 +178,14 @@ pub fn install(o: &Options) -> Result<Report, String> {
         file.with_extension("conflist")
     };
     let mut binary = None;
-    if !o.uninstall {
+    if o.uninstall {
+        let dest = o.bin_dir.join(PLUGIN_TYPE);
+        match std::fs::remove_file(&dest) {
+            Ok(()) => binary = Some(dest),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(format!("removing {}: {e}", dest.display())),
+        }
+    } else {
         let source = match &o.binary {
             Some(b) => b.clone(),
             None => std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?,

@@ -1,5 +1,6 @@
 //! `weft-cni`: as a CNI plugin, the runtime sets `CNI_COMMAND`; `weft-cni install`
-//! installs it on a node (see `install`).
+//! installs it on a node (see `install`); `weft-cni pause` waits, doing nothing (the
+//! main container of `weftctl uninstall`'s node cleanup).
 
 use std::io::{Read as _, Write as _};
 
@@ -7,6 +8,13 @@ use cni::{conf, install, plugin};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("pause") {
+        // The main container of Weft's node cleanup: its work is done by then.
+        println!("this node is clean of Weft");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
     if args.first().map(String::as_str) == Some("install") {
         match install::Options::from_args(&args[1..]).and_then(|o| install::install(&o)) {
             Ok(report) => {

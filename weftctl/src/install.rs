@@ -7,7 +7,9 @@
 
 pub mod agent;
 pub mod apply;
+pub mod cleanup;
 pub mod controlplane;
+pub mod uninstall;
 pub mod values;
 
 use std::collections::BTreeMap;
@@ -178,6 +180,30 @@ pub fn install(
         let client = crate::kubeconfig::client(context).await?;
         apply::apply_all(&client, &objects, |line| eprintln!("{line}")).await?;
         eprintln!("installed: {} objects", objects.len());
+        Ok(())
+    })
+}
+
+/// `weftctl uninstall [--crds] [-f values.yaml] [--context C]`, with a line for each
+/// step.
+pub fn uninstall(
+    values_file: Option<&std::path::Path>,
+    crds: bool,
+    context: Option<&str>,
+) -> anyhow::Result<()> {
+    let v = values(values_file)?;
+    let options = uninstall::Options {
+        crds,
+        poll: std::time::Duration::from_secs(2),
+        timeout: std::time::Duration::from_secs(300),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = crate::kubeconfig::client(context).await?;
+        uninstall::uninstall_all(&client, &v, &options, |line| eprintln!("{line}")).await?;
+        eprintln!("Weft is uninstalled");
         Ok(())
     })
 }

@@ -33,6 +33,19 @@ enum Top {
         #[arg(long)]
         context: Option<String>,
     },
+    /// Take Weft off the cluster: the agents, then on every node its capture and its
+    /// CNI plugin, then the control plane and the rest; Weft's CRDs stay unless
+    /// `--crds`.
+    Uninstall {
+        /// Remove Weft's CRDs too, and every document of their kinds.
+        #[arg(long)]
+        crds: bool,
+        /// The values file it was installed with (its namespace, image, CNI folders).
+        #[arg(short = 'f', long = "values")]
+        values: Option<PathBuf>,
+        #[arg(long)]
+        context: Option<String>,
+    },
     /// Check that this node can run the Weft agent: kernel, cgroup v2, bpffs, BTF,
     /// the agent's eBPF programs passing the verifier (root), the CNI folders.
     Check {
@@ -261,6 +274,11 @@ fn main() -> anyhow::Result<()> {
             off,
             context,
         } => weftctl::enroll::run(&namespace, !off, context.as_deref()),
+        Top::Uninstall {
+            crds,
+            values,
+            context,
+        } => weftctl::install::uninstall(values.as_deref(), crds, context.as_deref()),
         Top::Install {
             dry_run,
             values,

@@ -71,12 +71,15 @@ fn chains_after_the_primary_plugins_once_and_comes_out_again() {
         "{}"
     );
     // Out again: the primary plugins as they were.
-    let report = install(&Options {
+    let out = Options {
         uninstall: true,
         ..o
-    })
-    .unwrap();
+    };
+    let report = install(&out).unwrap();
     assert!(report.removed);
+    assert!(!d.0.join("bin/weft-cni").exists());
+    // Again: nothing left to do, no error.
+    install(&out).unwrap();
     assert_eq!(
         read(&primary)["plugins"],
         json!([{"type":"flannel"},{"type":"portmap"}])

@@ -37,7 +37,7 @@ pub fn service_account(v: &Values) -> ServiceAccount {
     }
 }
 
-fn host_path(name: &str, path: &str, kind: &str) -> Volume {
+pub(super) fn host_path(name: &str, path: &str, kind: &str) -> Volume {
     Volume {
         name: name.into(),
         host_path: Some(HostPathVolumeSource {
@@ -48,7 +48,12 @@ fn host_path(name: &str, path: &str, kind: &str) -> Volume {
     }
 }
 
-fn mount(name: &str, path: &str, read_only: bool, propagation: Option<&str>) -> VolumeMount {
+pub(super) fn mount(
+    name: &str,
+    path: &str,
+    read_only: bool,
+    propagation: Option<&str>,
+) -> VolumeMount {
     VolumeMount {
         name: name.into(),
         mount_path: path.into(),
