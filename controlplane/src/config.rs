@@ -44,6 +44,8 @@ pub const TOKEN_AUDIENCES: &str = "WEFT_CP_TOKEN_AUDIENCES";
 pub const WAYPOINT_IMAGE: &str = "WEFT_CP_WAYPOINT_IMAGE";
 /// `host:port` at which pods reach the control plane's gRPC.
 pub const ADDRESS: &str = "WEFT_CP_ADDRESS";
+/// The replica's name in leader election (its pod's name, from the downward API).
+pub const POD_NAME: &str = "WEFT_CP_POD_NAME";
 
 /// Where the configuration comes from, and with it how the CA keeps its root and how
 /// agents authenticate.
@@ -78,6 +80,9 @@ pub struct Kubernetes {
     pub waypoint_image: String,
     /// Where the waypoints' pods reach the control plane (`host:port`).
     pub address: String,
+    /// Who this replica is in leader election (default: the host name, which is the
+    /// pod's name).
+    pub identity: String,
 }
 
 /// Where metrics (and the debug status) are served.
@@ -293,9 +298,19 @@ fn mode(source: &impl Source, state_dir: &Path) -> Result<Mode, Error> {
             {
                 return Err(invalid(ADDRESS, &address, "expected host:port".to_owned()));
             }
+            let identity = source
+                .get(POD_NAME)
+                .or_else(|| {
+                    std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .ok()
+                        .map(|h| h.trim().to_owned())
+                })
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "weft-controlplane".to_owned());
             Ok(Mode::Kubernetes(Kubernetes {
                 waypoint_image,
                 address,
+                identity,
                 agent_namespace: agent_namespace.to_owned(),
                 agent_service_account: agent_service_account.to_owned(),
                 namespace,
@@ -387,6 +402,11 @@ mod tests {
     fn kubernetes_mode() {
         // Without a folder, Kubernetes is the default.
         let c = Config::from_source(&HashMap::<&str, &str>::new()).unwrap();
+        let Mode::Kubernetes(k) = &c.mode else {
+            panic!("{:?}", c.mode)
+        };
+        // The host name unless WEFT_CP_POD_NAME says.
+        assert!(!k.identity.is_empty());
         assert_eq!(
             c.mode,
             Mode::Kubernetes(Kubernetes {
@@ -397,7 +417,13 @@ mod tests {
                 token_audiences: vec!["weft".into()],
                 waypoint_image: format!("ghcr.io/weft-mesh/weft:{}", env!("CARGO_PKG_VERSION")),
                 address: "weft-controlplane.weft-system.svc:15012".into(),
+                identity: k.identity.clone(),
             })
+        );
+        let named =
+            Config::from_source(&HashMap::from([(POD_NAME, "weft-controlplane-7c9-x2")])).unwrap();
+        assert!(
+            matches!(&named.mode, Mode::Kubernetes(k) if k.identity == "weft-controlplane-7c9-x2")
         );
         let bad = Config::from_source(&HashMap::from([(ADDRESS, "nowhere")])).unwrap_err();
         assert!(bad.to_string().contains(ADDRESS), "{bad}");

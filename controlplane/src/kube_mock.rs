@@ -290,6 +290,26 @@ impl FakeState {
                 let stored = self.collections[&collection].objects[&key_of(&object)].clone();
                 reply.send_response(json(200, stored));
             }
+            // A replace: refused (409) unless it carries the stored resource version.
+            (&http::Method::PUT, Some(name)) => {
+                self.requests.push(format!("PUT {path}"));
+                let mut sent: serde_json::Value = serde_json::from_slice(body).unwrap();
+                let key = (namespace.clone().unwrap_or_default(), name);
+                let Some(stored) = c.objects.get(&key) else {
+                    reply.send_response(status(404, "NotFound"));
+                    return;
+                };
+                if sent["metadata"]["resourceVersion"] != stored["metadata"]["resourceVersion"] {
+                    reply.send_response(status(409, "Conflict"));
+                    return;
+                }
+                if let Some(ns) = namespace {
+                    sent["metadata"]["namespace"] = ns.into();
+                }
+                self.record(&collection, "", sent.clone());
+                let stored = self.collections[&collection].objects[&key_of(&sent)].clone();
+                reply.send_response(json(200, stored));
+            }
             _ => {
                 self.requests.push(format!("{} {path}", req.method));
                 reply.send_response(status(405, "MethodNotAllowed"));

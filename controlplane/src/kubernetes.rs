@@ -16,6 +16,7 @@
 //! The watches that feed this are in `kubernetes/watch.rs`; `kubernetes/source.rs` keeps
 //! the last good version of each object.
 
+pub mod leader;
 pub mod publish;
 pub mod source;
 pub mod watch;

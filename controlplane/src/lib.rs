@@ -286,10 +286,18 @@ async fn launch(
             let docs = source.reload(&cluster);
             sinks.put_in_force(docs, source.problems());
             let roots_pem: String = authority.roots().iter().map(ca::pem_of).collect();
+            // Only the leader among the replicas writes to the cluster.
+            let (leading_tx, leading) = tokio::sync::watch::channel(false);
+            tokio::spawn(kubernetes::leader::run(
+                client.clone(),
+                kubernetes::leader::Settings::new(&k.namespace, &k.identity),
+                leading_tx,
+            ));
             tokio::spawn(kubernetes::publish::keep_trying(
                 client.clone(),
                 k.namespace.clone(),
                 roots_pem.clone(),
+                leading.clone(),
             ));
             // The waypoint controller follows the same snapshots.
             let (gateways_tx, gateways_rx) = tokio::sync::watch::channel(cluster.gateways);
@@ -304,6 +312,7 @@ async fn launch(
                 client.clone(),
                 settings,
                 gateways_rx,
+                leading,
             ));
             tokio::spawn(kubernetes::source::follow(
                 watches,

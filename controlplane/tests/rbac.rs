@@ -138,6 +138,22 @@ fn the_waypoint_controller_may_apply_what_it_applies() {
 }
 
 #[test]
+fn the_control_plane_elects_its_leader_with_one_lease() {
+    let m = manifest();
+    let rules = m.role.rules.unwrap_or_default();
+    let lease = controlplane::kubernetes::leader::LEASE;
+    let group = "coordination.k8s.io";
+    assert!(allows(&rules, group, "leases", "create", None));
+    for verb in ["get", "update"] {
+        assert!(allows(&rules, group, "leases", verb, Some(lease)), "{verb}");
+        assert!(
+            !allows(&rules, group, "leases", verb, Some("someone-elses")),
+            "{verb} of other Leases is not needed"
+        );
+    }
+}
+
+#[test]
 fn the_control_plane_keeps_its_root_in_one_secret() {
     let m = manifest();
     let rules = m.role.rules.unwrap_or_default();

@@ -54,9 +54,17 @@ pub async fn publish(
     }
 }
 
-/// Publishes until it has (every 5 s after a failure).
-pub async fn keep_trying(client: Client, namespace: String, roots_pem: String) {
+/// Publishes once this replica leads, until it has (every 5 s after a failure).
+pub async fn keep_trying(
+    client: Client,
+    namespace: String,
+    roots_pem: String,
+    mut leading: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
+        if leading.wait_for(|l| *l).await.is_err() {
+            return;
+        }
         match publish(&client, &namespace, &roots_pem).await {
             Ok(webhook) => {
                 tracing::info!(

@@ -235,10 +235,18 @@ pub async fn run(
     client: Client,
     settings: Settings,
     mut gateways: watch::Receiver<Vec<Arc<DynamicObject>>>,
+    mut leading: watch::Receiver<bool>,
 ) {
     let mut applied = Applied::default();
     let mut wait = Duration::from_millis(500);
     loop {
+        // A follower writes nothing; a new leader reconciles every Gateway again.
+        if !*leading.borrow_and_update() {
+            applied = Applied::default();
+            if leading.wait_for(|l| *l).await.is_err() {
+                return;
+            }
+        }
         let snapshot = gateways.borrow_and_update().clone();
         applied.retain(snapshot.iter().map(|g| &**g));
         let todo: Vec<DynamicObject> = applied
@@ -272,8 +280,9 @@ pub async fn run(
             wait = (wait * 2).min(Duration::from_secs(30));
         } else {
             wait = Duration::from_millis(500);
-            if gateways.changed().await.is_err() {
-                return;
+            tokio::select! {
+                changed = gateways.changed() => if changed.is_err() { return },
+                changed = leading.changed() => if changed.is_err() { return },
             }
         }
     }

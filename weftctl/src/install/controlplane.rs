@@ -14,9 +14,9 @@ use k8s_openapi::{
         },
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSpec,
-            PodTemplateSpec, Probe, SecurityContext, Service, ServiceAccount, ServicePort,
-            ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
+            ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecurityContext, Service,
+            ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
         rbac::v1::{
@@ -126,9 +126,17 @@ pub fn rbac(
     // Kubernetes cannot limit `create` to a name; `get` is limited to the Secret.
     let mut get_secret = rule(&[""], &["secrets"], &["get"]);
     get_secret.resource_names = Some(vec![CA_SECRET.into()]);
+    // The leader election's Lease: created once, then read and renewed by name.
+    let mut hold_lease = rule(&["coordination.k8s.io"], &["leases"], &["get", "update"]);
+    hold_lease.resource_names = Some(vec![::controlplane::kubernetes::leader::LEASE.into()]);
     let role = Role {
         metadata: meta(NAME, Some(&v.namespace)),
-        rules: Some(vec![rule(&[""], &["secrets"], &["create"]), get_secret]),
+        rules: Some(vec![
+            rule(&[""], &["secrets"], &["create"]),
+            get_secret,
+            rule(&["coordination.k8s.io"], &["leases"], &["create"]),
+            hold_lease,
+        ]),
     };
     let binding = RoleBinding {
         metadata: meta(NAME, Some(&v.namespace)),
@@ -165,6 +173,18 @@ pub fn deployment(v: &Values) -> Deployment {
         command: Some(vec!["weft-controlplane".into()]),
         env: Some(vec![
             env_var("WEFT_CP_SOURCE", "kubernetes"),
+            // Who this replica is in leader election.
+            EnvVar {
+                name: "WEFT_CP_POD_NAME".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "metadata.name".into(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            },
             env_var("WEFT_CP_NAMESPACE", ns.clone()),
             env_var("WEFT_TRUST_DOMAIN", v.trust_domain.clone()),
             env_var("WEFT_CERT_LIFETIME", v.controlplane.cert_lifetime.clone()),

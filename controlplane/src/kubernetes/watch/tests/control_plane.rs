@@ -12,6 +12,7 @@ use crate::{
 };
 
 const SECRETS: &str = "/api/v1/secrets";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/leases";
 const CREATE_SECRET: &str = "POST /api/v1/namespaces/weft-system/secrets";
 const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 const AGENT_TOKEN: &str = "token-of-the-agent-on-node-1";
@@ -116,7 +117,7 @@ fn names(update: &ConfigUpdate, kind: &str) -> Vec<String> {
 #[tokio::test]
 async fn the_cluster_reaches_a_subscribed_agent() {
     let (client, fake) = shop();
-    fake.install(&[SECRETS]);
+    fake.install(&[SECRETS, LEASES]);
     fake.on_create(TOKEN_REVIEWS, review);
     let state = std::env::temp_dir().join(format!("weft-k8s-{}", rand::random::<u64>()));
     let cp = launch(client.clone(), &state).await;
@@ -252,7 +253,7 @@ fn review_pods(request: &Value) -> http::Response<kube::client::Body> {
 #[tokio::test]
 async fn a_waypoint_pod_subscribes_with_its_own_token() {
     let (client, fake) = shop();
-    fake.install(&[SECRETS]);
+    fake.install(&[SECRETS, LEASES]);
     fake.on_create(TOKEN_REVIEWS, review_pods);
     // The waypoint's pod, and the Service bound to it.
     let mut waypoint_pod = pod("shop-waypoint-7f9c", "10.244.1.2");
@@ -324,7 +325,7 @@ async fn the_running_control_plane_runs_its_waypoint_gateways() {
     const CONFIG_MAPS: &str = "/api/v1/configmaps";
     const DEPLOYMENTS: &str = "/apis/apps/v1/deployments";
     let (client, fake) = shop();
-    fake.install(&[SECRETS, ACCOUNTS, CONFIG_MAPS, DEPLOYMENTS]);
+    fake.install(&[SECRETS, LEASES, ACCOUNTS, CONFIG_MAPS, DEPLOYMENTS]);
     fake.on_create(TOKEN_REVIEWS, review);
     let state = std::env::temp_dir().join(format!("weft-k8s-{}", rand::random::<u64>()));
     let cp = launch(client, &state).await;
@@ -337,6 +338,15 @@ async fn the_running_control_plane_runs_its_waypoint_gateways() {
             .is_some_and(|g| g["status"]["conditions"][0]["status"] == "True")
     })
     .await;
+    // It leads: the only replica took the Lease.
+    let lease = fake
+        .get(LEASES, "weft-system", crate::kubernetes::leader::LEASE)
+        .expect("the Lease");
+    assert!(
+        lease["spec"]["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty())
+    );
     let roots = fake
         .get(CONFIG_MAPS, "shop", "shop-waypoint-weft-roots")
         .expect("the roots' ConfigMap");
@@ -373,6 +383,53 @@ async fn the_running_control_plane_runs_its_waypoint_gateways() {
     })
     .await;
     assert_eq!(fake.requests(deployment_path).len(), 1);
+    cp.stop().await;
+    std::fs::remove_dir_all(&state).unwrap();
+}
+
+#[tokio::test]
+async fn a_follower_writes_nothing_until_the_leader_stops_renewing() {
+    use k8s_openapi::{apimachinery::pkg::apis::meta::v1::MicroTime, jiff};
+    const ACCOUNTS: &str = "/api/v1/serviceaccounts";
+    const CONFIG_MAPS: &str = "/api/v1/configmaps";
+    const DEPLOYMENTS: &str = "/apis/apps/v1/deployments";
+    let (client, fake) = shop();
+    fake.install(&[SECRETS, LEASES, ACCOUNTS, CONFIG_MAPS, DEPLOYMENTS]);
+    fake.on_create(TOKEN_REVIEWS, review);
+    // Another replica renewed the Lease 10 s ago: it holds it for 5 s more.
+    let renewed = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(10);
+    fake.apply(
+        LEASES,
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "metadata": {"name": crate::kubernetes::leader::LEASE, "namespace": "weft-system"},
+               "spec": {"holderIdentity": "weft-controlplane-other", "leaseDurationSeconds": 15,
+                        "renewTime": MicroTime(renewed), "leaseTransitions": 4}}),
+    );
+    let state = std::env::temp_dir().join(format!("weft-k8s-{}", rand::random::<u64>()));
+    let cp = launch(client, &state).await;
+    // It serves, but writes nothing to the cluster while the other leads.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(fake.get(DEPLOYMENTS, "shop", "shop-waypoint").is_none());
+    assert!(fake.get(CONFIG_MAPS, "weft-system", "weft-roots").is_none());
+    assert!(
+        fake.requests("PATCH").is_empty(),
+        "{:?}",
+        fake.requests("PATCH")
+    );
+    // The other stops renewing: this one takes over and does the writes.
+    until("the waypoint's Deployment from the new leader", || {
+        fake.get(DEPLOYMENTS, "shop", "shop-waypoint").is_some()
+    })
+    .await;
+    until("the roots' ConfigMap from the new leader", || {
+        fake.get(CONFIG_MAPS, "weft-system", "weft-roots").is_some()
+    })
+    .await;
+    let lease = fake
+        .get(LEASES, "weft-system", crate::kubernetes::leader::LEASE)
+        .unwrap();
+    assert_ne!(lease["spec"]["holderIdentity"], "weft-controlplane-other");
+    assert_eq!(lease["spec"]["leaseTransitions"], 5);
     cp.stop().await;
     std::fs::remove_dir_all(&state).unwrap();
 }
