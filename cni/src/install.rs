@@ -29,6 +29,9 @@ pub struct Options {
     pub binary: Option<PathBuf>,
     /// Take the plugin out instead.
     pub uninstall: bool,
+    /// Keep it installed: look again every so often (a primary plugin that rewrites
+    /// its configuration drops Weft's entry).
+    pub watch: Option<std::time::Duration>,
 }
 
 impl Options {
@@ -42,6 +45,7 @@ impl Options {
             exclude_namespaces: DEFAULT_EXCLUDED.iter().map(|s| (*s).to_owned()).collect(),
             binary: None,
             uninstall: false,
+            watch: None,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -58,6 +62,13 @@ impl Options {
                 "--net-dir" => o.net_dir = value.into(),
                 "--agent-socket" => o.agent_socket = value.into(),
                 "--binary" => o.binary = Some(value.into()),
+                "--watch" => {
+                    let secs: u64 = value
+                        .trim_end_matches('s')
+                        .parse()
+                        .map_err(|_| format!("--watch {value}: expected seconds, e.g. 10s"))?;
+                    o.watch = Some(std::time::Duration::from_secs(secs.max(1)));
+                }
                 "--exclude" => {
                     o.exclude_namespaces = value
                         .split(',')
@@ -79,6 +90,8 @@ pub struct Report {
     /// The plugins before Weft's, by type.
     pub chained_after: Vec<String>,
     pub removed: bool,
+    /// Whether anything was written (running again changes nothing).
+    pub changed: bool,
 }
 
 impl fmt::Display for Report {
@@ -178,10 +191,14 @@ pub fn install(o: &Options) -> Result<Report, String> {
         file.with_extension("conflist")
     };
     let mut binary = None;
+    let mut changed = false;
     if o.uninstall {
         let dest = o.bin_dir.join(PLUGIN_TYPE);
         match std::fs::remove_file(&dest) {
-            Ok(()) => binary = Some(dest),
+            Ok(()) => {
+                binary = Some(dest);
+                changed = true;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("removing {}: {e}", dest.display())),
         }
@@ -191,17 +208,19 @@ pub fn install(o: &Options) -> Result<Report, String> {
             None => std::env::current_exe().map_err(|e| format!("finding this binary: {e}"))?,
         };
         let dest = o.bin_dir.join(PLUGIN_TYPE);
-        write_atomic(
-            &dest,
-            &std::fs::read(&source).map_err(|e| format!("reading {}: {e}", source.display()))?,
-            0o755,
-        )?;
+        let program =
+            std::fs::read(&source).map_err(|e| format!("reading {}: {e}", source.display()))?;
+        if std::fs::read(&dest).ok().as_deref() != Some(&program[..]) {
+            write_atomic(&dest, &program, 0o755)?;
+            changed = true;
+        }
         binary = Some(dest);
     }
     let mut bytes = serde_json::to_vec_pretty(&chained).expect("serializable");
     bytes.push(b'\n');
     if std::fs::read(&target).ok().as_deref() != Some(&bytes[..]) {
         write_atomic(&target, &bytes, 0o644)?;
+        changed = true;
     }
     if target != file {
         std::fs::remove_file(&file).map_err(|e| format!("removing {}: {e}", file.display()))?;
@@ -218,7 +237,26 @@ pub fn install(o: &Options) -> Result<Report, String> {
         conflist: target,
         chained_after,
         removed: o.uninstall,
+        changed,
     })
+}
+
+/// [`install`], then with `watch` again every so often, saying what it changed; an
+/// error while watching is said and tried again.
+pub fn run(o: &Options, mut say: impl FnMut(&str)) -> Result<(), String> {
+    let report = install(o)?;
+    say(&report.to_string());
+    let Some(every) = o.watch else {
+        return Ok(());
+    };
+    loop {
+        std::thread::sleep(every);
+        match install(o) {
+            Ok(r) if r.changed => say(&format!("the configuration had changed; {r}")),
+            Ok(_) => {}
+            Err(e) => say(&format!("checking again failed: {e}")),
+        }
+    }
 }
 
 /// Writes whole or not at all: runtimes read these files at any moment.

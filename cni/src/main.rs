@@ -16,11 +16,10 @@ fn main() {
         }
     }
     if args.first().map(String::as_str) == Some("install") {
-        match install::Options::from_args(&args[1..]).and_then(|o| install::install(&o)) {
-            Ok(report) => {
-                println!("{report}");
-                return;
-            }
+        match install::Options::from_args(&args[1..])
+            .and_then(|o| install::run(&o, |line| println!("{line}")))
+        {
+            Ok(()) => return,
             Err(e) => {
                 eprintln!("weft-cni install: {e}");
                 std::process::exit(1);

@@ -20,6 +20,7 @@ impl Dir {
             exclude_namespaces: vec!["kube-system".into()],
             binary: Some(binary),
             uninstall: false,
+            watch: None,
         }
     }
 }
@@ -125,4 +126,31 @@ fn without_a_primary_configuration_it_says_what_is_missing() {
             .unwrap_err()
             .contains("unknown option")
     );
+}
+
+#[test]
+fn a_primary_plugin_that_rewrites_its_file_gets_weft_again() {
+    let d = Dir::new("rewrite");
+    let primary = d.0.join("net.d/10-kindnet.conflist");
+    let original =
+        r#"{"cniVersion":"0.3.1","name":"kindnet","plugins":[{"type":"ptp"},{"type":"portmap"}]}"#;
+    std::fs::write(&primary, original).unwrap();
+    let o = d.options();
+    assert!(install(&o).unwrap().changed);
+    assert!(
+        !install(&o).unwrap().changed,
+        "nothing to do the second time"
+    );
+    // The primary plugin writes its file again, without Weft's entry.
+    std::fs::write(&primary, original).unwrap();
+    let again = install(&o).unwrap();
+    assert!(again.changed);
+    assert_eq!(read(&primary)["plugins"][2]["type"], "weft-cni");
+    assert_eq!(
+        Options::from_args(&["--watch".into(), "10s".into()])
+            .unwrap()
+            .watch,
+        Some(std::time::Duration::from_secs(10))
+    );
+    assert!(Options::from_args(&["--watch".into(), "soon".into()]).is_err());
 }

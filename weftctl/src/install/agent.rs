@@ -4,7 +4,8 @@
 //! node's address), with only the capabilities eBPF, capture and entering pod network
 //! namespaces need, and the host's bpffs, cgroup tree and network namespaces mounted.
 //! Its init container installs `weft-cni` into the node's CNI folders, chained after
-//! the cluster's own plugin, asking this agent's socket.
+//! the cluster's own plugin, asking this agent's socket; a small second container
+//! keeps it there.
 
 use k8s_openapi::{
     api::{
@@ -177,6 +178,18 @@ pub fn daemon_set(v: &Values) -> DaemonSet {
         ]),
         ..Container::default()
     };
+    // And keeps it there: a primary plugin that writes its configuration again (on
+    // its own upgrade, say) drops Weft's entry, which this puts back within 10 s.
+    let mut keep_cni = install_cni.clone();
+    keep_cni.name = "cni".into();
+    if let Some(command) = keep_cni.command.as_mut() {
+        command.extend(["--watch".to_owned(), "10s".to_owned()]);
+    }
+    keep_cni.resources = Some(super::resources(&super::values::Resources {
+        cpu_request: "1m".into(),
+        memory_request: "8Mi".into(),
+        memory_limit: "32Mi".into(),
+    }));
     let token = Volume {
         name: "token".into(),
         projected: Some(ProjectedVolumeSource {
@@ -233,7 +246,7 @@ pub fn daemon_set(v: &Values) -> DaemonSet {
                         ..Toleration::default()
                     }]),
                     init_containers: Some(vec![install_cni]),
-                    containers: vec![container],
+                    containers: vec![container, keep_cni],
                     volumes: Some(vec![
                         host_path("bpffs", "/sys/fs/bpf", "DirectoryOrCreate"),
                         host_path("cgroup", "/sys/fs/cgroup", "Directory"),

@@ -149,6 +149,11 @@ fn the_agent_runs_everywhere_with_only_what_it_needs() {
         assert_eq!(mounted.mount_path, flag(flag_name));
         assert_eq!(host(volume), path);
     }
+    // The second container keeps it there.
+    let keep = &pod.containers[1];
+    let keep_args = keep.command.as_ref().unwrap();
+    assert_eq!(keep_args[..args.len()], args[..]);
+    assert_eq!(keep_args[args.len()..], ["--watch", "10s"]);
     let caps = init
         .security_context
         .as_ref()
