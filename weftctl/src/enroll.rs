@@ -46,23 +46,12 @@ pub fn run(namespace: &str, on: bool, context: Option<&str>) -> anyhow::Result<(
 
 #[cfg(test)]
 mod tests {
-    use http::{Request, Response};
-    use kube::client::Body;
-
     use super::*;
-
-    fn reply(status: u16, body: serde_json::Value) -> Response<Body> {
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/json")
-            .body(Body::from(serde_json::to_vec(&body).unwrap()))
-            .unwrap()
-    }
+    use crate::testing::reply;
 
     #[tokio::test]
     async fn the_label_is_merged_in_and_a_missing_namespace_is_named() {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let client = Client::new(service, "default");
+        let (client, mut handle) = crate::testing::cluster();
         let task = tokio::spawn({
             let client = client.clone();
             async move { set(&client, "shop", true).await }

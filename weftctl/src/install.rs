@@ -53,6 +53,22 @@ pub fn env_var(name: &str, value: impl Into<String>) -> EnvVar {
     }
 }
 
+/// An environment variable set from the pod's own fields (the downward API), e.g.
+/// `spec.nodeName`.
+pub fn field_env(name: &str, field_path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+            field_ref: Some(k8s_openapi::api::core::v1::ObjectFieldSelector {
+                field_path: field_path.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
 /// A container's requests and limits.
 pub fn resources(r: &values::Resources) -> ResourceRequirements {
     let q = |s: &str| Quantity(s.to_owned());

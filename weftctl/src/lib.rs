@@ -9,3 +9,5 @@ pub mod lab;
 pub mod output;
 pub mod proxy_config;
 pub mod status;
+#[cfg(test)]
+mod testing;

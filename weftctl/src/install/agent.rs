@@ -11,10 +11,10 @@ use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet},
         core::v1::{
-            Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, EnvVarSource,
-            HTTPGetAction, HostPathVolumeSource, ObjectFieldSelector, PodSpec, PodTemplateSpec,
-            Probe, ProjectedVolumeSource, SecurityContext, ServiceAccount,
-            ServiceAccountTokenProjection, Toleration, Volume, VolumeMount, VolumeProjection,
+            Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
+            HostPathVolumeSource, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+            SecurityContext, ServiceAccount, ServiceAccountTokenProjection, Toleration, Volume,
+            VolumeMount, VolumeProjection,
         },
     },
     apimachinery::pkg::{
@@ -23,7 +23,7 @@ use k8s_openapi::{
     },
 };
 
-use super::{ROOTS_CONFIG_MAP, Values, controlplane, env_var, labels, meta};
+use super::{ROOTS_CONFIG_MAP, Values, controlplane, env_var, field_env, labels, meta};
 
 pub const NAME: &str = "weft-agent";
 
@@ -65,17 +65,7 @@ pub(super) fn mount(
 }
 
 pub fn daemon_set(v: &Values) -> DaemonSet {
-    let node_name = EnvVar {
-        name: "WEFT_NODE_NAME".into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: "spec.nodeName".into(),
-                ..ObjectFieldSelector::default()
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
+    let node_name = field_env("WEFT_NODE_NAME", "spec.nodeName");
     let container = Container {
         name: "agent".into(),
         image: Some(v.image.clone()),

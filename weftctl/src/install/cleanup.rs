@@ -9,8 +9,7 @@ use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, DaemonSetSpec},
         core::v1::{
-            Capabilities, Container, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec,
-            PodTemplateSpec, SecurityContext, Toleration,
+            Capabilities, Container, PodSpec, PodTemplateSpec, SecurityContext, Toleration,
         },
     },
     apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
@@ -19,7 +18,7 @@ use k8s_openapi::{
 use super::{
     Values,
     agent::{host_path, mount},
-    env_var, labels, meta,
+    env_var, field_env, labels, meta,
 };
 
 pub const NAME: &str = "weft-node-cleanup";
@@ -43,17 +42,7 @@ fn container(v: &Values, name: &str, command: &[&str], caps: &[&str]) -> Contain
 }
 
 pub fn daemon_set(v: &Values) -> DaemonSet {
-    let node_name = EnvVar {
-        name: "WEFT_NODE_NAME".into(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: "spec.nodeName".into(),
-                ..ObjectFieldSelector::default()
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    };
+    let node_name = field_env("WEFT_NODE_NAME", "spec.nodeName");
     let mut capture = container(
         v,
         "remove-capture",

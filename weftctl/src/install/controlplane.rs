@@ -14,9 +14,9 @@ use k8s_openapi::{
         },
         apps::v1::{Deployment, DeploymentSpec},
         core::v1::{
-            Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, HTTPGetAction,
-            ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SecurityContext, Service,
-            ServiceAccount, ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
+            Container, ContainerPort, EmptyDirVolumeSource, HTTPGetAction, PodSpec,
+            PodTemplateSpec, Probe, SecurityContext, Service, ServiceAccount, ServicePort,
+            ServiceSpec, TCPSocketAction, Volume, VolumeMount,
         },
         policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec},
         rbac::v1::{
@@ -26,7 +26,7 @@ use k8s_openapi::{
     apimachinery::pkg::{apis::meta::v1::LabelSelector, util::intstr::IntOrString},
 };
 
-use super::{Values, env_var, labels, meta};
+use super::{Values, env_var, field_env, labels, meta};
 
 /// The control plane's name: its Deployment, Service, RBAC, and the webhook
 /// configuration it writes its CA bundle into under that name.
@@ -174,17 +174,7 @@ pub fn deployment(v: &Values) -> Deployment {
         env: Some(vec![
             env_var("WEFT_CP_SOURCE", "kubernetes"),
             // Who this replica is in leader election.
-            EnvVar {
-                name: "WEFT_CP_POD_NAME".into(),
-                value_from: Some(EnvVarSource {
-                    field_ref: Some(ObjectFieldSelector {
-                        field_path: "metadata.name".into(),
-                        ..ObjectFieldSelector::default()
-                    }),
-                    ..EnvVarSource::default()
-                }),
-                ..EnvVar::default()
-            },
+            field_env("WEFT_CP_POD_NAME", "metadata.name"),
             env_var("WEFT_CP_NAMESPACE", ns.clone()),
             env_var("WEFT_TRUST_DOMAIN", v.trust_domain.clone()),
             env_var("WEFT_CERT_LIFETIME", v.controlplane.cert_lifetime.clone()),

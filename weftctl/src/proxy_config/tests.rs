@@ -1,23 +1,7 @@
-use http::{Request, Response};
-use kube::client::Body;
 use serde_json::json;
 
 use super::*;
-
-fn reply(status: u16, body: serde_json::Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(&body).unwrap()))
-        .unwrap()
-}
-
-type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
-
-fn cluster() -> (Client, Handle) {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    (Client::new(service, "default"), handle)
-}
+use crate::testing::{cluster, not_found, reply};
 
 fn sample() -> PodConfig {
     PodConfig {
@@ -106,11 +90,7 @@ async fn a_missing_pod_or_agent_is_said_plainly() {
     let (client, mut handle) = cluster();
     let server = tokio::spawn(async move {
         let (_, send) = handle.next_request().await.unwrap();
-        send.send_response(reply(
-            404,
-            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                   "reason": "NotFound", "code": 404, "message": "pods \"nope\" not found"}),
-        ));
+        send.send_response(not_found());
         let (_, send) = handle.next_request().await.unwrap();
         send.send_response(reply(
             200,

@@ -1,5 +1,4 @@
-use http::{Request, Response};
-use kube::{Client, client::Body};
+use kube::Client;
 use serde_json::{Value, json};
 
 use super::*;
@@ -9,7 +8,7 @@ type Route = Box<dyn Fn(&str, &str) -> Option<(u16, Value)> + Send>;
 /// An API server answering from `route` by path and query (404 for the rest), as many
 /// requests as come.
 fn cluster(route: Route) -> Client {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let (client, mut handle) = crate::testing::cluster();
     tokio::spawn(async move {
         while let Some((req, send)) = handle.next_request().await {
             let query = req
@@ -18,21 +17,13 @@ fn cluster(route: Route) -> Client {
                 .unwrap_or_default()
                 .replace("%2F", "/")
                 .replace("%3D", "=");
-            let (status, body) = route(req.uri().path(), &query).unwrap_or((
-                404,
-                json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                       "reason": "NotFound", "code": 404, "message": "not found"}),
-            ));
-            send.send_response(
-                Response::builder()
-                    .status(status)
-                    .header("content-type", "application/json")
-                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
-                    .unwrap(),
-            );
+            send.send_response(match route(req.uri().path(), &query) {
+                Some((status, body)) => crate::testing::reply(status, body),
+                None => crate::testing::not_found(),
+            });
         }
     });
-    Client::new(service, "default")
+    client
 }
 
 fn roots(days: i64) -> String {

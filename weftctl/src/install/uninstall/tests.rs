@@ -1,24 +1,8 @@
-use http::{Method, Request, Response};
-use kube::client::Body;
+use http::Method;
 use serde_json::json;
 
 use super::*;
-
-fn reply(status: u16, body: Value) -> Response<Body> {
-    Response::builder()
-        .status(status)
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(&body).unwrap()))
-        .unwrap()
-}
-
-fn not_found() -> Response<Body> {
-    reply(
-        404,
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "reason": "NotFound", "code": 404, "message": "not found"}),
-    )
-}
+use crate::testing::{cluster, not_found, reply};
 
 fn cleanup_status(ready: i32) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
@@ -43,8 +27,7 @@ async fn scenario(
     crds: bool,
     gone: &'static [&'static str],
 ) -> (Vec<(Method, String)>, Vec<String>) {
-    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = Client::new(service, "default");
+    let (client, mut handle) = cluster();
     let server = tokio::spawn(async move {
         let mut seen = Vec::new();
         let mut reads = 0;

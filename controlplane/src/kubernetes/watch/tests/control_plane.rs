@@ -13,6 +13,9 @@ use crate::{
 
 const SECRETS: &str = "/api/v1/secrets";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/leases";
+const ACCOUNTS: &str = "/api/v1/serviceaccounts";
+const CONFIG_MAPS: &str = "/api/v1/configmaps";
+const DEPLOYMENTS: &str = "/apis/apps/v1/deployments";
 const CREATE_SECRET: &str = "POST /api/v1/namespaces/weft-system/secrets";
 const TOKEN_REVIEWS: &str = "/apis/authentication.k8s.io/v1/tokenreviews";
 const AGENT_TOKEN: &str = "token-of-the-agent-on-node-1";
@@ -321,9 +324,6 @@ async fn until(what: &str, f: impl Fn() -> bool) {
 
 #[tokio::test]
 async fn the_running_control_plane_runs_its_waypoint_gateways() {
-    const ACCOUNTS: &str = "/api/v1/serviceaccounts";
-    const CONFIG_MAPS: &str = "/api/v1/configmaps";
-    const DEPLOYMENTS: &str = "/apis/apps/v1/deployments";
     let (client, fake) = shop();
     fake.install(&[SECRETS, LEASES, ACCOUNTS, CONFIG_MAPS, DEPLOYMENTS]);
     fake.on_create(TOKEN_REVIEWS, review);
@@ -390,9 +390,6 @@ async fn the_running_control_plane_runs_its_waypoint_gateways() {
 #[tokio::test]
 async fn a_follower_writes_nothing_until_the_leader_stops_renewing() {
     use k8s_openapi::{apimachinery::pkg::apis::meta::v1::MicroTime, jiff};
-    const ACCOUNTS: &str = "/api/v1/serviceaccounts";
-    const CONFIG_MAPS: &str = "/api/v1/configmaps";
-    const DEPLOYMENTS: &str = "/apis/apps/v1/deployments";
     let (client, fake) = shop();
     fake.install(&[SECRETS, LEASES, ACCOUNTS, CONFIG_MAPS, DEPLOYMENTS]);
     fake.on_create(TOKEN_REVIEWS, review);
