@@ -258,6 +258,17 @@ impl Pods {
         let mut records = self.records.lock().await;
         let mut gone = Vec::new();
         for (id, record) in records.iter() {
+            // A namespace that is gone (a pod whose DEL never came: the node went down
+            // with it) leaves nothing to do but forget it.
+            if crate::netns::open(&record.netns).is_err() {
+                if let Err(e) = self.enrollments.unenroll(&record.netns).await
+                    && !matches!(e, enroll::Error::NotEnrolled { .. })
+                {
+                    tracing::warn!(netns = %record.netns.display(), error = %e, "unenrolling a namespace that is gone failed");
+                }
+                gone.push(id.clone());
+                continue;
+            }
             let mut want = decide(config, &record.namespace, &record.pod);
             if record.found {
                 // No DEL comes for a found pod: it leaves with its Workload.

@@ -136,7 +136,7 @@ impl Drop for Container {
     fn drop(&mut self) {
         // As a runtime does, also after a failed ADD: the plugins release what they hold.
         let _ = self.del();
-        if self.of_process.is_none() {
+        if self.of_process.is_none() && lab::netns_path(&self.netns).exists() {
             let _ = Command::new("ip")
                 .args(["netns", "del", &self.netns])
                 .status();
@@ -420,9 +420,20 @@ fn namespace_labels_bring_running_pods_in_and_out_also_pods_never_announced() {
         &workloads_yaml(&[
             ("legacy", "old-1", "old", "", &[named.ip()]),
             ("legacy", "old-2", "old", "", &[unnamed.ip()]),
+            ("shop", "stale-1", "cart", "", &[]),
         ]),
         &[NODE],
     );
+    // A mesh pod whose namespace goes without a DEL (its node went down with it).
+    let mut stale = Container::new("shop", "stale-1", network(&lab, true));
+    stale.add().expect("ADD of a mesh pod");
+    let stale_path = stale.path();
+    assert!(enrolled(&lab, &stale_path).is_some());
+    let status = Command::new("ip")
+        .args(["netns", "del", &stale.netns])
+        .status()
+        .unwrap();
+    assert!(status.success());
     let billing = lab.pod("legacy/billing-1");
     let billing_path = lab::netns_path(&billing.netns);
     assert_eq!(enrolled(&lab, &billing_path), None);
@@ -472,6 +483,8 @@ fn namespace_labels_bring_running_pods_in_and_out_also_pods_never_announced() {
     let out = weftctl(&["lab", "enroll", "legacy", "--off"]);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(enrolled(&lab, &billing_path), None);
+    // The next configuration let the agent forget the namespace that went.
+    assert_eq!(enrolled(&lab, &stale_path), None, "{:?}", enrollments(&lab));
     wire::eventually(Duration::from_secs(10), "the found pod to leave", || {
         !enrollments(&lab).iter().any(|(_, id)| id == old_id)
     });
