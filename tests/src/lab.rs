@@ -35,12 +35,23 @@ pub struct Lab {
 impl Lab {
     /// `lab up` with `topology`, `--agent-env` and `--waypoint-env` settings.
     pub fn up(topology: &str, agent_env: &[&str], waypoint_env: &[&str]) -> Lab {
+        Lab::up_with(topology, &[], agent_env, waypoint_env)
+    }
+
+    /// [`Lab::up`] with more flags of `lab up` (`--observability`).
+    pub fn up_with(
+        topology: &str,
+        flags: &[&str],
+        agent_env: &[&str],
+        waypoint_env: &[&str],
+    ) -> Lab {
         require_root();
         let dir = std::env::temp_dir().join(crate::unique("lab"));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("topology.yaml");
         std::fs::write(&file, topology).unwrap();
         let mut args = vec!["lab", "up", "--topology", file.to_str().unwrap()];
+        args.extend(flags);
         for e in agent_env {
             args.extend(["--agent-env", e]);
         }

@@ -19,6 +19,7 @@ pub mod cni;
 mod documents;
 pub mod ejections;
 mod enroll;
+pub mod observability;
 mod pods;
 pub mod proxy_config;
 mod status;
@@ -96,6 +97,9 @@ pub struct State {
     /// `WEFT_…` settings every waypoint runs with (`lab up --waypoint-env`).
     #[serde(default)]
     pub waypoint_env: Vec<(String, String)>,
+    /// Prometheus, with `lab up --observability`.
+    #[serde(default)]
+    pub observability: Option<observability::Observability>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -298,14 +302,30 @@ pub fn up(
     topology_file: Option<&Path>,
     agent_env: &[String],
     waypoint_env: &[String],
+    observability: bool,
 ) -> anyhow::Result<()> {
-    up_with(
-        topology_file,
-        (agent_env, waypoint_env),
-        &Progress {
-            start: Instant::now(),
-        },
-    )
+    let progress = Progress {
+        start: Instant::now(),
+    };
+    up_with(topology_file, (agent_env, waypoint_env), &progress)?;
+    if observability {
+        let mut state = State::load()?.context("the lab's state is missing")?;
+        match observability::start(&state, &progress) {
+            Ok(o) => {
+                println!("Prometheus: {} (from the lab's namespaces)", o.url());
+                state.observability = Some(o);
+                state.save()?;
+            }
+            Err(e) => {
+                progress.say(format_args!(
+                    "starting Prometheus failed: {e:#}; removing the lab"
+                ));
+                down_with(&progress)?;
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `KEY=VALUE` pairs of `WEFT_` settings, as `--<flag> KEY=VALUE` gives them.

@@ -157,6 +157,10 @@ enum Lab {
         /// `--waypoint-env WEFT_OTLP_ENDPOINT=http://10.244.1.2:4317`.
         #[arg(long = "waypoint-env")]
         waypoint_env: Vec<String>,
+        /// Also run Prometheus (Debian's), scraping the control plane, the agents and
+        /// the waypoints; `lab status` says where.
+        #[arg(long)]
+        observability: bool,
     },
     /// Show nodes, agents, pods and services.
     Status,
@@ -288,7 +292,13 @@ fn main() -> anyhow::Result<()> {
             topology,
             agent_env,
             waypoint_env,
-        }) => weftctl::lab::up(topology.as_deref(), &agent_env, &waypoint_env),
+            observability,
+        }) => weftctl::lab::up(
+            topology.as_deref(),
+            &agent_env,
+            &waypoint_env,
+            observability,
+        ),
         Top::Waypoint(Waypoint::Apply {
             namespace,
             name,

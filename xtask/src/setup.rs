@@ -9,8 +9,9 @@ use crate::{is_root, step, workspace_root};
 /// Debian packages the project uses: `protoc` for the gRPC protocol, `ip` and `nsenter`
 /// for namespaces, `bpftool` to inspect attachments in tests, the CNI reference plugins
 /// for the lab; for benchmarks iperf3, wrk and h2load (load), nginx and HAProxy (the
-/// reverse proxies the waypoint is measured against).
-const PACKAGES: [(&str, &str); 10] = [
+/// reverse proxies the waypoint is measured against); Prometheus for the lab's
+/// observability (`weftctl lab up --observability`).
+const PACKAGES: [(&str, &str); 11] = [
     ("protobuf-compiler", "/usr/bin/protoc"),
     ("iproute2", "/usr/sbin/ip"),
     ("util-linux", "/usr/bin/nsenter"),
@@ -21,6 +22,7 @@ const PACKAGES: [(&str, &str); 10] = [
     ("nghttp2-client", "/usr/bin/h2load"),
     ("nginx-light", "/usr/sbin/nginx"),
     ("haproxy", "/usr/sbin/haproxy"),
+    ("prometheus", "/usr/bin/prometheus"),
 ];
 
 /// While packages install, services they bring (nginx, HAProxy) must not start on the

@@ -443,6 +443,7 @@ pub(super) fn build(
         pods,
         agents,
         waypoint_env: waypoint_env.to_vec(),
+        observability: None,
     };
     state.save()?;
     progress.say("lab is up");

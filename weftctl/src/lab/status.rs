@@ -22,6 +22,16 @@ pub fn status() -> anyhow::Result<()> {
         state.controlplane_pid,
         RUN_DIR
     )?;
+    if let Some(o) = &state.observability {
+        writeln!(
+            out,
+            "prometheus: {} {} (pid {}, log {}; reach it from the lab's namespaces)\n",
+            o.url(),
+            if alive(o.pid) { "running" } else { "DOWN" },
+            o.pid,
+            o.log.display()
+        )?;
+    }
     // Configuration files the control plane refused (the last good version is in force).
     let cp_status = run_dir().join("controlplane/state/status.json");
     if let Ok(text) = std::fs::read_to_string(&cp_status)

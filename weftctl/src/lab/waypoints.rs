@@ -209,6 +209,9 @@ pub fn apply(
     .start(pod)?;
     let pod = pod.clone();
     state.save()?;
+    if state.observability.is_some() {
+        super::observability::write_targets(&state)?;
+    }
     wait_ready(&pod)?;
     println!(
         "waypoint {} ready on {} at {} (Service {}); serves: {}",
@@ -297,6 +300,9 @@ pub fn delete(namespace: &str, name: &str) -> anyhow::Result<()> {
         .map(|i| state.pods.remove(i));
     documents::write(&state.topology, &state.pods)?;
     state.save()?;
+    if state.observability.is_some() {
+        super::observability::write_targets(&state)?;
+    }
     if let Some(p) = pod {
         let node = state.topology.nodes.iter().find(|n| n.name == p.pod.node);
         for problem in pods::remove(&p, node)? {

@@ -1,0 +1,144 @@
+//! `weftctl lab up --observability`: a real Prometheus in the lab scrapes the control
+//! plane, every agent and every waypoint, follows waypoints as they come and go, and
+//! holds the mesh's metrics.
+
+use std::{
+    io::{Read as _, Write as _},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tests::{
+    lab::{Lab, sa},
+    weftctl,
+    wire::{self, eventually},
+};
+use weftctl::lab::{self, observability};
+
+/// A Prometheus HTTP API answer, asked from inside its namespace (HTTP/1.0: the
+/// answer is not chunked).
+fn api(lab: &Lab, path: &str) -> Value {
+    let o = lab.state.observability.as_ref().expect("Prometheus runs");
+    let (addr, path) = (sa(o.address, observability::PORT), path.to_owned());
+    let answer = wire::in_netns(&lab::netns_path(&observability::netns()), move || {
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: prometheus\r\n\r\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+/// `(job, health)` of every active target.
+fn targets(lab: &Lab) -> Vec<(String, String)> {
+    let t = api(lab, "/api/v1/targets");
+    let mut out: Vec<(String, String)> = t["data"]["activeTargets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            (
+                a["labels"]["job"].as_str().unwrap_or_default().to_owned(),
+                a["health"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn up(job: &str, n: usize) -> Vec<(String, String)> {
+    vec![(job.to_owned(), "up".to_owned()); n]
+}
+
+fn expect(controlplane: usize, agents: usize, waypoints: usize) -> Vec<(String, String)> {
+    let mut v = up("agents", agents);
+    v.extend(up("controlplane", controlplane));
+    v.extend(up("waypoints", waypoints));
+    v
+}
+
+/// The value of an instant query's single sample (summed).
+fn query(lab: &Lab, promql: &str) -> Option<f64> {
+    let q = api(lab, &format!("/api/v1/query?query={}", encode(promql)));
+    let result = q["data"]["result"].as_array()?;
+    let mut sum = None;
+    for r in result {
+        let v: f64 = r["value"][1].as_str()?.parse().ok()?;
+        sum = Some(sum.unwrap_or(0.0) + v);
+    }
+    sum
+}
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+#[test]
+fn prometheus_scrapes_the_whole_mesh_and_follows_waypoints() {
+    let mut lab = Lab::up_with(lab::topology::DEFAULT, &["--observability"], &[], &[]);
+    let status = weftctl(&["lab", "status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("prometheus: http://10.250.0.3:9090 running"),
+        "{text}"
+    );
+    eventually(Duration::from_secs(20), "every target up", || {
+        targets(&lab) == expect(1, 2, 1)
+    });
+
+    // Metrics of each kind are there; traffic shows.
+    eventually(Duration::from_secs(10), "the agents' enrollments", || {
+        query(&lab, "sum(weft_agent_enrolled_namespaces)") == Some(4.0)
+    });
+    assert!(query(&lab, "weft_controlplane_config_version").is_some());
+    let cart = lab.ip("shop/cart-2");
+    lab.echo_ok("shop/frontend-1", sa(cart, 7000), 2000, &[]);
+    eventually(
+        Duration::from_secs(10),
+        "the connection in Prometheus",
+        || {
+            query(&lab, "sum(weft_agent_outbound_connections_accepted_total)")
+                .is_some_and(|n| n >= 1.0)
+        },
+    );
+
+    // A new waypoint is scraped once it runs, and no longer once deleted.
+    let out = weftctl(&[
+        "waypoint",
+        "apply",
+        "-n",
+        "shop",
+        "--name",
+        "cart-v1-waypoint",
+        "--for",
+        "cart-v1",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    lab.reload();
+    eventually(Duration::from_secs(20), "the new waypoint scraped", || {
+        targets(&lab) == expect(1, 2, 2)
+    });
+    let out = weftctl(&[
+        "waypoint",
+        "delete",
+        "-n",
+        "shop",
+        "--name",
+        "cart-v1-waypoint",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    eventually(
+        Duration::from_secs(20),
+        "the deleted waypoint dropped",
+        || targets(&lab) == expect(1, 2, 1),
+    );
+}
