@@ -2,6 +2,7 @@
 
 pub mod check;
 pub mod cluster;
+pub mod dashboards;
 pub mod enroll;
 pub mod install;
 pub mod kubeconfig;
