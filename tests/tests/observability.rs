@@ -142,3 +142,59 @@ fn prometheus_scrapes_the_whole_mesh_and_follows_waypoints() {
         || targets(&lab) == expect(1, 2, 1),
     );
 }
+
+#[test]
+fn lab_top_shows_live_rates_per_workload() {
+    let lab = Lab::up(lab::topology::DEFAULT, &[], &[]);
+    // One connection per request: from the mesh to cart-1 (through cart-v1's VIP), and
+    // in plaintext from outside the mesh straight to cart-2.
+    let cart_v1 = "10.96.0.11:80".to_owned();
+    let cart_2 = format!("{}:8080", lab.ip("shop/cart-2"));
+    let _mesh = tests::Process::spawn(&mut tests::lab::sample_command(
+        "shop/frontend-1",
+        &["spread", "--connect", &cart_v1, "--count", "20000"],
+    ));
+    let _plain = tests::Process::spawn(&mut tests::lab::sample_command(
+        "legacy/billing-1",
+        &["spread", "--connect", &cart_2, "--count", "20000"],
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = weftctl(&[
+        "lab",
+        "top",
+        "--interval",
+        "1",
+        "--count",
+        "1",
+        "-o",
+        "json",
+    ]);
+    assert!(out.status.success(), "{out:?}");
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |w: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["workload"] == w)
+            .unwrap_or_else(|| panic!("no {w} in {rows}"))
+            .clone()
+    };
+    let mesh = row("shop/cart-1");
+    assert!(
+        mesh["connectionsPerSecond"].as_f64().unwrap() > 10.0,
+        "{mesh}"
+    );
+    assert_eq!(mesh["mtlsShare"], 1.0, "{mesh}");
+    assert!(mesh["bytesInPerSecond"].as_f64().unwrap() > 0.0, "{mesh}");
+    let plain = row("shop/cart-2");
+    assert!(
+        plain["connectionsPerSecond"].as_f64().unwrap() > 10.0,
+        "{plain}"
+    );
+    assert_eq!(plain["mtlsShare"], 0.0, "{plain}");
+    // For a person: a table.
+    let out = weftctl(&["lab", "top", "--interval", "1", "--count", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("WORKLOAD"), "{text}");
+    assert!(text.contains("shop/cart-1"), "{text}");
+}

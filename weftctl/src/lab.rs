@@ -23,6 +23,7 @@ pub mod observability;
 mod pods;
 pub mod proxy_config;
 mod status;
+pub mod top;
 pub mod topology;
 pub mod waypoints;
 

@@ -184,6 +184,18 @@ enum Lab {
         #[arg(short = 'o', long, value_enum)]
         output: Option<weftctl::output::Format>,
     },
+    /// Live rates per workload (connections, mutual TLS, bytes, denials, requests,
+    /// 5xx), from the agents' and waypoints' metrics, like `kubectl top`.
+    Top {
+        /// Seconds between readings.
+        #[arg(long, default_value = "2")]
+        interval: u64,
+        /// How many times to print (0: until interrupted).
+        #[arg(long, default_value = "0")]
+        count: u32,
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<weftctl::output::Format>,
+    },
     /// Run a command in a pod: `weftctl lab exec shop/cart-1 -- weft-sample echo …`.
     Exec {
         /// `namespace/name`, or the name alone when it is unique.
@@ -315,6 +327,15 @@ fn main() -> anyhow::Result<()> {
         Top::Lab(Lab::Status) => weftctl::lab::status(),
         Top::Lab(Lab::Apply { files }) => weftctl::lab::apply(&files),
         Top::Lab(Lab::Enroll { namespace, off }) => weftctl::lab::enroll(&namespace, !off),
+        Top::Lab(Lab::Top {
+            interval,
+            count,
+            output,
+        }) => weftctl::lab::top::run(
+            std::time::Duration::from_secs(interval.max(1)),
+            count,
+            output,
+        ),
         Top::Lab(Lab::ProxyConfig { pod, output }) => {
             weftctl::lab::proxy_config::print(&pod, output)
         }

@@ -12,7 +12,11 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// One GET inside the network namespace at `netns`; the body.
-fn get_in_netns(netns: std::path::PathBuf, addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+pub(super) fn get_in_netns(
+    netns: std::path::PathBuf,
+    addr: SocketAddr,
+    path: &str,
+) -> anyhow::Result<String> {
     let file = std::fs::File::open(&netns).with_context(|| netns.display().to_string())?;
     let path = path.to_owned();
     std::thread::spawn(move || -> anyhow::Result<String> {
