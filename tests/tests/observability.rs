@@ -197,4 +197,28 @@ fn lab_top_shows_live_rates_per_workload() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("WORKLOAD"), "{text}");
     assert!(text.contains("shop/cart-1"), "{text}");
+
+    // The access log of each: who came, and how.
+    let logs = |pod: &str| {
+        let out = weftctl(&["lab", "logs", "--access", pod]);
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mesh = logs("shop/cart-1");
+    assert!(
+        mesh.lines()
+            .any(|l| l.contains("src_workload=shop/frontend-1")
+                && l.contains("security=\"mutual_tls\"")),
+        "{mesh}"
+    );
+    let plain = logs("shop/cart-2");
+    assert!(
+        plain.lines().any(|l| l.contains("src_workload=legacy/billing-1")
+            && l.contains("security=\"none\"")),
+        "{plain}"
+    );
+    assert!(
+        plain.lines().all(|l| l.contains("shop/cart-2")),
+        "a line about another pod: {plain}"
+    );
 }

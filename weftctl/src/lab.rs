@@ -19,6 +19,7 @@ pub mod cni;
 mod documents;
 pub mod ejections;
 mod enroll;
+pub mod logs;
 pub mod observability;
 mod pods;
 pub mod proxy_config;

@@ -196,6 +196,15 @@ enum Lab {
         #[arg(short = 'o', long, value_enum)]
         output: Option<weftctl::output::Format>,
     },
+    /// The access log lines about a pod: the connections its node's agent carried to or
+    /// from it and the requests waypoints forwarded for it or to it.
+    Logs {
+        /// `namespace/name`, or the name alone when it is unique.
+        pod: String,
+        /// The access log (the only log this command reads).
+        #[arg(long, required = true)]
+        access: bool,
+    },
     /// Run a command in a pod: `weftctl lab exec shop/cart-1 -- weft-sample echo …`.
     Exec {
         /// `namespace/name`, or the name alone when it is unique.
@@ -336,6 +345,7 @@ fn main() -> anyhow::Result<()> {
             count,
             output,
         ),
+        Top::Lab(Lab::Logs { pod, access: _ }) => weftctl::lab::logs::print(&pod),
         Top::Lab(Lab::ProxyConfig { pod, output }) => {
             weftctl::lab::proxy_config::print(&pod, output)
         }
