@@ -82,7 +82,7 @@ impl Config {
     pub fn from_source(source: &impl Source) -> Result<Self, Error> {
         let node_name = match source.get(NODE_NAME) {
             Some(name) => name,
-            None => hostname().ok_or(Error::Missing {
+            None => api::config::hostname().ok_or(Error::Missing {
                 key: NODE_NAME,
                 reason: "the host name cannot be read",
             })?,
@@ -181,12 +181,6 @@ fn parse_ports(value: &str) -> Result<BTreeSet<u16>, Error> {
         ports.insert(port);
     }
     Ok(ports)
-}
-
-fn hostname() -> Option<String> {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
-    let name = name.trim().to_ascii_lowercase();
-    (!name.is_empty()).then_some(name)
 }
 
 #[cfg(test)]

@@ -337,6 +337,7 @@ impl Enrollments {
             // Keep the kernel and the registry in step: undo.
             let _ = self.capture.unenroll(netns.cookie());
             enrolled.remove(&id);
+            self.publish(&enrolled);
             self.metrics.enrolled_namespaces.set(enrolled.len() as i64);
             return Err(e);
         }
@@ -402,12 +403,11 @@ impl Enrollments {
     }
 
     /// The workload of each enrollment that named one, with its namespace's path.
-    pub async fn workloads(&self) -> Vec<(PathBuf, WorkloadRef)> {
-        self.enrolled
-            .lock()
-            .await
-            .values()
-            .filter_map(|e| Some((e.netns.path().to_owned(), e.workload.clone()?)))
+    pub fn workloads(&self) -> Vec<(PathBuf, WorkloadRef)> {
+        let snapshot = self.snapshot.read().unwrap_or_else(|p| p.into_inner());
+        snapshot
+            .iter()
+            .map(|(w, e)| (e.netns.clone(), w.clone()))
             .collect()
     }
 
@@ -451,11 +451,16 @@ impl Enrollments {
         self.certs.as_ref()
     }
 
-    fn save(&self, enrolled: &BTreeMap<NetnsId, Enrolled>) -> Result<(), Error> {
+    /// Makes the snapshot what `enrolled` is.
+    fn publish(&self, enrolled: &BTreeMap<NetnsId, Enrolled>) {
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = enrolled
             .values()
             .filter_map(|e| Some((e.workload.clone()?, e.report())))
             .collect();
+    }
+
+    fn save(&self, enrolled: &BTreeMap<NetnsId, Enrolled>) -> Result<(), Error> {
+        self.publish(enrolled);
         let state = State {
             enrollments: enrolled
                 .values()

@@ -120,6 +120,8 @@ pub struct Pods {
     /// By container id (`found:<namespace>/<pod>` for found pods). ADD, DEL and the
     /// reconciliation hold it while they change enrollments.
     records: Mutex<BTreeMap<String, Record>>,
+    /// What `namespaces_file` says now (written again only when that changes).
+    written: std::sync::Mutex<Option<BTreeMap<String, bool>>>,
 }
 
 impl Pods {
@@ -147,6 +149,7 @@ impl Pods {
             records_file,
             namespaces_file: admin_dir.join(api::admin::NAMESPACE_RECORD),
             records: Mutex::new(records),
+            written: std::sync::Mutex::new(None),
         }
     }
 
@@ -346,12 +349,19 @@ impl Pods {
     }
 
     fn write_namespaces(&self, config: &Config) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        if written.as_ref() == Some(&config.namespaces) {
+            return;
+        }
         let record = NamespaceRecord {
             version: config.version,
             namespaces: config.namespaces.clone(),
         };
-        if let Err(e) = write_atomic(&self.namespaces_file, &record) {
-            tracing::warn!(file = %self.namespaces_file.display(), error = %e, "writing the namespace record failed");
+        match write_atomic(&self.namespaces_file, &record) {
+            Ok(()) => *written = Some(record.namespaces),
+            Err(e) => {
+                tracing::warn!(file = %self.namespaces_file.display(), error = %e, "writing the namespace record failed")
+            }
         }
     }
 

@@ -154,6 +154,14 @@ pub fn listen_addr(
     }
 }
 
+/// This machine's host name (a pod's is its name), in lower case; `None` when it cannot
+/// be read or is empty.
+pub fn hostname() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim().to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

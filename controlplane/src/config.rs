@@ -300,11 +300,7 @@ fn mode(source: &impl Source, state_dir: &Path) -> Result<Mode, Error> {
             }
             let identity = source
                 .get(POD_NAME)
-                .or_else(|| {
-                    std::fs::read_to_string("/proc/sys/kernel/hostname")
-                        .ok()
-                        .map(|h| h.trim().to_owned())
-                })
+                .or_else(api::config::hostname)
                 .filter(|s| !s.is_empty())
                 .unwrap_or_else(|| "weft-controlplane".to_owned());
             Ok(Mode::Kubernetes(Kubernetes {

@@ -236,6 +236,43 @@ impl Lab {
         }
     }
 
+    /// An answer of the lab's Prometheus HTTP API (`lab up --observability`), asked from
+    /// inside its namespace over HTTP/1.0 (so not chunked); `Null` when it is not JSON.
+    pub fn prometheus(&self, path: &str) -> Value {
+        let o = self
+            .state
+            .observability
+            .as_ref()
+            .expect("Prometheus runs (lab up --observability)");
+        let (addr, path) = (sa(o.address, lab::observability::PORT), path.to_owned());
+        let netns = lab::netns_path(&lab::observability::netns());
+        let answer = wire::in_netns(&netns, move || {
+            let mut s =
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            write!(s, "GET {path} HTTP/1.0\r\nHost: prometheus\r\n\r\n").unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).unwrap();
+            out
+        });
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        serde_json::from_str(body).unwrap_or(Value::Null)
+    }
+
+    /// An instant query of the lab's Prometheus: its whole answer.
+    pub fn prometheus_query(&self, promql: &str) -> Value {
+        let encoded: String = promql
+            .bytes()
+            .map(|b| match b {
+                b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => {
+                    (b as char).to_string()
+                }
+                _ => format!("%{b:02X}"),
+            })
+            .collect();
+        self.prometheus(&format!("/api/v1/query?query={encoded}"))
+    }
+
     pub fn agent_log(&self, node: &str) -> String {
         std::fs::read_to_string(&self.agent(node).log).unwrap()
     }

@@ -3,20 +3,12 @@
 //! connection the policy denies), every panel's query returns data, and every metric a
 //! panel names is one the control plane, the agents or the waypoint export.
 
-use std::{
-    collections::BTreeSet,
-    io::{Read as _, Write as _},
-    time::Duration,
-};
+use std::{collections::BTreeSet, time::Duration};
 
-use serde_json::Value;
-use tests::{
-    lab::{Lab, http_get, sa},
-    wire,
-};
+use tests::lab::{Lab, http_get, sa};
 use weftctl::{
     dashboards::{DASHBOARDS, with_variables},
-    lab::{self, observability},
+    lab,
 };
 
 const POLICY: &str = "apiVersion: security.weft.dev/v1alpha1
@@ -30,31 +22,6 @@ spec:
         - source:
             principals: [cluster.local/ns/shop/sa/frontend, cluster.local/ns/shop/sa/cart-waypoint]
 ";
-
-fn query(lab: &Lab, promql: &str) -> Value {
-    let o = lab.state.observability.as_ref().expect("Prometheus runs");
-    let addr = sa(o.address, observability::PORT);
-    let path = format!("/api/v1/query?query={}", encode(promql));
-    let answer = wire::in_netns(&lab::netns_path(&observability::netns()), move || {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: prometheus\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    });
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or(Value::Null)
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
 
 /// The metric names a query uses, as exported (histograms by their family name).
 fn metric_names(expr: &str) -> BTreeSet<String> {
@@ -145,7 +112,7 @@ fn every_dashboard_query_has_data_from_the_lab() {
         for d in DASHBOARDS {
             for p in d.panels {
                 let expr = with_variables(p.expr, &variables);
-                let answer = query(&lab, &expr);
+                let answer = lab.prometheus_query(&expr);
                 let results = answer["data"]["result"].as_array().map_or(0, Vec::len);
                 if answer["status"] != "success" || results == 0 {
                     missing.push(format!("{} / {}: {expr} -> {answer}", d.uid, p.title));
@@ -159,10 +126,8 @@ fn every_dashboard_query_has_data_from_the_lab() {
     };
     assert!(missing.is_empty(), "panels without data: {missing:#?}");
     // The denial shows as such.
-    let denied = query(
-        &lab,
-        "sum(weft_tcp_authorization_decisions_total{decision=\"deny\"})",
-    );
+    let denied =
+        lab.prometheus_query("sum(weft_tcp_authorization_decisions_total{decision=\"deny\"})");
     assert!(
         denied["data"]["result"][0]["value"][1]
             .as_str()

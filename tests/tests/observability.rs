@@ -2,39 +2,19 @@
 //! plane, every agent and every waypoint, follows waypoints as they come and go, and
 //! holds the mesh's metrics.
 
-use std::{
-    io::{Read as _, Write as _},
-    time::Duration,
-};
+use std::time::Duration;
 
 use serde_json::Value;
 use tests::{
     lab::{Lab, sa},
     weftctl,
-    wire::{self, eventually},
+    wire::eventually,
 };
-use weftctl::lab::{self, observability};
-
-/// A Prometheus HTTP API answer, asked from inside its namespace (HTTP/1.0: the
-/// answer is not chunked).
-fn api(lab: &Lab, path: &str) -> Value {
-    let o = lab.state.observability.as_ref().expect("Prometheus runs");
-    let (addr, path) = (sa(o.address, observability::PORT), path.to_owned());
-    let answer = wire::in_netns(&lab::netns_path(&observability::netns()), move || {
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: prometheus\r\n\r\n").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        out
-    });
-    let body = answer.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    serde_json::from_str(body).unwrap_or(Value::Null)
-}
+use weftctl::lab;
 
 /// `(job, health)` of every active target.
 fn targets(lab: &Lab) -> Vec<(String, String)> {
-    let t = api(lab, "/api/v1/targets");
+    let t = lab.prometheus("/api/v1/targets");
     let mut out: Vec<(String, String)> = t["data"]["activeTargets"]
         .as_array()
         .into_iter()
@@ -63,7 +43,7 @@ fn expect(controlplane: usize, agents: usize, waypoints: usize) -> Vec<(String, 
 
 /// The value of an instant query's single sample (summed).
 fn query(lab: &Lab, promql: &str) -> Option<f64> {
-    let q = api(lab, &format!("/api/v1/query?query={}", encode(promql)));
+    let q = lab.prometheus_query(promql);
     let result = q["data"]["result"].as_array()?;
     let mut sum = None;
     for r in result {
@@ -71,15 +51,6 @@ fn query(lab: &Lab, promql: &str) -> Option<f64> {
         sum = Some(sum.unwrap_or(0.0) + v);
     }
     sum
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'.' | b'-' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[test]

@@ -87,18 +87,6 @@ pub struct View {
     pub webhook_ca_bundle: bool,
 }
 
-/// `Ok(None)` for a 404: what is not installed.
-async fn get_opt<K>(api: &Api<K>, name: &str) -> anyhow::Result<Option<K>>
-where
-    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    match api.get(name).await {
-        Ok(o) => Ok(Some(o)),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(None),
-        Err(e) => Err(e.into()),
-    }
-}
-
 fn pod_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
@@ -143,8 +131,8 @@ pub async fn read(client: &Client, namespace: &str) -> anyhow::Result<View> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let cp = get_opt(&deployments, controlplane::NAME).await?;
-    let ds = get_opt(&daemon_sets, agent::NAME).await?;
+    let cp = deployments.get_opt(controlplane::NAME).await?;
+    let ds = daemon_sets.get_opt(agent::NAME).await?;
     if cp.is_none() && ds.is_none() {
         anyhow::bail!(
             "Weft is not installed in namespace {namespace} (no Deployment {} nor DaemonSet {}): run `weftctl install`",
@@ -245,28 +233,24 @@ pub async fn read(client: &Client, namespace: &str) -> anyhow::Result<View> {
         .filter_map(|n| n.metadata.name)
         .collect();
     let waypoints = gateways(client).await?;
-    let roots_not_after = get_opt(
-        &Api::<ConfigMap>::namespaced(client.clone(), namespace),
-        ROOTS_CONFIG_MAP,
-    )
-    .await?
-    .and_then(|c| c.data)
-    .and_then(|d| d.get("roots.pem").cloned())
-    .and_then(|pem| earliest_expiry(&pem));
-    let webhook_ca_bundle = get_opt(
-        &Api::<ValidatingWebhookConfiguration>::all(client.clone()),
-        controlplane::NAME,
-    )
-    .await?
-    .and_then(|w| w.webhooks)
-    .is_some_and(|hooks| {
-        hooks.iter().all(|h| {
-            h.client_config
-                .ca_bundle
-                .as_ref()
-                .is_some_and(|b| !b.0.is_empty())
-        })
-    });
+    let roots_not_after = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get_opt(ROOTS_CONFIG_MAP)
+        .await?
+        .and_then(|c| c.data)
+        .and_then(|d| d.get("roots.pem").cloned())
+        .and_then(|pem| earliest_expiry(&pem));
+    let webhook_ca_bundle = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .get_opt(controlplane::NAME)
+        .await?
+        .and_then(|w| w.webhooks)
+        .is_some_and(|hooks| {
+            hooks.iter().all(|h| {
+                h.client_config
+                    .ca_bundle
+                    .as_ref()
+                    .is_some_and(|b| !b.0.is_empty())
+            })
+        });
     Ok(View {
         namespace: namespace.to_owned(),
         image,

@@ -69,6 +69,16 @@ pub fn field_env(name: &str, field_path: &str) -> EnvVar {
     }
 }
 
+/// What a container that mostly waits gets (the CNI keeper, the node cleanup's last
+/// step).
+pub fn idle_resources() -> ResourceRequirements {
+    resources(&values::Resources {
+        cpu_request: "1m".into(),
+        memory_request: "8Mi".into(),
+        memory_limit: "32Mi".into(),
+    })
+}
+
 /// A container's requests and limits.
 pub fn resources(r: &values::Resources) -> ResourceRequirements {
     let q = |s: &str| Quantity(s.to_owned());

@@ -4,7 +4,7 @@
 //! pod proxy (its metrics port, 15020); in the lab (`weftctl lab proxy-config`) through
 //! its admin socket.
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use api::admin::PodConfig;
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client, api::ListParams};
@@ -31,16 +31,10 @@ pub async fn fetch(
     namespace: &str,
     name: &str,
 ) -> anyhow::Result<PodConfig> {
-    let pod = match Api::<Pod>::namespaced(client.clone(), namespace)
-        .get(name)
-        .await
-    {
-        Ok(p) => p,
-        Err(kube::Error::Api(s)) if s.code == 404 => {
-            bail!("the cluster has no pod {namespace}/{name}")
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let pod = Api::<Pod>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await?
+        .with_context(|| format!("the cluster has no pod {namespace}/{name}"))?;
     let node = pod
         .spec
         .and_then(|s| s.node_name)

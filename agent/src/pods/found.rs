@@ -32,7 +32,6 @@ pub(super) async fn unannounced(
         .chain(
             enrollments
                 .workloads()
-                .await
                 .into_iter()
                 .map(|(_, w)| (w.namespace, w.name)),
         )

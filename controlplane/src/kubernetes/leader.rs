@@ -89,11 +89,7 @@ fn held_by_another(l: &Lease, me: &str, now: Timestamp) -> bool {
 
 /// One round: takes or renews the Lease when it may. `Ok(true)`: this replica leads.
 pub async fn round(api: &Api<Lease>, s: &Settings, now: Timestamp) -> kube::Result<bool> {
-    let current = match api.get(LEASE).await {
-        Ok(l) => Some(l),
-        Err(kube::Error::Api(e)) if e.code == 404 => None,
-        Err(e) => return Err(e),
-    };
+    let current = api.get_opt(LEASE).await?;
     let written = match &current {
         None => {
             api.create(&PostParams::default(), &lease(s, now, None))

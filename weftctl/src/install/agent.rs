@@ -175,11 +175,7 @@ pub fn daemon_set(v: &Values) -> DaemonSet {
     if let Some(command) = keep_cni.command.as_mut() {
         command.extend(["--watch".to_owned(), "10s".to_owned()]);
     }
-    keep_cni.resources = Some(super::resources(&super::values::Resources {
-        cpu_request: "1m".into(),
-        memory_request: "8Mi".into(),
-        memory_limit: "32Mi".into(),
-    }));
+    keep_cni.resources = Some(super::idle_resources());
     let token = Volume {
         name: "token".into(),
         projected: Some(ProjectedVolumeSource {

@@ -20,6 +20,16 @@ pub fn describe(object: &Value) -> String {
     }
 }
 
+/// The API of the object's kind (in its namespace, if it has one), and its name.
+pub fn api_for<'o>(client: &Client, object: &'o Value) -> (Api<DynamicObject>, &'o str) {
+    let ar = controlplane::kubernetes::api_resource(object);
+    let api = match object["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    (api, object["metadata"]["name"].as_str().unwrap_or_default())
+}
+
 /// Applies `objects` in order; stops at the first the API server refuses, saying which
 /// and why (a missing Gateway API, which the GatewayClass needs, is named).
 pub async fn apply_all(
@@ -29,17 +39,14 @@ pub async fn apply_all(
 ) -> anyhow::Result<()> {
     let params = PatchParams::apply(FIELD_MANAGER).force();
     for object in objects {
-        let ar = controlplane::kubernetes::api_resource(object);
-        let ns = object["metadata"]["namespace"].as_str();
-        let api: Api<DynamicObject> = match ns {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
-        };
-        let name = object["metadata"]["name"].as_str().unwrap_or_default();
+        let (api, name) = api_for(client, object);
         match api.patch(name, &params, &Patch::Apply(object)).await {
             Ok(_) => progress(&format!("applied {}", describe(object))),
             Err(kube::Error::Api(s))
-                if s.code == 404 && ar.group == "gateway.networking.k8s.io" =>
+                if s.code == 404
+                    && object["apiVersion"]
+                        .as_str()
+                        .is_some_and(|v| v.starts_with("gateway.networking.k8s.io/")) =>
             {
                 anyhow::bail!(
                     "{}: the cluster does not serve the Gateway API; install its CRDs \

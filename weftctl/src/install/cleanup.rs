@@ -77,11 +77,7 @@ pub fn daemon_set(v: &Values) -> DaemonSet {
         mount("cni-conf", "/host/etc/cni/net.d", false, None),
     ]);
     let mut done = container(v, "done", &["weft-cni", "pause"], &[]);
-    done.resources = Some(super::resources(&super::values::Resources {
-        cpu_request: "1m".into(),
-        memory_request: "8Mi".into(),
-        memory_limit: "32Mi".into(),
-    }));
+    done.resources = Some(super::idle_resources());
     DaemonSet {
         metadata: meta(NAME, Some(&v.namespace)),
         spec: Some(DaemonSetSpec {

@@ -8,10 +8,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use kube::{
-    Api, Client,
-    api::{DeleteParams, DynamicObject},
-};
+use kube::{Api, Client, api::DeleteParams};
 use serde_json::Value;
 
 use super::{Values, agent, apply, cleanup, manifest, render};
@@ -30,12 +27,7 @@ async fn delete(
     object: &Value,
     progress: &mut impl FnMut(&str),
 ) -> anyhow::Result<()> {
-    let ar = ::controlplane::kubernetes::api_resource(object);
-    let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    let name = object["metadata"]["name"].as_str().unwrap_or_default();
+    let (api, name) = apply::api_for(client, object);
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => progress(&format!("deleted {}", apply::describe(object))),
         Err(kube::Error::Api(s)) if s.code == 404 => {

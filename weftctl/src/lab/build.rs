@@ -61,6 +61,46 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// A namespace of its own on the underlay (`name`, its port `link` on the bridge) at
+/// `addr`, with a route to each node's pods through that node.
+pub(super) fn on_underlay(
+    topology: &Topology,
+    name: &str,
+    link: &str,
+    addr: std::net::Ipv4Addr,
+) -> anyhow::Result<()> {
+    let underlay = underlay_netns();
+    let net: topology::Ipv4Net = topology.underlay.parse().map_err(anyhow::Error::msg)?;
+    ip(&["netns", "add", name])?;
+    ip(&[
+        "-n", &underlay, "link", "add", link, "type", "veth", "peer", "name", "eth0", "netns", name,
+    ])?;
+    ip(&["-n", &underlay, "link", "set", link, "master", "br0", "up"])?;
+    ip(&[
+        "-n",
+        name,
+        "addr",
+        "add",
+        &format!("{addr}/{}", net.prefix),
+        "dev",
+        "eth0",
+    ])?;
+    ip(&["-n", name, "link", "set", "eth0", "up"])?;
+    ip(&["-n", name, "link", "set", "lo", "up"])?;
+    for node in &topology.nodes {
+        ip(&[
+            "-n",
+            name,
+            "route",
+            "add",
+            &node.pod_subnet,
+            "via",
+            &node.address.to_string(),
+        ])?;
+    }
+    Ok(())
+}
+
 /// The endpoint addresses (sorted) of every Service of the lab, waypoints' too, by
 /// `namespace/name`.
 fn endpoints(
@@ -168,35 +208,8 @@ pub(super) fn build(
     // The control plane, on the underlay at .2, with a bootstrap token per node.
     let cp_ns = controlplane_netns();
     let cp_addr = controlplane_address(topology)?;
-    ip(&["netns", "add", &cp_ns])?;
-    ip(&[
-        "-n", &underlay, "link", "add", "cp", "type", "veth", "peer", "name", "eth0", "netns",
-        &cp_ns,
-    ])?;
-    ip(&["-n", &underlay, "link", "set", "cp", "master", "br0", "up"])?;
-    ip(&[
-        "-n",
-        &cp_ns,
-        "addr",
-        "add",
-        &format!("{cp_addr}/{}", underlay_net.prefix),
-        "dev",
-        "eth0",
-    ])?;
-    ip(&["-n", &cp_ns, "link", "set", "eth0", "up"])?;
-    ip(&["-n", &cp_ns, "link", "set", "lo", "up"])?;
     // Pods reach it too (waypoints subscribe from their own pods), through their nodes.
-    for node in &topology.nodes {
-        ip(&[
-            "-n",
-            &cp_ns,
-            "route",
-            "add",
-            &node.pod_subnet,
-            "via",
-            &node.address.to_string(),
-        ])?;
-    }
+    on_underlay(topology, &cp_ns, "cp", cp_addr)?;
     let cp_dir = run_dir().join("controlplane");
     let mut tokens = String::new();
     for node in &topology.nodes {

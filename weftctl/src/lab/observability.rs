@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use serde_json::json;
 
 use super::{
-    State, alive, build, cgroup_root, in_pod, ip, launch, netns_path, run_dir, topology, wait_for,
+    State, alive, build, cgroup_root, in_pod, launch, netns_path, run_dir, topology, wait_for,
 };
 
 pub const PROMETHEUS: &str = "/usr/bin/prometheus";
@@ -109,37 +109,8 @@ pub(super) fn start(state: &State, progress: &super::Progress) -> anyhow::Result
     );
     let t = &state.topology;
     let address = address(t)?;
-    let underlay: topology::Ipv4Net = t.underlay.parse().map_err(anyhow::Error::msg)?;
-    let ns = netns();
-    let under = super::underlay_netns();
-    ip(&["netns", "add", &ns])?;
-    ip(&[
-        "-n", &under, "link", "add", "obs", "type", "veth", "peer", "name", "eth0", "netns", &ns,
-    ])?;
-    ip(&["-n", &under, "link", "set", "obs", "master", "br0", "up"])?;
-    ip(&[
-        "-n",
-        &ns,
-        "addr",
-        "add",
-        &format!("{address}/{}", underlay.prefix),
-        "dev",
-        "eth0",
-    ])?;
-    ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
-    ip(&["-n", &ns, "link", "set", "lo", "up"])?;
     // Waypoints are scraped on their pod addresses, through their nodes.
-    for node in &t.nodes {
-        ip(&[
-            "-n",
-            &ns,
-            "route",
-            "add",
-            &node.pod_subnet,
-            "via",
-            &node.address.to_string(),
-        ])?;
-    }
+    build::on_underlay(t, &netns(), "obs", address)?;
     std::fs::create_dir_all(dir().join("data"))?;
     write_targets(state)?;
     let config_file = dir().join("prometheus.yml");
@@ -153,7 +124,7 @@ pub(super) fn start(state: &State, progress: &super::Progress) -> anyhow::Result
     ];
     let cmd = in_pod(
         &cgroup_root()?.join("system"),
-        &netns_path(&ns),
+        &netns_path(&netns()),
         std::path::Path::new(PROMETHEUS),
         &args,
     );

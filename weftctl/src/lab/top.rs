@@ -191,7 +191,7 @@ fn read(state: &super::State) -> anyhow::Result<Vec<Sample>> {
         }
     }
     for p in state.pods.iter().filter(|p| p.pod.waypoint) {
-        let text = super::ejections::get_in_netns(
+        let text = super::get_in_netns(
             super::netns_path(&p.netns),
             SocketAddr::from((p.ip, 15020)),
             "/metrics",
