@@ -35,6 +35,8 @@ pub const SERVING_NAMES: &str = "WEFT_CP_SERVING_NAMES";
 pub const SERVING_IPS: &str = "WEFT_CP_SERVING_IPS";
 pub const WEBHOOK_LISTEN: &str = "WEFT_CP_WEBHOOK_LISTEN";
 pub const METRICS_LISTEN: &str = "WEFT_CP_METRICS_LISTEN";
+/// The Prometheus the service graph reads (`http://host:port`).
+pub const PROMETHEUS: &str = "WEFT_CP_PROMETHEUS";
 pub const SOURCE: &str = "WEFT_CP_SOURCE";
 pub const NAMESPACE: &str = "WEFT_CP_NAMESPACE";
 pub const CA_SECRET: &str = "WEFT_CA_SECRET";
@@ -124,6 +126,8 @@ pub struct Config {
     /// The admission webhook's listener; `None` turns it off.
     pub webhook_listen: Option<SocketAddr>,
     pub metrics_listen: MetricsListen,
+    /// Where the service graph reads its rates; none: the graph has nodes only.
+    pub prometheus: Option<crate::graph::Prometheus>,
 }
 
 impl Config {
@@ -199,9 +203,23 @@ impl Config {
             )?),
             None => MetricsListen::Default(SocketAddr::from(([0, 0, 0, 0], 15014))),
         };
+        let prometheus = match source.get(PROMETHEUS) {
+            Some(url) if !url.trim().is_empty() => Some(
+                crate::graph::Prometheus::parse(url.trim()).map_err(|e| Error::Invalid {
+                    key: PROMETHEUS,
+                    value: url.clone(),
+                    reason: match e {
+                        crate::graph::PrometheusError::Url { reason, .. } => reason.to_owned(),
+                        other => other.to_string(),
+                    },
+                })?,
+            ),
+            _ => None,
+        };
         Ok(Config {
             webhook_listen,
             metrics_listen,
+            prometheus,
             mode: mode(source, &state_dir)?,
             listen: parsed(source, LISTEN, SocketAddr::from(([0, 0, 0, 0], 15012)))?,
             trust_domain,

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod ca;
 pub mod config;
 pub mod distribution;
+pub mod graph;
 #[cfg(test)]
 mod kube_mock;
 pub mod kubernetes;
@@ -339,13 +340,20 @@ async fn launch(
             tracing::info!(%addr, "metrics listening");
             let registry = Arc::new(metrics::Metrics::registry(&metrics));
             let (hub, problems) = (Arc::clone(&hub), Arc::clone(&problems));
+            let graph = Arc::new(graph::Source {
+                documents: Arc::clone(&in_force),
+                trust_domain: config.trust_domain.clone(),
+                prometheus: config.prometheus.clone(),
+            });
             let status: metrics::StatusFn = Arc::new(move || {
                 let problems = problems.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 status_json(&hub, &problems)
             });
             (
                 Some(addr),
-                Some(tokio::spawn(metrics::serve(listener, registry, status))),
+                Some(tokio::spawn(metrics::serve(
+                    listener, registry, status, graph,
+                ))),
             )
         }
         None => (None, None),

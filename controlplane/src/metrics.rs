@@ -1,6 +1,7 @@
 //! The control plane's Prometheus metrics, and the HTTP listener that serves them
-//! (`WEFT_CP_METRICS_LISTEN`, 15014): `GET /metrics` (OpenMetrics text) and
-//! `GET /debug/status` (the status of `status.json`, as JSON).
+//! (`WEFT_CP_METRICS_LISTEN`, 15014): `GET /metrics` (OpenMetrics text),
+//! `GET /debug/status` (the status of `status.json`, as JSON) and the service graph
+//! (`GET /graph`, see `graph.rs`).
 //!
 //! Every name starts with `weft_controlplane_`:
 //!
@@ -230,9 +231,14 @@ impl Metrics {
 /// What `GET /debug/status` answers.
 pub type StatusFn = Arc<dyn Fn() -> serde_json::Value + Send + Sync>;
 
-/// Serves `GET /metrics` and `GET /debug/status` over HTTP/1.1 until the task is
-/// aborted.
-pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, status: StatusFn) {
+/// Serves `GET /metrics`, `GET /debug/status` and the graph over HTTP/1.1 until the
+/// task is aborted.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    registry: Arc<Registry>,
+    status: StatusFn,
+    graph: Arc<crate::graph::Source>,
+) {
     loop {
         let (tcp, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -244,10 +250,30 @@ pub async fn serve(listener: tokio::net::TcpListener, registry: Arc<Registry>, s
         };
         let registry = Arc::clone(&registry);
         let status = Arc::clone(&status);
+        let graph = Arc::clone(&graph);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let response = respond(&req, &registry, &status);
-                async move { Ok::<_, Infallible>(response) }
+                let (registry, status, graph) = (
+                    Arc::clone(&registry),
+                    Arc::clone(&status),
+                    Arc::clone(&graph),
+                );
+                async move {
+                    let path = req.uri().path();
+                    if req.method() == Method::GET && path.starts_with("/graph") {
+                        let (code, content_type, body) =
+                            crate::graph::respond(&graph, path, req.uri().query()).await;
+                        return Ok::<_, Infallible>(
+                            Response::builder()
+                                .status(code)
+                                .header(header::CONTENT_TYPE, content_type)
+                                .header(header::CACHE_CONTROL, "no-store")
+                                .body(Full::new(Bytes::from(body)))
+                                .expect("graph response parts are valid"),
+                        );
+                    }
+                    Ok(respond(&req, &registry, &status))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
@@ -294,7 +320,7 @@ fn respond<B>(req: &Request<B>, registry: &Registry, status: &StatusFn) -> Respo
         _ => reply(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "served here: GET /metrics, GET /debug/status\n".to_owned(),
+            "served here: GET /metrics, GET /debug/status, GET /graph\n".to_owned(),
         ),
     }
 }

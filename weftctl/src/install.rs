@@ -1,7 +1,8 @@
 //! What installs Weft on a cluster, built from typed Rust (k8s-openapi's types and the
 //! control plane's CRD types) for one [`Values`]: the CRDs, the namespace, the control
 //! plane (`install/controlplane.rs`), the node agent (`install/agent.rs`), the
-//! admission webhook and the waypoints' GatewayClass, in the order they are applied.
+//! admission webhook, the waypoints' GatewayClass and, when asked, a Prometheus
+//! (`install/prometheus.rs`), in the order they are applied.
 //! `weftctl install --dry-run` prints them; `deploy/weft.yaml` is them with the
 //! default values (a test keeps it so).
 
@@ -9,6 +10,7 @@ pub mod agent;
 pub mod apply;
 pub mod cleanup;
 pub mod controlplane;
+pub mod prometheus;
 pub mod uninstall;
 pub mod values;
 
@@ -141,6 +143,9 @@ pub fn render(v: &Values) -> Vec<Value> {
     out.push(manifest(&controlplane::deployment(v)));
     out.push(manifest(&controlplane::disruption_budget(v)));
     out.push(manifest(&agent::daemon_set(v)));
+    if v.prometheus.enabled {
+        out.extend(prometheus::objects(v));
+    }
     out.push(manifest(&controlplane::webhook(v)));
     out.push(json!({
         "apiVersion": "gateway.networking.k8s.io/v1",

@@ -19,6 +19,7 @@ pub mod cni;
 mod documents;
 pub mod ejections;
 mod enroll;
+pub mod graph;
 mod http;
 pub mod logs;
 pub(crate) use http::get_in_netns;

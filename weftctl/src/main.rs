@@ -205,6 +205,25 @@ enum Lab {
         #[arg(long, required = true)]
         access: bool,
     },
+    /// The control plane's service graph: relayed to the host's loopback for a browser,
+    /// or loaded by headless Chromium in the lab (`--screenshot`).
+    Graph {
+        /// Where the relay listens (a loopback address).
+        #[arg(long, default_value = "127.0.0.1:15014")]
+        listen: std::net::SocketAddr,
+        /// Instead of relaying: write a PNG of the page here.
+        #[arg(long)]
+        screenshot: Option<PathBuf>,
+        /// With --screenshot: also print the page's DOM as its scripts left it.
+        #[arg(long, requires = "screenshot")]
+        dom: bool,
+        /// Keep to this namespace and its neighbours.
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// The rate window (`30s`, `1m` …).
+        #[arg(long)]
+        window: Option<String>,
+    },
     /// Run a command in a pod: `weftctl lab exec shop/cart-1 -- weft-sample echo …`.
     Exec {
         /// `namespace/name`, or the name alone when it is unique.
@@ -348,6 +367,29 @@ fn main() -> anyhow::Result<()> {
         Top::Lab(Lab::Logs { pod, access: _ }) => weftctl::lab::logs::print(&pod),
         Top::Lab(Lab::ProxyConfig { pod, output }) => {
             weftctl::lab::proxy_config::print(&pod, output)
+        }
+        Top::Lab(Lab::Graph {
+            listen,
+            screenshot,
+            dom,
+            namespace,
+            window,
+        }) => {
+            let query: Vec<String> = [("namespace", namespace), ("window", window)]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k}={v}")))
+                .collect();
+            match screenshot {
+                None => weftctl::lab::graph::relay(listen),
+                Some(file) => {
+                    let page = weftctl::lab::graph::capture(&query.join("&"), &file, dom)?;
+                    match page {
+                        Some(dom) => println!("{dom}"),
+                        None => println!("wrote {}", file.display()),
+                    }
+                    Ok(())
+                }
+            }
         }
         Top::Lab(Lab::Exec { pod, command }) => {
             let code = weftctl::lab::exec(&pod, &command)?;

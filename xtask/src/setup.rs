@@ -11,7 +11,7 @@ use crate::{is_root, step, workspace_root};
 /// for the lab; for benchmarks iperf3, wrk and h2load (load), nginx and HAProxy (the
 /// reverse proxies the waypoint is measured against); Prometheus for the lab's
 /// observability (`weftctl lab up --observability`).
-const PACKAGES: [(&str, &str); 11] = [
+const PACKAGES: [(&str, &str); 13] = [
     ("protobuf-compiler", "/usr/bin/protoc"),
     ("iproute2", "/usr/sbin/ip"),
     ("util-linux", "/usr/bin/nsenter"),
@@ -23,6 +23,8 @@ const PACKAGES: [(&str, &str); 11] = [
     ("nginx-light", "/usr/sbin/nginx"),
     ("haproxy", "/usr/sbin/haproxy"),
     ("prometheus", "/usr/bin/prometheus"),
+    ("chromium", "/usr/bin/chromium"),
+    ("dnsmasq", "/usr/sbin/dnsmasq"),
 ];
 
 /// While packages install, services they bring (nginx, HAProxy) must not start on the

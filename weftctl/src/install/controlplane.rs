@@ -166,24 +166,29 @@ pub fn address(v: &Values) -> String {
 pub fn deployment(v: &Values) -> Deployment {
     let ns = &v.namespace;
     let serving = format!("{NAME},{NAME}.{ns},{NAME}.{ns}.svc,localhost");
+    let mut env = vec![
+        env_var("WEFT_CP_SOURCE", "kubernetes"),
+        // Who this replica is in leader election.
+        field_env("WEFT_CP_POD_NAME", "metadata.name"),
+        env_var("WEFT_CP_NAMESPACE", ns.clone()),
+        env_var("WEFT_TRUST_DOMAIN", v.trust_domain.clone()),
+        env_var("WEFT_CERT_LIFETIME", v.controlplane.cert_lifetime.clone()),
+        env_var("WEFT_CP_SERVING_NAMES", serving),
+        env_var("WEFT_CP_ADDRESS", address(v)),
+        env_var("WEFT_CP_WAYPOINT_IMAGE", v.image.clone()),
+        env_var("WEFT_CP_STATE_DIR", "/var/lib/weft/controlplane"),
+        env_var("WEFT_LOG_FORMAT", v.log_format.clone()),
+    ];
+    if v.prometheus.enabled {
+        // The service graph's rates.
+        env.push(env_var("WEFT_CP_PROMETHEUS", super::prometheus::url(v)));
+    }
     let container = Container {
         name: "controlplane".into(),
         image: Some(v.image.clone()),
         image_pull_policy: Some(v.image_pull_policy.clone()),
         command: Some(vec!["weft-controlplane".into()]),
-        env: Some(vec![
-            env_var("WEFT_CP_SOURCE", "kubernetes"),
-            // Who this replica is in leader election.
-            field_env("WEFT_CP_POD_NAME", "metadata.name"),
-            env_var("WEFT_CP_NAMESPACE", ns.clone()),
-            env_var("WEFT_TRUST_DOMAIN", v.trust_domain.clone()),
-            env_var("WEFT_CERT_LIFETIME", v.controlplane.cert_lifetime.clone()),
-            env_var("WEFT_CP_SERVING_NAMES", serving),
-            env_var("WEFT_CP_ADDRESS", address(v)),
-            env_var("WEFT_CP_WAYPOINT_IMAGE", v.image.clone()),
-            env_var("WEFT_CP_STATE_DIR", "/var/lib/weft/controlplane"),
-            env_var("WEFT_LOG_FORMAT", v.log_format.clone()),
-        ]),
+        env: Some(env),
         ports: Some(vec![
             port("grpc", 15012),
             port("webhook", 15017),

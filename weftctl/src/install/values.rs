@@ -19,6 +19,36 @@ pub struct Values {
     pub agent: Agent,
     /// `text` or `json`.
     pub log_format: String,
+    pub prometheus: Prometheus,
+}
+
+/// A Prometheus of the mesh's own, in Weft's namespace: it scrapes the control plane,
+/// every agent and every waypoint, and the service graph reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Prometheus {
+    pub enabled: bool,
+    pub image: String,
+    /// How long samples are kept (`--storage.tsdb.retention.time`).
+    pub retention: String,
+    pub scrape_interval: String,
+    pub resources: Resources,
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Prometheus {
+            enabled: false,
+            image: "quay.io/prometheus/prometheus:v3.5.0".into(),
+            retention: "2d".into(),
+            scrape_interval: "15s".into(),
+            resources: Resources {
+                cpu_request: "100m".into(),
+                memory_request: "256Mi".into(),
+                memory_limit: "1Gi".into(),
+            },
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +94,7 @@ impl Default for Values {
             controlplane: ControlPlane::default(),
             agent: Agent::default(),
             log_format: "text".into(),
+            prometheus: Prometheus::default(),
         }
     }
 }
@@ -127,6 +158,27 @@ impl Values {
                 "imagePullPolicy: {:?} is not Always, IfNotPresent or Never",
                 self.image_pull_policy
             ));
+        }
+        let p = &self.prometheus;
+        if p.image.is_empty() || p.image.contains(char::is_whitespace) {
+            return Err(format!(
+                "prometheus.image: {:?} is not an image reference",
+                p.image
+            ));
+        }
+        for (field, value) in [
+            ("prometheus.retention", &p.retention),
+            ("prometheus.scrapeInterval", &p.scrape_interval),
+        ] {
+            let digits = value.trim_end_matches(['s', 'm', 'h', 'd']);
+            if digits.is_empty()
+                || digits.len() + 1 != value.len()
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return Err(format!(
+                    "{field}: {value:?} is not a duration like 15s, 1h or 2d"
+                ));
+            }
         }
         if !(1..=9).contains(&self.controlplane.replicas) {
             return Err(format!(

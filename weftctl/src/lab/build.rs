@@ -232,7 +232,16 @@ pub(super) fn build(
         .env("WEFT_CP_CONFIG_DIR", cp_dir.join("config"))
         .env("WEFT_CP_NODE_TOKENS", cp_dir.join("node-tokens.yaml"))
         .env("WEFT_CP_LISTEN", format!("{cp_addr}:15012"))
-        .env("WEFT_CP_SERVING_IPS", cp_addr.to_string());
+        .env("WEFT_CP_SERVING_IPS", cp_addr.to_string())
+        // The service graph reads the lab's Prometheus (there with --observability).
+        .env(
+            "WEFT_CP_PROMETHEUS",
+            format!(
+                "http://{}:{}",
+                super::observability::address(topology)?,
+                super::observability::PORT
+            ),
+        );
     let cp_pid = launch(cmd, &cp_log)?;
     let trust_bundle = cp_dir.join("state/ca/trust-bundle.pem");
     wait_for(

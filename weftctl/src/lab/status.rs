@@ -22,6 +22,16 @@ pub fn status() -> anyhow::Result<()> {
         state.controlplane_pid,
         RUN_DIR
     )?;
+    writeln!(
+        out,
+        "service graph: {} (from the host: weftctl lab graph){}\n",
+        super::graph::url(&state, "/graph")?,
+        if state.observability.is_some() {
+            ""
+        } else {
+            "; traffic shows with lab up --observability"
+        }
+    )?;
     if let Some(o) = &state.observability {
         writeln!(
             out,
