@@ -67,6 +67,13 @@ pub mod maps {
     pub const LOCAL_BUDGET: &str = "LOCAL_BUDGET";
     /// Array of switches the agent sets at start ([`super::Setting`]).
     pub const SETTINGS: &str = "SETTINGS";
+    /// Socket cookie → [`super::OriginalDst`]: the DNS server a pod's UDP socket
+    /// addressed before its datagrams were sent to the agent's resolver; `recvmsg`
+    /// shows the answers as coming from it.
+    pub const DNS_ORIGINAL: &str = "DNS_ORIGINAL";
+    /// Netns cookie → [`super::OriginalDst`]: the DNS server a namespace addressed last,
+    /// where the agent forwards the names it does not answer itself.
+    pub const DNS_UPSTREAM: &str = "DNS_UPSTREAM";
 }
 
 /// Program names, as the agent finds them in the object and pins them.
@@ -76,7 +83,17 @@ pub mod programs {
     pub const SOCKOPS: &str = "weft_sockops";
     pub const SK_LOOKUP: &str = "weft_sk_lookup";
     pub const SK_MSG: &str = "weft_sk_msg";
+    pub const SENDMSG4: &str = "weft_sendmsg4";
+    pub const SENDMSG6: &str = "weft_sendmsg6";
+    pub const RECVMSG4: &str = "weft_recvmsg4";
+    pub const RECVMSG6: &str = "weft_recvmsg6";
 }
+
+/// [`EnrolledNetns::flags`]: the namespace's DNS (UDP port 53) goes to the agent's
+/// resolver on `DNS_PORT`.
+pub const ENROLLED_DNS: u32 = 1;
+/// Capacity of `DNS_ORIGINAL` (an LRU map: one entry per UDP socket that sent DNS).
+pub const DNS_ORIGINAL_CAPACITY: u32 = 65_536;
 
 /// Capacity of the original-destination maps (LRU: stale entries age out).
 pub const ORIGINAL_DST_CAPACITY: u32 = 65_536;
@@ -177,11 +194,17 @@ pub enum Decision {
     /// queued without an answer (or in all); that direction takes the ordinary path,
     /// with TCP's flow control, from then on.
     LocalBudgetSpent = 23,
+    /// A UDP datagram (or a UDP `connect()`) to port 53 from an enrolled namespace was
+    /// sent to the agent's resolver.
+    DnsRedirected = 24,
+    /// `recvmsg`: an answer of the agent's resolver was shown as coming from the server
+    /// the application asked.
+    DnsReplyRestored = 25,
 }
 
 impl Decision {
     /// Number of slots in the counter array; one past the highest value.
-    pub const COUNT: u32 = 24;
+    pub const COUNT: u32 = 26;
 
     pub const ALL: [Decision; Self::COUNT as usize] = [
         Decision::Redirected,
@@ -208,6 +231,8 @@ impl Decision {
         Decision::LocalRedirected,
         Decision::LocalFallback,
         Decision::LocalBudgetSpent,
+        Decision::DnsRedirected,
+        Decision::DnsReplyRestored,
     ];
 
     /// A stable label value for metrics.
@@ -237,6 +262,8 @@ impl Decision {
             Decision::LocalRedirected => "local_redirected",
             Decision::LocalFallback => "local_fallback",
             Decision::LocalBudgetSpent => "local_budget_spent",
+            Decision::DnsRedirected => "dns_redirected",
+            Decision::DnsReplyRestored => "dns_reply_restored",
         }
     }
 }
@@ -249,7 +276,7 @@ pub const AF_INET6: u16 = 10;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EnrolledNetns {
-    /// Reserved for per-namespace switches; zero today.
+    /// Per-namespace switches: [`ENROLLED_DNS`].
     pub flags: u32,
     pub _pad: u32,
 }

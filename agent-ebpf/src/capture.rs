@@ -1,4 +1,5 @@
-//! Outbound capture: `cgroup/connect4`, `cgroup/connect6` and the `sockops` hand-over.
+//! Outbound capture: `cgroup/connect4`, `cgroup/connect6` and the `sockops` hand-over
+//! (a UDP `connect()` to port 53 is DNS's, `dns.rs`).
 
 use agent_common::{
     AF_INET, AF_INET6, AGENT_PORTS, AGENT_SOCKET_MARK, Decision, ENROLLED_NETNS_CAPACITY,
@@ -25,6 +26,7 @@ const ALLOW: i32 = 1;
 const SOCKOPS_DONE: u32 = 1;
 
 const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
 const IPPROTO_TCP: u32 = 6;
 
 #[map]
@@ -83,6 +85,10 @@ fn try_connect(ctx: &SockAddrContext, family: u16) -> Decision {
             (*sa).__bindgen_anon_1.sk,
         )
     };
+    if sock_type == SOCK_DGRAM {
+        // A connected UDP socket: DNS goes to the agent's resolver like `sendmsg`.
+        return crate::dns::try_redirect(ctx, family).unwrap_or(Decision::NotTcp);
+    }
     if sock_type != SOCK_STREAM || protocol != IPPROTO_TCP {
         return Decision::NotTcp;
     }
@@ -177,7 +183,7 @@ fn try_connect(ctx: &SockAddrContext, family: u16) -> Decision {
 }
 
 #[inline(always)]
-fn read_user_ip6(sa: *mut bpf_sock_addr) -> [u32; 4] {
+pub(crate) fn read_user_ip6(sa: *mut bpf_sock_addr) -> [u32; 4] {
     // SAFETY: four separate 4-byte loads, the only access width the verifier accepts
     // for `user_ip6` on every kernel we support.
     unsafe {
@@ -191,7 +197,7 @@ fn read_user_ip6(sa: *mut bpf_sock_addr) -> [u32; 4] {
 }
 
 #[inline(always)]
-fn write_user_ip6(sa: *mut bpf_sock_addr, words: [u32; 4]) {
+pub(crate) fn write_user_ip6(sa: *mut bpf_sock_addr, words: [u32; 4]) {
     // SAFETY: four separate 4-byte stores to `user_ip6`, allowed for `cgroup/connect6`.
     unsafe {
         write_volatile(addr_of_mut!((*sa).user_ip6[0]), words[0]);

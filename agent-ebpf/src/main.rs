@@ -13,6 +13,11 @@
 //!   namespace: app ↔ agent) to a sockhash, and `weft_sk_msg` (`sk_msg`, attached to
 //!   it) passes their bytes socket to socket.
 //!
+//! * `weft_sendmsg4|6` (`cgroup/sendmsg*`, and UDP `connect()` in `weft_connect*`): a
+//!   DNS datagram (UDP port 53) from an enrolled namespace whose DNS the agent answers
+//!   goes to the agent's resolver on loopback; `weft_recvmsg4|6` (`cgroup/recvmsg*`)
+//!   show its answers as coming from the server asked.
+//!
 //! Every decision is counted per reason (`agent_common::Decision`).
 //!
 //! Built for any other target (as `cargo build --workspace` does), the binary only says
@@ -22,6 +27,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod capture;
+#[cfg(target_arch = "bpf")]
+mod dns;
 #[cfg(target_arch = "bpf")]
 mod inbound;
 #[cfg(target_arch = "bpf")]

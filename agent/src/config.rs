@@ -35,6 +35,9 @@ pub const SOCKMAP: &str = "WEFT_SOCKMAP";
 pub const SAME_NODE_FAST_PATH: &str = "WEFT_SAME_NODE_FAST_PATH";
 pub const NODE_TOKEN_FILE: &str = "WEFT_NODE_TOKEN_FILE";
 pub const CNI_WAIT: &str = "WEFT_CNI_WAIT";
+pub const DNS: &str = "WEFT_DNS";
+pub const DNS_UPSTREAM: &str = "WEFT_DNS_UPSTREAM";
+pub const CLUSTER_DOMAIN: &str = "WEFT_CLUSTER_DOMAIN";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -76,6 +79,8 @@ pub struct Config {
     pub trust_domain: String,
     /// `None`: no identities (capture and plain proxying only).
     pub controlplane: Option<ControlPlane>,
+    /// The agent answers enrolled pods' DNS (`WEFT_DNS`, on by default); `None`: off.
+    pub dns: Option<crate::dns::Settings>,
 }
 
 impl Config {
@@ -109,9 +114,18 @@ impl Config {
         let sockmap = switch(source, SOCKMAP, false)?;
         let same_node_fast_path = switch(source, SAME_NODE_FAST_PATH, true)?;
 
+        let dns = if switch(source, DNS, true)? {
+            Some(crate::dns::Settings {
+                cluster_domain: cluster_domain(source)?,
+                upstream: dns_upstream(source)?,
+            })
+        } else {
+            None
+        };
         let trust_domain = dataplane::identity::trust_domain(source);
         let controlplane = ControlPlane::from_source(source, NODE_TOKEN_FILE)?;
         Ok(Config {
+            dns,
             trust_domain,
             controlplane,
             cgroup: source.get(CGROUP).map(PathBuf::from),
@@ -139,6 +153,46 @@ impl Config {
     pub fn pin_dir(&self) -> PathBuf {
         self.bpffs.join("weft").join(&self.node_name)
     }
+}
+
+fn cluster_domain(source: &impl Source) -> Result<String, Error> {
+    let domain = source
+        .get(CLUSTER_DOMAIN)
+        .unwrap_or_else(|| "cluster.local".to_owned());
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let ok = !domain.is_empty()
+        && domain.len() <= 200
+        && domain.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if ok {
+        Ok(domain)
+    } else {
+        Err(Error::Invalid {
+            key: CLUSTER_DOMAIN,
+            value: domain,
+            reason: "expected a DNS name such as cluster.local".to_owned(),
+        })
+    }
+}
+
+/// `WEFT_DNS_UPSTREAM`: `ip` or `ip:port` (port 53 by default).
+fn dns_upstream(source: &impl Source) -> Result<Option<SocketAddr>, Error> {
+    let Some(value) = source.get(DNS_UPSTREAM).filter(|v| !v.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let v = value.trim();
+    let parsed = v.parse::<SocketAddr>().or_else(|_| {
+        v.parse::<std::net::IpAddr>()
+            .map(|ip| SocketAddr::new(ip, 53))
+    });
+    parsed.map(Some).map_err(|_| Error::Invalid {
+        key: DNS_UPSTREAM,
+        value: value.clone(),
+        reason: "expected an IP address, with a port or not (53)".to_owned(),
+    })
 }
 
 fn validate_node_name(name: &str) -> Result<(), Error> {
@@ -238,6 +292,37 @@ mod tests {
         assert!(e.to_string().contains("\"http\" is not a port"), "{e}");
         let e = config(&[(EXCLUDED_PORTS, "15008")]).unwrap_err();
         assert!(e.to_string().contains("agent's own ports"), "{e}");
+    }
+
+    #[test]
+    fn dns_is_on_by_default_and_its_settings_are_checked() {
+        let dns = config(&[]).unwrap().dns.unwrap();
+        assert_eq!(dns.cluster_domain, "cluster.local");
+        assert_eq!(dns.upstream, None);
+        assert!(config(&[(DNS, "off")]).unwrap().dns.is_none());
+        let dns = config(&[
+            (DNS_UPSTREAM, "10.96.0.10"),
+            (CLUSTER_DOMAIN, "Corp.Example."),
+        ])
+        .unwrap()
+        .dns
+        .unwrap();
+        assert_eq!(dns.upstream, Some("10.96.0.10:53".parse().unwrap()));
+        assert_eq!(dns.cluster_domain, "corp.example");
+        let dns = config(&[(DNS_UPSTREAM, "[fd00::a]:5353")])
+            .unwrap()
+            .dns
+            .unwrap();
+        assert_eq!(dns.upstream, Some("[fd00::a]:5353".parse().unwrap()));
+        for (key, value) in [
+            (DNS_UPSTREAM, "dns.local"),
+            (CLUSTER_DOMAIN, "a..b"),
+            (CLUSTER_DOMAIN, "under_score.local"),
+            (DNS, "yes"),
+        ] {
+            let e = config(&[(key, value)]).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("{key}=")), "{e}");
+        }
     }
 
     #[test]

@@ -43,7 +43,7 @@ use aya::{
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
-const MAPS: [&str; 11] = [
+const MAPS: [&str; 13] = [
     map_names::ENROLLED_NETNS,
     map_names::EXCLUDED_PORTS,
     map_names::ORIGINAL_DST_BY_COOKIE,
@@ -55,12 +55,18 @@ const MAPS: [&str; 11] = [
     map_names::LOCAL_FALLBACK,
     map_names::LOCAL_BUDGET,
     map_names::SETTINGS,
+    map_names::DNS_ORIGINAL,
+    map_names::DNS_UPSTREAM,
 ];
 
-const PROGRAMS: [&str; 3] = [
+const PROGRAMS: [&str; 7] = [
     prog_names::CONNECT4,
     prog_names::CONNECT6,
     prog_names::SOCKOPS,
+    prog_names::SENDMSG4,
+    prog_names::SENDMSG6,
+    prog_names::RECVMSG4,
+    prog_names::RECVMSG6,
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +213,7 @@ pub struct Capture {
     inbound_addrs: Mutex<HashMap<MapData, InboundKey, InboundAddr>>,
     inbound_listeners: Mutex<SockHash<MapData, InboundKey>>,
     local_sockets: SockHash<MapData, LocalKey>,
+    dns_upstream: Mutex<HashMap<MapData, u64, OriginalDst>>,
     accelerate: bool,
     /// Tag of the loaded `sk_lookup` program, to adopt pinned per-namespace links.
     sk_lookup_tag: u64,
@@ -313,6 +320,8 @@ impl Capture {
         let local_sockets: SockHash<MapData, LocalKey> =
             SockHash::try_from(take(&mut ebpf, map_names::LOCAL_SOCKETS)?)
                 .map_err(map_err(map_names::LOCAL_SOCKETS))?;
+        let dns_upstream = HashMap::try_from(take(&mut ebpf, map_names::DNS_UPSTREAM)?)
+            .map_err(map_err(map_names::DNS_UPSTREAM))?;
         let mut settings: Array<MapData, u32> =
             Array::try_from(take(&mut ebpf, map_names::SETTINGS)?)
                 .map_err(map_err(map_names::SETTINGS))?;
@@ -350,6 +359,7 @@ impl Capture {
             inbound_addrs: Mutex::new(inbound_addrs),
             inbound_listeners: Mutex::new(inbound_listeners),
             local_sockets,
+            dns_upstream: Mutex::new(dns_upstream),
             accelerate,
             sk_lookup_tag,
             ebpf: Mutex::new(ebpf),
@@ -472,8 +482,12 @@ impl Capture {
     }
 
     /// Starts capturing connections from the namespace with this cookie.
-    pub fn enroll(&self, netns_cookie: u64) -> Result<(), Error> {
-        let value = EnrolledNetns { flags: 0, _pad: 0 };
+    /// With `dns`, the namespace's DNS goes to the agent's resolver too.
+    pub fn enroll(&self, netns_cookie: u64, dns: bool) -> Result<(), Error> {
+        let value = EnrolledNetns {
+            flags: if dns { agent_common::ENROLLED_DNS } else { 0 },
+            _pad: 0,
+        };
         lock(&self.enrolled)
             .insert(netns_cookie, value, 0)
             .map_err(map_err(map_names::ENROLLED_NETNS))
@@ -481,6 +495,7 @@ impl Capture {
 
     /// Stops capturing new connections from the namespace with this cookie.
     pub fn unenroll(&self, netns_cookie: u64) -> Result<(), Error> {
+        let _ = lock(&self.dns_upstream).remove(&netns_cookie);
         match lock(&self.enrolled).remove(&netns_cookie) {
             Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
             Err(e) => Err(map_err(map_names::ENROLLED_NETNS)(e)),
@@ -520,6 +535,12 @@ impl Capture {
         let mut map = lock(&self.original_dst);
         let value = map.get(&key, 0).ok()?;
         let _ = map.remove(&key);
+        Some(original_dst_addr(&value))
+    }
+
+    /// The DNS server the namespace with this cookie addressed last.
+    pub fn dns_upstream(&self, netns_cookie: u64) -> Option<SocketAddr> {
+        let value = lock(&self.dns_upstream).get(&netns_cookie, 0).ok()?;
         Some(original_dst_addr(&value))
     }
 

@@ -140,6 +140,8 @@ pub struct Enrollments {
     outbound: Arc<Outbound>,
     mesh: Arc<Mesh>,
     metrics: Arc<Metrics>,
+    /// The resolver pods' DNS goes to; `None`: pods keep their own DNS.
+    dns: Option<Arc<crate::dns::Resolver>>,
     state_file: PathBuf,
     enrolled: Mutex<BTreeMap<NetnsId, Enrolled>>,
     /// What is enrolled, by workload, as of the last change: for readers that cannot
@@ -154,8 +156,10 @@ impl Enrollments {
         mesh: Arc<Mesh>,
         state_dir: &Path,
         trust_domain: &str,
+        dns: Option<Arc<crate::dns::Resolver>>,
     ) -> Self {
         Enrollments {
+            dns,
             certs: mesh.certs.clone(),
             trust_domain: trust_domain.to_owned(),
             capture,
@@ -329,7 +333,17 @@ impl Enrollments {
             self.mesh.local.insert(&pod, &steered);
             entry.inbound = Some((link, steered));
         }
-        self.capture.enroll(netns.cookie())?;
+        let dns = match &self.dns {
+            Some(resolver) => {
+                let namespace = entry
+                    .workload
+                    .as_ref()
+                    .map_or_else(|| "default".to_owned(), |w| w.namespace.clone());
+                entry.resolve(resolver, &namespace).await?
+            }
+            None => false,
+        };
+        self.capture.enroll(netns.cookie(), dns)?;
         let report = entry.report();
         enrolled.insert(id, entry);
         self.metrics.enrolled_namespaces.set(enrolled.len() as i64);
@@ -487,6 +501,53 @@ type ListenerFd = (SocketAddr, std::os::fd::OwnedFd);
 impl Enrolled {
     /// Listens on `port` over IPv4 and IPv6 (loopback or any address) and starts a
     /// task on each listener. A namespace without IPv6 gets the IPv4 listener only.
+    /// Opens the resolver's UDP sockets (`127.0.0.1` and `::1`, port 15053) in the
+    /// namespace; `true` when at least one is open.
+    async fn resolve(
+        &mut self,
+        resolver: &Arc<crate::dns::Resolver>,
+        namespace: &str,
+    ) -> Result<bool, Error> {
+        let mut any = false;
+        for addr in [
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), agent_common::DNS_PORT),
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), agent_common::DNS_PORT),
+        ] {
+            let err = |source| Error::Listen {
+                path: self.netns.path().to_owned(),
+                addr,
+                source,
+            };
+            let socket = self.netns.udp_socket(Domain::for_address(addr)).await?;
+            if addr.is_ipv6() {
+                socket.set_only_v6(true).map_err(err)?;
+            }
+            match socket.bind(&SockAddr::from(addr)) {
+                Ok(()) => {}
+                Err(e)
+                    if addr.is_ipv6()
+                        && matches!(
+                            e.raw_os_error(),
+                            Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
+                        ) =>
+                {
+                    continue;
+                }
+                Err(e) => return Err(err(e)),
+            }
+            let socket = tokio::net::UdpSocket::from_std(socket.into()).map_err(err)?;
+            self.listeners.push(addr);
+            self.accept_tasks
+                .push(tokio::spawn(Arc::clone(resolver).serve_udp(
+                    Arc::clone(&self.netns),
+                    namespace.to_owned(),
+                    socket,
+                )));
+            any = true;
+        }
+        Ok(any)
+    }
+
     async fn listen_pair(
         &mut self,
         port: u16,

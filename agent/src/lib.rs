@@ -8,6 +8,7 @@
 pub mod access;
 pub mod admin;
 pub mod config;
+pub mod dns;
 pub mod ebpf;
 pub mod enroll;
 pub mod inbound;
@@ -52,6 +53,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     metrics.register(&mut registry, Arc::clone(&capture));
     metrics.register_traffic(&mut registry);
+    let dns_metrics = Arc::new(dns::server::Metrics::default());
+    if config.dns.is_some() {
+        registry.register(
+            "weft_agent_dns_queries",
+            "DNS messages from enrolled pods, by how they were answered",
+            dns_metrics.queries.clone(),
+        );
+    }
     let registry = Arc::new(registry);
 
     let certs = match &config.controlplane {
@@ -125,9 +134,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         })
     };
+    let resolver = config.dns.clone().map(|settings| {
+        Arc::new(dns::Resolver::new(
+            settings,
+            Arc::clone(&mesh),
+            Arc::clone(&capture),
+            Arc::clone(&dns_metrics),
+        ))
+    });
     let outbound = Arc::new(outbound::Outbound::new(
         Arc::clone(&capture),
         Arc::clone(&mesh),
+        resolver.clone(),
     ));
     let enrollments = Arc::new(Enrollments::new(
         Arc::clone(&capture),
@@ -135,6 +153,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         Arc::clone(&mesh),
         &config.state_dir,
         &config.trust_domain,
+        resolver,
     ));
     enrollments.restore().await;
 

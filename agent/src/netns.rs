@@ -109,6 +109,10 @@ enum Request {
         domain: Domain,
         reply: oneshot::Sender<io::Result<Socket>>,
     },
+    Udp {
+        domain: Domain,
+        reply: oneshot::Sender<io::Result<Socket>>,
+    },
     Addresses {
         reply: oneshot::Sender<io::Result<Vec<IpAddr>>>,
     },
@@ -177,6 +181,11 @@ impl Netns {
     /// A new non-blocking TCP socket inside the namespace.
     pub async fn socket(&self, domain: Domain) -> Result<Socket, Error> {
         self.ask(|reply| Request::Socket { domain, reply }).await
+    }
+
+    /// A new non-blocking UDP socket inside the namespace.
+    pub async fn udp_socket(&self, domain: Domain) -> Result<Socket, Error> {
+        self.ask(|reply| Request::Udp { domain, reply }).await
     }
 
     /// The addresses of the namespace's interfaces, except loopback and IPv6
@@ -273,6 +282,10 @@ fn worker(
         match request {
             Request::Socket { domain, reply } => {
                 let socket = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP));
+                let _ = reply.send(socket);
+            }
+            Request::Udp { domain, reply } => {
+                let socket = Socket::new(domain, Type::DGRAM.nonblocking(), Some(Protocol::UDP));
                 let _ = reply.send(socket);
             }
             Request::Addresses { reply } => {

@@ -51,6 +51,11 @@ pub enum Error {
     Hbone(hbone::Error),
     #[error("the same-node destination refused the connection: {0:?}")]
     Local(Refusal),
+    #[error("DNS over TCP: {source}")]
+    Dns {
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -66,6 +71,7 @@ impl Error {
             Error::Connect { .. } => "connect",
             Error::ConnectTimeout { .. } => "connect_timeout",
             Error::Io { .. } => "io",
+            Error::Dns { .. } => "dns",
         }
     }
 }
@@ -74,6 +80,8 @@ impl Error {
 pub struct Outbound {
     capture: Arc<Capture>,
     mesh: Arc<Mesh>,
+    /// DNS over TCP (port 53) goes to the resolver, as UDP does.
+    dns: Option<Arc<crate::dns::Resolver>>,
 }
 
 /// The CONNECT headers that tell the peer (a waypoint, for its telemetry) which
@@ -90,8 +98,12 @@ fn source_baggage(pod: &Pod) -> http::HeaderMap {
 }
 
 impl Outbound {
-    pub fn new(capture: Arc<Capture>, mesh: Arc<Mesh>) -> Self {
-        Outbound { capture, mesh }
+    pub fn new(
+        capture: Arc<Capture>,
+        mesh: Arc<Mesh>,
+        dns: Option<Arc<crate::dns::Resolver>>,
+    ) -> Self {
+        Outbound { capture, mesh, dns }
     }
 
     fn metrics(&self) -> &metrics::Metrics {
@@ -146,6 +158,18 @@ impl Outbound {
             .take_original_dst(pod.netns.cookie(), peer)
             .ok_or(Error::NoOriginalDst { peer })?;
         let _ = downstream.set_nodelay(true);
+        if dst.port() == 53
+            && let Some(resolver) = &self.dns
+        {
+            let namespace = pod
+                .workload
+                .as_ref()
+                .map_or("default", |w| w.namespace.as_str());
+            return resolver
+                .serve_tcp(&pod.netns, namespace, downstream, dst)
+                .await
+                .map_err(|source| Error::Dns { source });
+        }
         let view = self.mesh.view();
         let route = view.route(dst, &mut random_pick)?;
         let mut labels = ConnectionLabels {

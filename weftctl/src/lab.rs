@@ -16,6 +16,7 @@ mod apply;
 pub mod bench;
 mod build;
 pub mod cni;
+pub mod dns;
 mod documents;
 pub mod ejections;
 mod enroll;
@@ -105,6 +106,9 @@ pub struct State {
     /// Prometheus, with `lab up --observability`.
     #[serde(default)]
     pub observability: Option<observability::Observability>,
+    /// The lab's upstream DNS server (`lab/dns.rs`).
+    #[serde(default)]
+    pub dns_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

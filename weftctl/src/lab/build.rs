@@ -243,6 +243,9 @@ pub(super) fn build(
             ),
         );
     let cp_pid = launch(cmd, &cp_log)?;
+    // The pods' upstream DNS server, outside the mesh.
+    let dns_pid = super::dns::start(topology)?;
+    let dns_upstream = super::dns::address(topology)?;
     let trust_bundle = cp_dir.join("state/ca/trust-bundle.pem");
     wait_for(
         &format!("the control plane (log: {})", cp_log.display()),
@@ -283,6 +286,7 @@ pub(super) fn build(
             .env("WEFT_CONTROLPLANE", format!("{cp_addr}:15012"))
             .env("WEFT_CONTROLPLANE_CA", &trust_bundle)
             .env("WEFT_NODE_TOKEN_FILE", state_dir.join("token"))
+            .env("WEFT_DNS_UPSTREAM", dns_upstream.to_string())
             .envs(agent_env.iter().map(|(k, v)| (k, v)));
         let pid = launch(cmd, &log)?;
         agents.push(AgentState {
@@ -466,6 +470,7 @@ pub(super) fn build(
         agents,
         waypoint_env: waypoint_env.to_vec(),
         observability: None,
+        dns_pid: Some(dns_pid),
     };
     state.save()?;
     progress.say("lab is up");

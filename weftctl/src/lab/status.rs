@@ -32,6 +32,14 @@ pub fn status() -> anyhow::Result<()> {
             "; traffic shows with lab up --observability"
         }
     )?;
+    if let Some(pid) = state.dns_pid {
+        writeln!(
+            out,
+            "upstream DNS: {}:53 {} (dnsmasq, pid {pid})\n",
+            super::dns::address(&state.topology)?,
+            if alive(pid) { "running" } else { "DOWN" },
+        )?;
+    }
     if let Some(o) = &state.observability {
         writeln!(
             out,

@@ -14,6 +14,8 @@
 //! * `http`, `raw`, `grpc`, `ws`: clients of the L7 tests — keep-alive HTTP/1.1 or
 //!   HTTP/2 requests, raw request bytes from a corpus, the gRPC service, WebSocket.
 //! * `load`: an open-loop HTTP/1.1 load generator for the benchmarks.
+//! * `dns`, `dns-load`: one DNS question (UDP with TCP fallback, or TCP), and an
+//!   open-loop UDP query load.
 //!
 //! Every subcommand first raises its open-file limit to the hard limit, so that servers
 //! and load tools can hold tens of thousands of sockets.
@@ -21,6 +23,7 @@
 //! Errors are `anyhow` throughout: every module here is part of this one binary's
 //! command line, and each error ends as the process's exit message.
 
+mod dns;
 mod grpc;
 mod http;
 mod latency;
@@ -159,6 +162,10 @@ enum Command {
     /// Open-loop HTTP/1.1 load at a fixed rate; prints latency percentiles measured
     /// from each request's scheduled time, as JSON.
     Load(load::Args),
+    /// Ask one DNS question and print the answer, as JSON.
+    Dns(dns::Args),
+    /// Ask DNS questions at a fixed rate over UDP; prints answers and latencies.
+    DnsLoad(dns::LoadArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -231,6 +238,8 @@ fn main() -> anyhow::Result<()> {
         Command::Grpc(args) => runtime()?.block_on(grpc::client(args)),
         Command::Ws(args) => runtime()?.block_on(websocket::client(args)),
         Command::Load(args) => runtime()?.block_on(load::run(args)),
+        Command::Dns(args) => dns::ask(&args),
+        Command::DnsLoad(args) => dns::load(&args),
     }
 }
 
