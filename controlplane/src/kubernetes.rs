@@ -38,7 +38,7 @@ use crate::{
         self, Document, EndpointConditions, IntOrString, Metadata, Object, ObjectReference, Origin,
         Problem, ServicePort, ServiceSpec, WorkloadSpec,
     },
-    validate::WAYPOINT_CLASS,
+    validate::weft_class,
 };
 
 /// What the watches hold, kind by kind.
@@ -395,7 +395,7 @@ pub fn documents(cluster: &Cluster) -> Objects {
     let (weft, foreign): (Vec<_>, Vec<_>) = cluster
         .gateways
         .iter()
-        .partition(|g| class_of(g) == Some(WAYPOINT_CLASS));
+        .partition(|g| class_of(g).is_some_and(weft_class));
     let weft_keys: BTreeSet<(String, String)> = weft.iter().map(|g| key_of(g)).collect();
     let foreign_keys: BTreeSet<(String, String)> = foreign.iter().map(|g| key_of(g)).collect();
     let mut put_custom = |kind: &str, object: &DynamicObject| {

@@ -82,7 +82,7 @@ impl Registry {
         let mut known = Known::default();
         for d in docs {
             if let Object::Gateway(g) = &d.object
-                && g.spec.gateway_class_name == WAYPOINT_CLASS
+                && crate::validate::weft_class(&g.spec.gateway_class_name)
             {
                 known
                     .waypoints

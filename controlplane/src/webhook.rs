@@ -20,7 +20,7 @@ use kube::core::{
 
 use crate::{
     model::{Document, parse},
-    validate::WAYPOINT_CLASS,
+    validate::weft_class,
 };
 
 /// Largest AdmissionReview accepted (the API server sends at most a few MiB).
@@ -57,7 +57,7 @@ pub fn review(body: &[u8], in_force: &[Document]) -> serde_json::Value {
         // Deletions take nothing away that validation protects.
         None => response,
         // Another controller's Gateway is not Weft's to judge.
-        Some(_) if kind == "Gateway" && class != Some(WAYPOINT_CLASS) => response,
+        Some(_) if kind == "Gateway" && !class.is_some_and(weft_class) => response,
         Some(object) => {
             let mut value = serde_json::to_value(object).unwrap_or_default();
             crate::kubernetes::without_defaults(kind, &mut value);

@@ -204,6 +204,13 @@ impl Lab {
         self.apply_to(name, yaml, &[]);
     }
 
+    /// [`Lab::apply`] for documents that only the waypoints `waypoints` (pod keys)
+    /// receive, such as a gateway's routes: waits for those alone.
+    pub fn apply_to_waypoints(&self, name: &str, yaml: &str, waypoints: &[&str]) {
+        let waypoints: Vec<String> = waypoints.iter().map(|w| (*w).to_owned()).collect();
+        self.write_and_wait(name, yaml, &[], &waypoints);
+    }
+
     /// [`Lab::apply`] for documents that only the agents of `nodes` receive (the
     /// Workloads of a node): waits for those alone.
     pub fn apply_to_nodes(&self, name: &str, yaml: &str, nodes: &[&str]) {

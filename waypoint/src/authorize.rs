@@ -58,6 +58,8 @@ pub fn target(
         Target::Workload { key, port } => {
             view.workload_destination(key, *port).into_iter().collect()
         }
+        // The gateway's own listener: each request is authorized at its destination.
+        Target::Gateway { .. } => Vec::new(),
     };
     let mut first_refusal = None;
     for d in &destinations {

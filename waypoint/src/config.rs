@@ -24,6 +24,12 @@ pub const PROTOCOL_DETECT_TIMEOUT: &str = "WEFT_PROTOCOL_DETECT_TIMEOUT";
 pub const UPSTREAM_IDLE_PER_ENDPOINT: &str = "WEFT_UPSTREAM_IDLE_PER_ENDPOINT";
 pub const OTLP_ENDPOINT: &str = "WEFT_OTLP_ENDPOINT";
 pub const TRACE_SAMPLING: &str = "WEFT_TRACE_SAMPLING";
+/// Gateway mode: the HTTP listener (`0.0.0.0:8080`), the HTTPS one, and the HTTPS
+/// listener's certificate chain and key (PEM files).
+pub const GATEWAY_HTTP_ADDR: &str = "WEFT_GATEWAY_HTTP_ADDR";
+pub const GATEWAY_HTTPS_ADDR: &str = "WEFT_GATEWAY_HTTPS_ADDR";
+pub const GATEWAY_TLS_CERT: &str = "WEFT_GATEWAY_TLS_CERT";
+pub const GATEWAY_TLS_KEY: &str = "WEFT_GATEWAY_TLS_KEY";
 /// The whole waypoint's request rate limit, `<requests>/<interval>` (e.g. `1000/1s`).
 pub const RATE_LIMIT: &str = "WEFT_WAYPOINT_RATE_LIMIT";
 
@@ -85,6 +91,55 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Requests per interval for the whole waypoint (a burst of as many).
     pub rate_limit: Option<(u32, Duration)>,
+    /// Gateway mode (a Gateway of class `weft-gateway`); `None`: a waypoint.
+    pub gateway: Option<Gateway>,
+}
+
+/// The listeners of gateway mode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gateway {
+    pub http: Option<SocketAddr>,
+    /// The HTTPS listener, with the certificate and key files.
+    pub https: Option<(SocketAddr, String, String)>,
+}
+
+fn gateway(source: &impl Source) -> Result<Option<Gateway>, Error> {
+    let addr = |key: &'static str| -> Result<Option<SocketAddr>, Error> {
+        match source.get(key) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| Error::Invalid {
+                key,
+                value: v.clone(),
+                reason: "expected ip:port".to_owned(),
+            }),
+        }
+    };
+    let http = addr(GATEWAY_HTTP_ADDR)?;
+    let https = match (
+        addr(GATEWAY_HTTPS_ADDR)?,
+        source.get(GATEWAY_TLS_CERT),
+        source.get(GATEWAY_TLS_KEY),
+    ) {
+        (None, None, None) => None,
+        (Some(a), Some(cert), Some(key)) => Some((a, cert, key)),
+        (Some(_), _, _) => {
+            return Err(Error::Missing {
+                key: if source.get(GATEWAY_TLS_CERT).is_none() {
+                    GATEWAY_TLS_CERT
+                } else {
+                    GATEWAY_TLS_KEY
+                },
+                reason: "the HTTPS listener terminates TLS with this certificate and key",
+            });
+        }
+        (None, _, _) => {
+            return Err(Error::Missing {
+                key: GATEWAY_HTTPS_ADDR,
+                reason: "a certificate is only for the HTTPS listener",
+            });
+        }
+    };
+    Ok((http.is_some() || https.is_some()).then_some(Gateway { http, https }))
 }
 
 fn rate_limit(source: &impl Source) -> Result<Option<(u32, Duration)>, Error> {
@@ -192,7 +247,9 @@ impl Config {
                 Some(Tracing { endpoint, sampling })
             }
         };
+        let gateway = gateway(source)?;
         Ok(Config {
+            gateway,
             namespace,
             name,
             identity,
@@ -230,6 +287,31 @@ mod tests {
             map.entry(k).or_insert(v);
         }
         Config::from_source(&map)
+    }
+
+    #[test]
+    fn gateway_mode_needs_its_listeners_and_the_https_certificate() {
+        assert_eq!(config(&[]).unwrap().gateway, None);
+        let g = config(&[(GATEWAY_HTTP_ADDR, "0.0.0.0:8080")])
+            .unwrap()
+            .gateway
+            .unwrap();
+        assert_eq!((g.http, g.https), (Some("0.0.0.0:8080".parse().unwrap()), None));
+        let g = config(&[
+            (GATEWAY_HTTPS_ADDR, "0.0.0.0:8443"),
+            (GATEWAY_TLS_CERT, "/tls.crt"),
+            (GATEWAY_TLS_KEY, "/tls.key"),
+        ])
+        .unwrap()
+        .gateway
+        .unwrap();
+        assert_eq!(g.https.unwrap().1, "/tls.crt");
+        let e = config(&[(GATEWAY_HTTPS_ADDR, "0.0.0.0:8443")]).unwrap_err();
+        assert!(e.to_string().contains(GATEWAY_TLS_CERT), "{e}");
+        let e = config(&[(GATEWAY_TLS_CERT, "/tls.crt")]).unwrap_err();
+        assert!(e.to_string().contains(GATEWAY_HTTPS_ADDR), "{e}");
+        let e = config(&[(GATEWAY_HTTP_ADDR, "8080")]).unwrap_err();
+        assert!(e.to_string().starts_with("WEFT_GATEWAY_HTTP_ADDR="), "{e}");
     }
 
     #[test]

@@ -33,6 +33,9 @@ pub struct Downstream {
     /// The tunnel's authority: the address the client asked for.
     pub authority: SocketAddr,
     pub activity: Activity,
+    /// How the client reached the waypoint: `mutual_tls` (HBONE), or `none` for a
+    /// gateway's clients from outside the mesh.
+    pub security: &'static str,
 }
 
 impl Downstream {
@@ -57,6 +60,26 @@ impl Downstream {
             target,
             authority,
             activity: Activity::new(),
+            security: "mutual_tls",
+        }
+    }
+
+    /// A client from outside the mesh on a gateway listener at `local`. Into the mesh
+    /// the gateway is the client: its identity is the one policies see and endpoints
+    /// are reached with, and it is the source workload of the metrics.
+    pub fn gateway(gateway: (&Identity, &str, &str), peer: SocketAddr, local: SocketAddr) -> Self {
+        let (identity, namespace, name) = gateway;
+        Downstream {
+            client: identity.clone(),
+            client_workload: Some(format!("{namespace}/{name}")),
+            peer,
+            target: Target::Gateway {
+                key: ("Gateway".to_owned(), namespace.to_owned(), name.to_owned()),
+                port: local.port(),
+            },
+            authority: local,
+            activity: Activity::new(),
+            security: "none",
         }
     }
 
@@ -81,7 +104,7 @@ impl Downstream {
             reporter: Reporter::Waypoint,
             source_workload_namespace: self.client.namespace().to_owned(),
             source_principal: self.client.to_string(),
-            connection_security_policy: "mutual_tls",
+            connection_security_policy: self.security,
             ..ConnectionLabels::default()
         };
         if let Some((_, name)) = self

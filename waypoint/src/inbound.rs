@@ -124,7 +124,7 @@ async fn stream(
     }
     let declared = match &down.target {
         Target::Service { port, .. } => port.protocol,
-        Target::Workload { .. } => Declared::Undeclared,
+        Target::Workload { .. } | Target::Gateway { .. } => Declared::Undeclared,
     };
     let mut reply = reply;
     let mut ok = Response::new(());

@@ -8,7 +8,9 @@
 //! stream (`tcp`). Requests are routed (`route`, `filters`), authorized (`authorize`)
 //! on their normalized form (`normalize`), balanced (`balance`) and sent to endpoints
 //! over HBONE with the waypoint's identity (`upstream`); their telemetry (`exchange`,
-//! `metrics`, `access`, `trace`, `otlp`) is recorded when their responses end.
+//! `metrics`, `access`, `trace`, `otlp`) is recorded when their responses end. In
+//! gateway mode (`gateway`) it is the mesh's ingress as well: HTTP and HTTPS listeners
+//! for clients outside the mesh, routed by the Gateway's HTTPRoutes.
 
 pub mod access;
 pub mod attempt;
@@ -23,6 +25,7 @@ pub mod downstream;
 pub mod exchange;
 pub mod fault;
 pub mod filters;
+pub mod gateway;
 pub mod http;
 pub mod inbound;
 pub mod maglev;
@@ -185,6 +188,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tracing::info!(addr = %listener.local_addr()?, "HBONE listening");
     let hbone_task = tokio::spawn(inbound::serve(Arc::clone(&waypoint), listener));
     let mut tasks = vec![view_task];
+    if let Some(g) = &config.gateway {
+        let https = match &g.https {
+            Some((addr, cert, key)) => Some((*addr, Some(gateway::tls(cert, key)?))),
+            None => None,
+        };
+        for (addr, tls) in g.http.map(|a| (a, None)).into_iter().chain(https) {
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the gateway listener {addr}"))?;
+            tracing::info!(addr = %l.local_addr()?, tls = tls.is_some(), "gateway listening");
+            tasks.push(tokio::spawn(gateway::serve(Arc::clone(&waypoint), l, tls)));
+        }
+    }
     if let Some(addr) = config.metrics_addr {
         let l = tokio::net::TcpListener::bind(addr)
             .await

@@ -369,6 +369,12 @@ fn destination(
                 })?;
             return Ok((d, Declared::Undeclared, down.target.name(), None));
         }
+        // Only routes send anywhere from a gateway listener.
+        (None, Target::Gateway { .. }) => {
+            return Err(Reply::NoRoute {
+                destination: down.target.name(),
+            });
+        }
     };
     let name = format!("{}/{}", key.1, key.2);
     let v4 = down.authority.is_ipv4();

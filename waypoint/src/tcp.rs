@@ -41,6 +41,8 @@ where
             .map(|(d, _)| d)
         }
         Target::Workload { key, port } => view.workload_destination(key, *port),
+        // A gateway listener carries HTTP only.
+        Target::Gateway { .. } => None,
     };
     let metrics = &waypoint.metrics;
     // A stream that ends before any byte is carried, with why.

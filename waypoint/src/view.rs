@@ -22,13 +22,17 @@ pub enum Target {
     Service { key: Key, port: ServicePort },
     /// A workload's own address, and a port.
     Workload { key: Key, port: u16 },
+    /// A listener of the gateway itself (gateway mode): the Gateway's routes decide.
+    Gateway { key: Key, port: u16 },
 }
 
 impl Target {
     /// `namespace/name`.
     pub fn name(&self) -> String {
         let key = match self {
-            Target::Service { key, .. } | Target::Workload { key, .. } => key,
+            Target::Service { key, .. }
+            | Target::Workload { key, .. }
+            | Target::Gateway { key, .. } => key,
         };
         format!("{}/{}", key.1, key.2)
     }
@@ -36,7 +40,7 @@ impl Target {
     pub fn service(&self) -> Option<&Key> {
         match self {
             Target::Service { key, .. } => Some(key),
-            Target::Workload { .. } => None,
+            Target::Workload { .. } | Target::Gateway { .. } => None,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod ejections;
 mod enroll;
 pub mod graph;
 mod http;
+pub mod ingress;
 pub mod logs;
 pub(crate) use http::get_in_netns;
 pub mod observability;

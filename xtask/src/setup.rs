@@ -11,7 +11,7 @@ use crate::{is_root, step, workspace_root};
 /// for the lab; for benchmarks iperf3, wrk and h2load (load), nginx and HAProxy (the
 /// reverse proxies the waypoint is measured against); Prometheus for the lab's
 /// observability (`weftctl lab up --observability`).
-const PACKAGES: [(&str, &str); 13] = [
+const PACKAGES: [(&str, &str); 14] = [
     ("protobuf-compiler", "/usr/bin/protoc"),
     ("iproute2", "/usr/sbin/ip"),
     ("util-linux", "/usr/bin/nsenter"),
@@ -25,6 +25,7 @@ const PACKAGES: [(&str, &str); 13] = [
     ("prometheus", "/usr/bin/prometheus"),
     ("chromium", "/usr/bin/chromium"),
     ("dnsmasq", "/usr/sbin/dnsmasq"),
+    ("curl", "/usr/bin/curl"),
 ];
 
 /// While packages install, services they bring (nginx, HAProxy) must not start on the

@@ -47,7 +47,7 @@ fn new_token() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+pub(super) fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
     use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
@@ -427,6 +427,12 @@ pub(super) fn build(
         binary: &bins.waypoint,
         controlplane: cp_addr,
         env: waypoint_env,
+        gateways: topology
+            .waypoints
+            .iter()
+            .filter(|w| w.ingress)
+            .map(|w| w.key())
+            .collect(),
     };
     for p in pods.iter_mut().filter(|p| p.pod.waypoint) {
         lab.start(p)?;

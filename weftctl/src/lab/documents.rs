@@ -43,7 +43,36 @@ pub fn write(topology: &Topology, pods: &[PodState]) -> anyhow::Result<()> {
             },
         }));
     }
-    for w in &topology.waypoints {
+    for w in topology.waypoints.iter().filter(|w| w.ingress) {
+        docs.push(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "Gateway",
+            "metadata": { "name": w.name, "namespace": w.namespace },
+            "spec": {
+                "gatewayClassName": "weft-gateway",
+                "listeners": [
+                    { "name": "http", "port": super::ingress::HTTP_PORT, "protocol": "HTTP" },
+                    { "name": "https", "port": super::ingress::HTTPS_PORT, "protocol": "HTTPS",
+                      "tls": { "mode": "Terminate",
+                               "certificateRefs": [{ "kind": "Secret", "name": format!("{}-tls", w.name) }] } },
+                ],
+            },
+        }));
+        docs.push(json!({
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": { "name": w.name, "namespace": w.namespace },
+            "spec": {
+                "clusterIP": w.vip.to_string(),
+                "selector": { super::topology::GATEWAY_NAME_LABEL: w.name },
+                "ports": [
+                    { "name": "http", "port": 80, "targetPort": super::ingress::HTTP_PORT, "protocol": "TCP" },
+                    { "name": "https", "port": 443, "targetPort": super::ingress::HTTPS_PORT, "protocol": "TCP" },
+                ],
+            },
+        }));
+    }
+    for w in topology.waypoints.iter().filter(|w| !w.ingress) {
         docs.push(json!({
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "Gateway",

@@ -19,6 +19,8 @@ pub struct Launch<'a> {
     pub controlplane: Ipv4Addr,
     /// `WEFT_…` settings for every waypoint.
     pub env: &'a [(String, String)],
+    /// `namespace/name` of the ingress gateways among them.
+    pub gateways: Vec<String>,
 }
 
 impl Launch<'_> {
@@ -38,6 +40,10 @@ impl Launch<'_> {
                 run_dir().join("agents").join(&p.pod.node).join("token"),
             )
             .envs(self.env.iter().map(|(k, v)| (k, v)));
+        if self.gateways.contains(&p.pod.key()) {
+            super::ingress::certificates()?;
+            cmd.envs(super::ingress::env());
+        }
         p.app_pid = launch(cmd, &p.log)?;
         Ok(())
     }
@@ -177,6 +183,7 @@ pub fn apply(
     }
     .clone();
     let waypoint = Waypoint {
+        ingress: false,
         name: name.to_owned(),
         namespace: namespace.to_owned(),
         node: node.name.clone(),
@@ -205,6 +212,7 @@ pub fn apply(
         binary: &binary,
         controlplane,
         env: &env,
+        gateways: Vec::new(),
     }
     .start(pod)?;
     let pod = pod.clone();

@@ -17,6 +17,8 @@ pub(super) struct RawWaypoint {
     vip: String,
     #[serde(default)]
     services: Vec<String>,
+    #[serde(default)]
+    ingress: bool,
 }
 
 /// A waypoint: a Gateway of class `weft-waypoint`, a pod of its own that runs
@@ -31,6 +33,11 @@ pub struct Waypoint {
     pub vip: Ipv4Addr,
     /// Services of its namespace bound to it (`weft.dev/use-waypoint`).
     pub services: Vec<String>,
+    /// An ingress gateway instead (class `weft-gateway`): HTTP on 8080 and HTTPS on
+    /// 8443 of its pod for clients outside the mesh, routed by the HTTPRoutes attached
+    /// to it; no Service is bound to it.
+    #[serde(default)]
+    pub ingress: bool,
 }
 
 impl Waypoint {
@@ -105,6 +112,13 @@ pub(super) fn check_waypoints(
             );
         }
         let vip = super::check_vip(&field, &w.vip, (vips, service_subnet), p);
+        if w.ingress && !w.services.is_empty() {
+            p(
+                format!("{field}.services"),
+                "an ingress gateway has no Services bound to it (HTTPRoutes send to them)"
+                    .to_owned(),
+            );
+        }
         for (j, svc) in w.services.iter().enumerate() {
             if !services
                 .iter()
@@ -131,6 +145,7 @@ pub(super) fn check_waypoints(
             node: w.node.clone(),
             vip,
             services: w.services.clone(),
+            ingress: w.ingress,
         };
         pods.push(waypoint.pod());
         out.push(waypoint);
