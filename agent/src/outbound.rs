@@ -51,6 +51,8 @@ pub enum Error {
     Hbone(hbone::Error),
     #[error("the same-node destination refused the connection: {0:?}")]
     Local(Refusal),
+    #[error("{dst} is not in the mesh's registry and the namespace is REGISTRY_ONLY")]
+    RegistryOnly { dst: SocketAddr },
     #[error("DNS over TCP: {source}")]
     Dns {
         #[source]
@@ -72,6 +74,7 @@ impl Error {
             Error::ConnectTimeout { .. } => "connect_timeout",
             Error::Io { .. } => "io",
             Error::Dns { .. } => "dns",
+            Error::RegistryOnly { .. } => "registry_only",
         }
     }
 }
@@ -171,6 +174,13 @@ impl Outbound {
                 .map_err(|source| Error::Dns { source });
         }
         let view = self.mesh.view();
+        if let Some(w) = &pod.workload
+            && view.registry_only(&w.namespace)
+            && !view.knows(dst.ip())
+        {
+            tracing::info!(target: "weft::access", src = %peer, dst = %dst, pod = %pod.name(), "refused: outside the registry (REGISTRY_ONLY)");
+            return Err(Error::RegistryOnly { dst });
+        }
         let route = view.route(dst, &mut random_pick)?;
         let mut labels = ConnectionLabels {
             reporter: Reporter::Source,

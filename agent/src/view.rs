@@ -126,6 +126,20 @@ impl View {
     }
 
     /// Where a connection to `dst` goes. `pick(n)` chooses one of `n` endpoints.
+    /// Whether the mesh knows `ip`: a Service's (an ExternalService's among them), a
+    /// workload's or an endpoint's address. `REGISTRY_ONLY` lets pods reach these only.
+    pub fn knows(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.services.contains_key(&ip)
+            || self.workloads.contains_key(&ip)
+            || self.endpoints.contains_key(&ip)
+    }
+
+    /// Whether pods of `namespace` may reach only what the mesh knows.
+    pub fn registry_only(&self, namespace: &str) -> bool {
+        self.config.registry_only.contains(namespace)
+    }
+
     pub fn route(
         &self,
         dst: SocketAddr,
@@ -324,6 +338,7 @@ mod tests {
                 waypoint: None,
                 load_balancer: Default::default(),
                 backend: Default::default(),
+                external: None,
             },
         );
         c.services.insert(
@@ -335,6 +350,7 @@ mod tests {
                 waypoint: None,
                 load_balancer: Default::default(),
                 backend: Default::default(),
+                external: None,
             },
         );
         c
@@ -452,6 +468,7 @@ mod tests {
                 waypoint: None,
                 load_balancer: Default::default(),
                 backend: Default::default(),
+                external: None,
             },
         );
         let v = View::new(Arc::new(c));

@@ -56,6 +56,7 @@ pub struct Cluster {
     pub workloads: Vec<Arc<DynamicObject>>,
     pub traffic_filters: Vec<Arc<DynamicObject>>,
     pub backend_policies: Vec<Arc<DynamicObject>>,
+    pub external_services: Vec<Arc<DynamicObject>>,
 }
 
 /// Each object of the cluster that Weft reads, by the name of its source (`kubernetes
@@ -426,6 +427,7 @@ pub fn documents(cluster: &Cluster) -> Objects {
         ("Workload", &cluster.workloads),
         ("TrafficFilter", &cluster.traffic_filters),
         ("BackendPolicy", &cluster.backend_policies),
+        ("ExternalService", &cluster.external_services),
     ] {
         for object in objects {
             put_custom(kind, object);

@@ -2,16 +2,19 @@
 //! `Namespace` and `Service` (core v1), `EndpointSlice` (discovery.k8s.io/v1), Weft's
 //! `Workload` (weft.dev/v1alpha1) for workloads that are not pods, `AuthorizationPolicy`
 //! and `PeerAuthentication` (security.weft.dev/v1alpha1), Weft's traffic kinds
-//! `TrafficFilter` and `BackendPolicy` (weft.dev/v1alpha1), and the Gateway API's
+//! `TrafficFilter` and `BackendPolicy` (weft.dev/v1alpha1), `ExternalService`
+//! (weft.dev/v1alpha1) for services outside the cluster, and the Gateway API's
 //! `Gateway`, `HTTPRoute` and `GRPCRoute` (gateway.networking.k8s.io/v1). Parsing
 //! gives every document its origin and every error its field path; `validate.rs`
 //! checks the meaning.
 
 pub mod documents;
+pub mod external;
 pub mod gateway;
 pub mod traffic;
 
 pub use documents::*;
+pub use external::*;
 pub use gateway::*;
 pub use traffic::*;
 
@@ -77,6 +80,7 @@ pub enum Object {
     GrpcRoute(GrpcRoute),
     TrafficFilter(TrafficFilter),
     BackendPolicy(BackendPolicy),
+    ExternalService(ExternalService),
 }
 
 impl Object {
@@ -93,6 +97,7 @@ impl Object {
             Object::GrpcRoute(_) => "GRPCRoute",
             Object::TrafficFilter(_) => "TrafficFilter",
             Object::BackendPolicy(_) => "BackendPolicy",
+            Object::ExternalService(_) => "ExternalService",
         }
     }
 
@@ -109,6 +114,7 @@ impl Object {
             Object::GrpcRoute(o) => &o.metadata,
             Object::TrafficFilter(o) => &o.metadata,
             Object::BackendPolicy(o) => &o.metadata,
+            Object::ExternalService(o) => &o.metadata,
         }
     }
 
@@ -135,6 +141,7 @@ pub const KINDS: &[(&str, &str)] = &[
     ("gateway.networking.k8s.io/v1", "GRPCRoute"),
     ("weft.dev/v1alpha1", "TrafficFilter"),
     ("weft.dev/v1alpha1", "BackendPolicy"),
+    ("weft.dev/v1alpha1", "ExternalService"),
 ];
 
 /// Parses a YAML stream. Documents that do not parse are reported and left out; the

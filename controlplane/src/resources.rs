@@ -14,9 +14,10 @@ use crate::{
         self, Action, Document, EndpointSlice, IntOrString, Metadata, MtlsMode, Object,
         PathMatchType, PathModifierType, RouteFilterType, SERVICE_NAME_LABEL,
     },
-    validate::{MESH_LABEL, USE_WAYPOINT_LABEL},
+    validate::{MESH_LABEL, OUTBOUND_POLICY_LABEL, ROOT_NAMESPACE, USE_WAYPOINT_LABEL},
 };
 
+mod external;
 mod traffic;
 mod units;
 
@@ -247,6 +248,7 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
                         waypoint,
                         load_balancer,
                         backend,
+                        external: None,
                     }),
                 );
             }
@@ -314,10 +316,25 @@ pub fn translate(docs: &[Document], trust_domain: &str) -> BTreeMap<Key, Body> {
             Object::Namespace(n) => {
                 let enrolled =
                     n.metadata.labels.get(MESH_LABEL).map(String::as_str) == Some("enabled");
+                // The namespace's own, else the root namespace's: the mesh's default.
+                let outbound_policy = n
+                    .metadata
+                    .labels
+                    .get(OUTBOUND_POLICY_LABEL)
+                    .cloned()
+                    .or_else(|| ns_label(ROOT_NAMESPACE, OUTBOUND_POLICY_LABEL))
+                    .unwrap_or_default();
                 out.insert(
                     key("Namespace", &n.metadata),
-                    Body::Namespace(wire::Namespace { enrolled }),
+                    Body::Namespace(wire::Namespace {
+                        enrolled,
+                        outbound_policy,
+                    }),
                 );
+            }
+            Object::ExternalService(e) => {
+                let (k, body) = external::translate(e, trust_domain);
+                out.insert(k, body);
             }
             Object::TrafficFilter(_)
             | Object::BackendPolicy(_)

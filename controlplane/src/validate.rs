@@ -4,6 +4,7 @@
 //! admission webhook and the control plane's sources; every problem names the document,
 //! the field path and the reason.
 
+mod external;
 mod policy;
 mod route;
 mod traffic;
@@ -19,6 +20,7 @@ use crate::model::{
 };
 
 /// Enrollment label (namespace: `enabled`; pod: `disabled` opts out).
+pub use external::OUTBOUND_POLICY_LABEL;
 pub const MESH_LABEL: &str = "weft.dev/mesh";
 /// Waypoint binding label on a namespace, Service or workload: a Gateway's name.
 pub const USE_WAYPOINT_LABEL: &str = "weft.dev/use-waypoint";
@@ -266,7 +268,11 @@ pub fn validate(docs: &[Document]) -> Vec<Problem> {
             );
         }
         match &doc.object {
-            Object::Namespace(n) => waypoint_label(&mut c, &index, &n.metadata.name, &n.metadata),
+            Object::Namespace(n) => {
+                waypoint_label(&mut c, &index, &n.metadata.name, &n.metadata);
+                external::outbound_policy_label(&mut c, &n.metadata);
+            }
+            Object::ExternalService(e) => external::external_service(&mut c, &index, e),
             Object::Service(s) => {
                 let ns = s.metadata.namespace.as_deref().unwrap_or_default();
                 waypoint_label(&mut c, &index, ns, &s.metadata);

@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use controlplane::model::{
-    AuthorizationPolicyResource, BackendPolicyResource, PeerAuthenticationResource,
-    TrafficFilterResource, WorkloadResource,
+    AuthorizationPolicyResource, BackendPolicyResource, ExternalServiceResource,
+    PeerAuthenticationResource, TrafficFilterResource, WorkloadResource,
 };
 use kube::CustomResourceExt;
 
@@ -30,6 +30,7 @@ fn generated_crds_are_up_to_date() {
         render::<PeerAuthenticationResource>(),
         render::<TrafficFilterResource>(),
         render::<BackendPolicyResource>(),
+        render::<ExternalServiceResource>(),
     ] {
         let path = dir.join(&file);
         if update {

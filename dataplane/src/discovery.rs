@@ -95,6 +95,23 @@ pub struct Service {
     pub waypoint: Option<String>,
     pub load_balancer: LoadBalancer,
     pub backend: Backend,
+    /// An ExternalService: a service outside the cluster.
+    pub external: Option<External>,
+}
+
+/// What an ExternalService adds to a Service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct External {
+    /// The DNS names that resolve to its addresses.
+    pub hosts: Vec<String>,
+    /// Its egress waypoint speaks TLS to it.
+    pub tls: Option<TlsOrigination>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsOrigination {
+    pub sni: String,
+    pub ca_pem: String,
 }
 
 impl Service {
@@ -128,6 +145,9 @@ pub struct Config {
     pub routes: BTreeMap<Key, Route>,
     /// Agents: each namespace by name, and whether its pods join the mesh.
     pub namespaces: BTreeMap<String, bool>,
+    /// Agents: the namespaces whose pods may connect only to what the mesh knows
+    /// (`REGISTRY_ONLY`).
+    pub registry_only: std::collections::BTreeSet<String>,
     /// Updates applied since the subscriber started.
     pub updates: u64,
 }
@@ -156,7 +176,8 @@ enum Converted {
     Service(Service),
     Policy(Policy),
     Route(Route),
-    Namespace(bool),
+    /// Enrolled, and `REGISTRY_ONLY`.
+    Namespace(bool, bool),
 }
 
 fn convert(key: &Key, body: Body, trust_domain: &str) -> Result<Converted, String> {
@@ -213,12 +234,21 @@ fn convert(key: &Key, body: Body, trust_domain: &str) -> Result<Converted, Strin
                 _ => LoadBalancer::LeastRequest,
             },
             backend: Backend::from_wire(s.backend),
+            external: s.external.map(|x| External {
+                hosts: x.hosts,
+                tls: x.tls.map(|t| TlsOrigination {
+                    sni: t.sni,
+                    ca_pem: t.ca_pem,
+                }),
+            }),
         }),
         Body::AuthorizationPolicy(p) => Converted::Policy(Policy::Authorization(p)),
         Body::PeerAuthentication(p) => Converted::Policy(Policy::PeerAuthentication(p)),
         Body::HttpRoute(r) => Converted::Route(Route::Http(r)),
         Body::GrpcRoute(r) => Converted::Route(Route::Grpc(r)),
-        Body::Namespace(n) => Converted::Namespace(n.enrolled),
+        Body::Namespace(n) => {
+            Converted::Namespace(n.enrolled, n.outbound_policy == "REGISTRY_ONLY")
+        }
     })
 }
 
@@ -245,6 +275,7 @@ pub fn apply(
         next.routes.remove(&k);
         if k.0 == "Namespace" {
             next.namespaces.remove(&k.2);
+            next.registry_only.remove(&k.2);
         }
     }
     for r in update.upserts {
@@ -270,7 +301,12 @@ pub fn apply(
             Converted::Route(r) => {
                 next.routes.insert(k, r);
             }
-            Converted::Namespace(enrolled) => {
+            Converted::Namespace(enrolled, registry_only) => {
+                if registry_only {
+                    next.registry_only.insert(k.2.clone());
+                } else {
+                    next.registry_only.remove(&k.2);
+                }
                 next.namespaces.insert(k.2, enrolled);
             }
         }

@@ -204,6 +204,13 @@ impl Lab {
         self.apply_to(name, yaml, &[]);
     }
 
+    /// [`Lab::apply`] waiting for the agents of `nodes` and the waypoints `waypoints`
+    /// (pod keys) alone.
+    pub fn apply_and_wait(&self, name: &str, yaml: &str, nodes: &[&str], waypoints: &[&str]) {
+        let own = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        self.write_and_wait(name, yaml, &own(nodes), &own(waypoints));
+    }
+
     /// [`Lab::apply`] for documents that only the waypoints `waypoints` (pod keys)
     /// receive, such as a gateway's routes: waits for those alone.
     pub fn apply_to_waypoints(&self, name: &str, yaml: &str, waypoints: &[&str]) {

@@ -166,7 +166,9 @@ impl Balancer {
         let (endpoint, ip) = self
             .pick(key, service, (target, v4), hash)
             .ok_or(Unreachable::NoEndpoints)?;
-        Ok((Destination::of(endpoint, ip, target), service_port.protocol))
+        let mut destination = Destination::of(endpoint, ip, target);
+        destination.origination = view.origination(key);
+        Ok((destination, service_port.protocol))
     }
 
     /// Forgets the counters of endpoints with nothing in flight (kept small as
@@ -210,6 +212,7 @@ mod tests {
             waypoint: None,
             load_balancer: lb,
             backend: Default::default(),
+            external: None,
         }
     }
 

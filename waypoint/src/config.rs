@@ -296,7 +296,10 @@ mod tests {
             .unwrap()
             .gateway
             .unwrap();
-        assert_eq!((g.http, g.https), (Some("0.0.0.0:8080".parse().unwrap()), None));
+        assert_eq!(
+            (g.http, g.https),
+            (Some("0.0.0.0:8080".parse().unwrap()), None)
+        );
         let g = config(&[
             (GATEWAY_HTTPS_ADDR, "0.0.0.0:8443"),
             (GATEWAY_TLS_CERT, "/tls.crt"),

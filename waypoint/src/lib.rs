@@ -32,6 +32,7 @@ pub mod maglev;
 pub mod metrics;
 pub mod mirror;
 pub mod normalize;
+pub mod originate;
 pub mod otlp;
 pub mod outlier;
 pub mod proxy;

@@ -43,6 +43,8 @@ use crate::{
 pub enum Io {
     Hbone(H2Stream, StreamSlot),
     Tcp(TcpStream),
+    /// TLS originated to an ExternalService.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl AsyncRead for Io {
@@ -54,6 +56,7 @@ impl AsyncRead for Io {
         match self.get_mut() {
             Io::Hbone(s, _) => Pin::new(s).poll_read(cx, buf),
             Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -67,6 +70,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Hbone(s, _) => Pin::new(s).poll_write(cx, buf),
             Io::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -74,6 +78,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Hbone(s, _) => Pin::new(s).poll_flush(cx),
             Io::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
 
@@ -81,6 +86,7 @@ impl AsyncWrite for Io {
         match self.get_mut() {
             Io::Hbone(s, _) => Pin::new(s).poll_shutdown(cx),
             Io::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -219,6 +225,13 @@ impl Upstreams {
                     },
                     other => Error::Hbone(other),
                 })?;
+            if let Some(o) = &dest.origination {
+                let tls = o.connect(tcp).await.map_err(|source| Error::Connect {
+                    addr: dest.addr,
+                    source,
+                })?;
+                return Ok(Io::Tls(Box::new(tls)));
+            }
             return Ok(Io::Tcp(tcp));
         }
         let timeout = self.connect_timeout;

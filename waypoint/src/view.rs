@@ -55,6 +55,8 @@ pub struct Destination {
     pub mesh: bool,
     /// `namespace/name` of the workload.
     pub workload: String,
+    /// Outside the mesh, spoken to in TLS (an ExternalService's origination).
+    pub origination: Option<Arc<crate::originate::Origination>>,
 }
 
 impl Destination {
@@ -74,6 +76,7 @@ impl Destination {
             identity: endpoint.identity.clone(),
             mesh: endpoint.enrolled,
             workload: endpoint.workload.clone(),
+            origination: None,
         }
     }
 }
@@ -86,6 +89,8 @@ pub struct View {
     waypoint: (String, String),
     services: HashMap<IpAddr, Key>,
     workloads: HashMap<IpAddr, Key>,
+    /// How to speak TLS to the ExternalServices that ask for it.
+    originations: HashMap<Key, Arc<crate::originate::Origination>>,
 }
 
 impl View {
@@ -99,6 +104,14 @@ impl View {
                 services.insert(*a, key.clone());
             }
         }
+        let mut originations = HashMap::new();
+        for (key, s) in &config.services {
+            if let Some(t) = s.external.as_ref().and_then(|x| x.tls.as_ref()) {
+                let o = crate::originate::Origination::new(t)
+                    .map_err(|e| format!("ExternalService {}/{}: {e}", key.1, key.2))?;
+                originations.insert(key.clone(), Arc::new(o));
+            }
+        }
         let mut workloads = HashMap::new();
         for (key, w) in &config.workloads {
             for a in &w.addresses {
@@ -110,8 +123,14 @@ impl View {
             waypoint: (waypoint.0.to_owned(), waypoint.1.to_owned()),
             services,
             workloads,
+            originations,
             config,
         })
+    }
+
+    /// How to speak TLS to Service `key`, when it is an ExternalService that asks for it.
+    pub fn origination(&self, key: &Key) -> Option<Arc<crate::originate::Origination>> {
+        self.originations.get(key).cloned()
     }
 
     fn serves(&self, namespace: &str, waypoint: Option<&str>) -> bool {
@@ -169,6 +188,7 @@ impl View {
             identity: w.identity.clone(),
             mesh: w.enrolled,
             workload: format!("{}/{}", key.1, key.2),
+            origination: None,
         })
     }
 }
@@ -198,6 +218,7 @@ mod tests {
             waypoint: waypoint.map(str::to_owned),
             load_balancer: LoadBalancer::default(),
             backend: Default::default(),
+            external: None,
         };
         c.services.insert(
             ("Service".into(), "shop".into(), "cart".into()),

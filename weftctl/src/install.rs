@@ -108,8 +108,8 @@ where
 /// Weft's CRDs, from the control plane's types.
 pub fn crds() -> Vec<Value> {
     use cp::model::{
-        AuthorizationPolicyResource, BackendPolicyResource, PeerAuthenticationResource,
-        TrafficFilterResource, WorkloadResource,
+        AuthorizationPolicyResource, BackendPolicyResource, ExternalServiceResource,
+        PeerAuthenticationResource, TrafficFilterResource, WorkloadResource,
     };
     [
         WorkloadResource::crd(),
@@ -117,6 +117,7 @@ pub fn crds() -> Vec<Value> {
         PeerAuthenticationResource::crd(),
         TrafficFilterResource::crd(),
         BackendPolicyResource::crd(),
+        ExternalServiceResource::crd(),
     ]
     .iter()
     .map(manifest)

@@ -20,6 +20,7 @@ pub mod dns;
 mod documents;
 pub mod ejections;
 mod enroll;
+pub mod external;
 pub mod graph;
 mod http;
 pub mod ingress;
@@ -110,6 +111,9 @@ pub struct State {
     /// The lab's upstream DNS server (`lab/dns.rs`).
     #[serde(default)]
     pub dns_pid: Option<u32>,
+    /// The server outside the cluster (`lab/external.rs`).
+    #[serde(default)]
+    pub external_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

@@ -95,16 +95,21 @@ impl Resolver {
     }
 
     /// The names of the configuration in force: each Service as
-    /// `<name>.<namespace>.svc.<cluster domain>`, rebuilt when the version changes.
+    /// `<name>.<namespace>.svc.<cluster domain>`, and the hosts of ExternalServices,
+    /// rebuilt when the version changes.
     fn table(&self) -> Arc<Table> {
         let view = self.mesh.view();
         let mut cached = self.table.lock().unwrap_or_else(|p| p.into_inner());
         if cached.0 != view.config.version {
             let domain = &self.settings.cluster_domain;
-            let names = view.config.services.iter().map(|(key, s)| {
+            // Keys are (kind, namespace, name). An ExternalService's hosts resolve to
+            // its addresses too.
+            let names = view.config.services.iter().flat_map(|(key, s)| {
                 let addresses: Vec<IpAddr> = s.addresses.clone();
-                // Keys are (kind, namespace, name).
-                (format!("{}.{}.svc.{domain}", key.2, key.1), addresses)
+                let hosts = s.external.iter().flat_map(|x| x.hosts.iter());
+                std::iter::once(format!("{}.{}.svc.{domain}", key.2, key.1))
+                    .chain(hosts.cloned())
+                    .map(move |name| (name, addresses.clone()))
             });
             *cached = (view.config.version, Arc::new(Table::new(domain, names)));
         }

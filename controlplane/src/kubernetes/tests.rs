@@ -97,7 +97,8 @@ fn pods_become_workloads_and_the_rest_validates() {
     assert_eq!(
         res[&("Namespace".into(), String::new(), "shop".into())],
         api::proto::config::resource::Body::Namespace(api::proto::config::Namespace {
-            enrolled: true
+            enrolled: true,
+            outbound_policy: String::new(),
         })
     );
 }

@@ -39,8 +39,8 @@ use tokio_stream::StreamExt as _;
 
 use super::Cluster;
 use crate::model::{
-    AuthorizationPolicyResource, BackendPolicyResource, PeerAuthenticationResource,
-    TrafficFilterResource, WorkloadResource,
+    AuthorizationPolicyResource, BackendPolicyResource, ExternalServiceResource,
+    PeerAuthenticationResource, TrafficFilterResource, WorkloadResource,
 };
 
 /// A kind the control plane watches.
@@ -58,10 +58,11 @@ pub enum Kind {
     Workload,
     TrafficFilter,
     BackendPolicy,
+    ExternalService,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Namespace,
         Kind::Pod,
         Kind::Service,
@@ -74,6 +75,7 @@ impl Kind {
         Kind::Workload,
         Kind::TrafficFilter,
         Kind::BackendPolicy,
+        Kind::ExternalService,
     ];
 
     /// Group, version, kind and plural, as the API server names them.
@@ -94,6 +96,7 @@ impl Kind {
             Kind::Workload => WorkloadResource::api_resource(),
             Kind::TrafficFilter => TrafficFilterResource::api_resource(),
             Kind::BackendPolicy => BackendPolicyResource::api_resource(),
+            Kind::ExternalService => ExternalServiceResource::api_resource(),
         }
     }
 }
@@ -286,6 +289,7 @@ impl Watches {
             workloads: custom(Kind::Workload),
             traffic_filters: custom(Kind::TrafficFilter),
             backend_policies: custom(Kind::BackendPolicy),
+            external_services: custom(Kind::ExternalService),
         }
     }
 }
@@ -395,7 +399,7 @@ fn status_code(error: &watcher::Error) -> Option<u16> {
 }
 
 /// The kinds watched as the API server sends them, to be parsed like documents.
-const CUSTOM: [Kind; 8] = [
+const CUSTOM: [Kind; 9] = [
     Kind::Gateway,
     Kind::HttpRoute,
     Kind::GrpcRoute,
@@ -404,6 +408,7 @@ const CUSTOM: [Kind; 8] = [
     Kind::Workload,
     Kind::TrafficFilter,
     Kind::BackendPolicy,
+    Kind::ExternalService,
 ];
 
 /// Starts the watch of a kind that k8s-openapi knows.

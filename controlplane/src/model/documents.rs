@@ -401,6 +401,7 @@ pub fn from_value(kind: &str, value: serde_yaml_ng::Value) -> Result<Object, (St
         "GRPCRoute" => Object::GrpcRoute(typed(value)?),
         "TrafficFilter" => Object::TrafficFilter(typed(value)?),
         "BackendPolicy" => Object::BackendPolicy(typed(value)?),
+        "ExternalService" => Object::ExternalService(typed(value)?),
         other => return Err(("kind".to_owned(), format!("unknown kind {other:?}"))),
     })
 }

@@ -305,7 +305,12 @@ pub fn webhook(v: &Values) -> ValidatingWebhookConfiguration {
     let rules = [
         (
             "weft.dev",
-            vec!["workloads", "trafficfilters", "backendpolicies"],
+            vec![
+                "workloads",
+                "trafficfilters",
+                "backendpolicies",
+                "externalservices",
+            ],
         ),
         (
             "security.weft.dev",

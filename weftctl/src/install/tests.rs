@@ -63,8 +63,8 @@ fn every_object_is_valid_for_its_kubernetes_type() {
         .unwrap();
     let namespace = kinds.iter().position(|k| k == "Namespace").unwrap();
     assert!(namespace < first_namespaced);
-    assert!(kinds[..5].iter().all(|k| k == "CustomResourceDefinition"));
-    assert_eq!(kinds.len(), 18, "{kinds:?}");
+    assert!(kinds[..6].iter().all(|k| k == "CustomResourceDefinition"));
+    assert_eq!(kinds.len(), 19, "{kinds:?}");
     // And what `weftctl uninstall` applies.
     round_trips::<DaemonSet>(&super::manifest(&cleanup::daemon_set(&Values::default())));
 }

@@ -246,6 +246,8 @@ pub(super) fn build(
     // The pods' upstream DNS server, outside the mesh.
     let dns_pid = super::dns::start(topology)?;
     let dns_upstream = super::dns::address(topology)?;
+    // A server outside the cluster, for egress.
+    let external_pid = super::external::start(topology)?;
     let trust_bundle = cp_dir.join("state/ca/trust-bundle.pem");
     wait_for(
         &format!("the control plane (log: {})", cp_log.display()),
@@ -477,6 +479,7 @@ pub(super) fn build(
         waypoint_env: waypoint_env.to_vec(),
         observability: None,
         dns_pid: Some(dns_pid),
+        external_pid: Some(external_pid),
     };
     state.save()?;
     progress.say("lab is up");

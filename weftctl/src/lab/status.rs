@@ -40,6 +40,16 @@ pub fn status() -> anyhow::Result<()> {
             if alive(pid) { "running" } else { "DOWN" },
         )?;
     }
+    if let Some(pid) = state.external_pid {
+        writeln!(
+            out,
+            "external server: {} (nginx, HTTP :{} and HTTPS :{}, pid {pid}) {}\n",
+            super::external::address(&state.topology)?,
+            super::external::HTTP_PORT,
+            super::external::HTTPS_PORT,
+            if alive(pid) { "running" } else { "DOWN" },
+        )?;
+    }
     if let Some(o) = &state.observability {
         writeln!(
             out,
