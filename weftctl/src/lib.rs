@@ -7,6 +7,7 @@ pub mod enroll;
 pub mod install;
 pub mod kubeconfig;
 pub mod lab;
+pub mod observe;
 pub mod output;
 pub mod proxy_config;
 pub mod status;

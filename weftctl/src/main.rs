@@ -8,11 +8,11 @@ use clap::{Parser, Subcommand};
 #[command(name = "weftctl", about = "Weft's command line", version)]
 struct Cli {
     #[command(subcommand)]
-    command: Top,
+    command: Cmd,
 }
 
 #[derive(Subcommand)]
-enum Top {
+enum Cmd {
     /// Check configuration documents (files, or folders of .yaml files) the way the
     /// control plane and its admission webhook do; reports every problem with its
     /// document and field path, and exits non-zero if there is one.
@@ -86,6 +86,36 @@ enum Top {
         /// `json` or `yaml` for scripts.
         #[arg(short = 'o', long, value_enum)]
         output: Option<weftctl::output::Format>,
+        /// The namespace Weft is installed in.
+        #[arg(long, default_value = "weft-system")]
+        weft_namespace: String,
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// Live rates per workload (connections, mutual TLS, bytes, denials, requests,
+    /// 5xx) from every agent's and waypoint's metrics, like `kubectl top`.
+    Top {
+        /// Seconds between readings.
+        #[arg(long, default_value = "5")]
+        interval: u64,
+        /// How many times to print (0: until interrupted).
+        #[arg(long, default_value = "0")]
+        count: u32,
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<weftctl::output::Format>,
+        /// The namespace Weft is installed in.
+        #[arg(long, default_value = "weft-system")]
+        weft_namespace: String,
+        #[arg(long)]
+        context: Option<String>,
+    },
+    /// The access log lines about a pod, from its node's agent and the waypoints.
+    Logs {
+        /// `namespace/name`.
+        pod: String,
+        /// The access log (the only log this command reads).
+        #[arg(long, required = true)]
+        access: bool,
         /// The namespace Weft is installed in.
         #[arg(long, default_value = "weft-system")]
         weft_namespace: String,
@@ -260,7 +290,7 @@ enum Lab {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Top::Validate { files } => {
+        Cmd::Validate { files } => {
             let (docs, problems) = controlplane::validate::files(&files);
             for p in &problems {
                 println!("{p}");
@@ -273,7 +303,7 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         }
-        Top::Check {
+        Cmd::Check {
             cluster: true,
             weft_namespace,
             context,
@@ -285,12 +315,12 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Top::Status {
+        Cmd::Status {
             output,
             weft_namespace,
             context,
         } => weftctl::status::status(output, &weft_namespace, context.as_deref()),
-        Top::Check {
+        Cmd::Check {
             cni_conf_dir,
             cni_bin_dir,
             bpffs,
@@ -307,28 +337,47 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Top::ProxyConfig {
+        Cmd::ProxyConfig {
             pod,
             output,
             weft_namespace,
             context,
         } => weftctl::proxy_config::run(&pod, output, &weft_namespace, context.as_deref()),
-        Top::Enroll {
+        Cmd::Enroll {
             namespace,
             off,
             context,
         } => weftctl::enroll::run(&namespace, !off, context.as_deref()),
-        Top::Uninstall {
+        Cmd::Top {
+            interval,
+            count,
+            output,
+            weft_namespace,
+            context,
+        } => weftctl::observe::top(
+            std::time::Duration::from_secs(interval.max(1)),
+            count,
+            output,
+            &weft_namespace,
+            context.as_deref(),
+        ),
+        Cmd::Logs {
+            pod,
+            access: _,
+            weft_namespace,
+            context,
+        } => weftctl::observe::access_log(&pod, &weft_namespace, context.as_deref()),
+        Cmd::Uninstall {
             crds,
             values,
             context,
         } => weftctl::install::uninstall(values.as_deref(), crds, context.as_deref()),
-        Top::Install {
+        Cmd::Install {
             dry_run,
             values,
             context,
         } => weftctl::install::install(values.as_deref(), dry_run, context.as_deref()),
-        Top::Lab(Lab::Up {
+        Cmd::Lab(Lab::Up {
             topology,
             agent_env,
             waypoint_env,
@@ -339,23 +388,23 @@ fn main() -> anyhow::Result<()> {
             &waypoint_env,
             observability,
         ),
-        Top::Waypoint(Waypoint::Apply {
+        Cmd::Waypoint(Waypoint::Apply {
             namespace,
             name,
             services,
             node,
         }) => weftctl::lab::waypoints::apply(&namespace, &name, &services, node.as_deref()),
-        Top::Waypoint(Waypoint::List) => weftctl::lab::waypoints::list(),
-        Top::Waypoint(Waypoint::Ejections { waypoint }) => {
+        Cmd::Waypoint(Waypoint::List) => weftctl::lab::waypoints::list(),
+        Cmd::Waypoint(Waypoint::Ejections { waypoint }) => {
             weftctl::lab::ejections::print(&waypoint)
         }
-        Top::Waypoint(Waypoint::Delete { namespace, name }) => {
+        Cmd::Waypoint(Waypoint::Delete { namespace, name }) => {
             weftctl::lab::waypoints::delete(&namespace, &name)
         }
-        Top::Lab(Lab::Status) => weftctl::lab::status(),
-        Top::Lab(Lab::Apply { files }) => weftctl::lab::apply(&files),
-        Top::Lab(Lab::Enroll { namespace, off }) => weftctl::lab::enroll(&namespace, !off),
-        Top::Lab(Lab::Top {
+        Cmd::Lab(Lab::Status) => weftctl::lab::status(),
+        Cmd::Lab(Lab::Apply { files }) => weftctl::lab::apply(&files),
+        Cmd::Lab(Lab::Enroll { namespace, off }) => weftctl::lab::enroll(&namespace, !off),
+        Cmd::Lab(Lab::Top {
             interval,
             count,
             output,
@@ -364,11 +413,11 @@ fn main() -> anyhow::Result<()> {
             count,
             output,
         ),
-        Top::Lab(Lab::Logs { pod, access: _ }) => weftctl::lab::logs::print(&pod),
-        Top::Lab(Lab::ProxyConfig { pod, output }) => {
+        Cmd::Lab(Lab::Logs { pod, access: _ }) => weftctl::lab::logs::print(&pod),
+        Cmd::Lab(Lab::ProxyConfig { pod, output }) => {
             weftctl::lab::proxy_config::print(&pod, output)
         }
-        Top::Lab(Lab::Graph {
+        Cmd::Lab(Lab::Graph {
             listen,
             screenshot,
             dom,
@@ -391,12 +440,12 @@ fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Top::Lab(Lab::Exec { pod, command }) => {
+        Cmd::Lab(Lab::Exec { pod, command }) => {
             let code = weftctl::lab::exec(&pod, &command)?;
             std::process::exit(code);
         }
-        Top::Lab(Lab::Down) => weftctl::lab::down(),
-        Top::Lab(Lab::Bench {
+        Cmd::Lab(Lab::Down) => weftctl::lab::down(),
+        Cmd::Lab(Lab::Bench {
             quick,
             out,
             modes,

@@ -1,4 +1,5 @@
-//! `weftctl lab top`: live rates per workload, like `kubectl top`, from two readings of
+//! `weftctl lab top` (and, through the API server, `weftctl top`: `observe.rs`): live
+//! rates per workload, like `kubectl top`, from two readings of
 //! every agent's and waypoint's metrics an interval apart. From the agents (the side
 //! that received each connection): inbound connections per second, the share of them
 //! in mutual TLS, bytes in per second and connections denied per second; from the
@@ -11,7 +12,7 @@ use serde::Serialize;
 use crate::output::{self, Format};
 
 /// One sample of Prometheus text: name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
+pub type Sample = (String, BTreeMap<String, String>, f64);
 
 /// The samples of a Prometheus (or OpenMetrics) text, comments left out.
 pub fn parse(text: &str) -> Vec<Sample> {
@@ -152,7 +153,8 @@ pub fn rates(before: &[Sample], after: &[Sample], seconds: f64) -> Vec<Row> {
         .collect()
 }
 
-fn human(rows: &[Row], colour: bool) -> String {
+/// The rows as a table.
+pub fn human(rows: &[Row], colour: bool) -> String {
     let pct = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{:.0}%", s * 100.0));
     let mut out = format!(
         "{:<26} {:>8} {:>6} {:>11} {:>8} {:>8} {:>6}\n",
