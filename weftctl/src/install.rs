@@ -157,6 +157,15 @@ pub fn render(v: &Values) -> Vec<Value> {
             "description": "Weft's per-service L7 proxies, run by the Weft control plane",
         },
     }));
+    out.push(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "GatewayClass",
+        "metadata": {"name": cp::validate::GATEWAY_CLASS, "labels": labels("weft-gateway")},
+        "spec": {
+            "controllerName": "weft.dev/waypoint-controller",
+            "description": "Weft's ingress gateways (HTTP and HTTPS into the mesh), run by the Weft control plane",
+        },
+    }));
     out
 }
 

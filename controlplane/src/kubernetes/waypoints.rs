@@ -1,4 +1,5 @@
-//! The waypoint controller: for each Gateway of class `weft-waypoint` it applies what
+//! The waypoint controller: for each Gateway of class `weft-waypoint` (and, in gateway
+//! mode, `weft-gateway`: `waypoints/ingress.rs`) it applies what
 //! runs the waypoint — a ServiceAccount (the waypoint's identity), a ConfigMap with the
 //! mesh's root certificates (how its pods trust the control plane), a Deployment of
 //! `weft-waypoint` and a Service named like the Gateway (where agents send the traffic
@@ -40,8 +41,17 @@ pub struct Settings {
     pub token_audience: String,
 }
 
+mod ingress;
+
+fn is_ingress(gateway: &DynamicObject) -> bool {
+    super::class_of(gateway) == Some(crate::validate::GATEWAY_CLASS)
+}
+
 /// Why a Gateway is not taken.
 fn refusal(gateway: &DynamicObject) -> Option<String> {
+    if is_ingress(gateway) {
+        return ingress::refusal(gateway);
+    }
     let listeners = gateway.data.pointer("/spec/listeners")?.as_array();
     let hbone = listeners.into_iter().flatten().any(|l| {
         l["protocol"].as_str() == Some("HBONE") && l["port"].as_u64() == Some(HBONE_PORT.into())
@@ -72,6 +82,14 @@ fn meta(gateway: &DynamicObject, name: &str) -> Value {
 
 /// The objects that run the waypoint of `gateway`, in the order they are applied.
 pub fn objects(gateway: &DynamicObject, s: &Settings) -> Vec<Value> {
+    let mut objects = waypoint_objects(gateway, s);
+    if is_ingress(gateway) {
+        ingress::adapt(&mut objects, gateway);
+    }
+    objects
+}
+
+fn waypoint_objects(gateway: &DynamicObject, s: &Settings) -> Vec<Value> {
     let (namespace, name) = super::key_of(gateway);
     let roots = format!("{name}-weft-roots");
     let pod_labels = json!({GATEWAY_LABEL: name, "weft.dev/mesh": "disabled"});
@@ -296,14 +314,15 @@ pub struct Applied {
 }
 
 impl Applied {
-    /// The Gateways of class `weft-waypoint` among `gateways` that need reconciling.
+    /// The Gateways of class `weft-waypoint` and `weft-gateway` among `gateways` that
+    /// need reconciling.
     pub fn changed<'g>(
         &self,
         gateways: impl IntoIterator<Item = &'g DynamicObject>,
     ) -> Vec<&'g DynamicObject> {
         gateways
             .into_iter()
-            .filter(|g| super::class_of(g) == Some(CLASS))
+            .filter(|g| super::class_of(g).is_some_and(crate::validate::weft_class))
             .filter(|g| self.by_gateway.get(&super::key_of(g)) != Some(&version(g)))
             .collect()
     }

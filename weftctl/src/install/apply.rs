@@ -116,7 +116,7 @@ mod tests {
         );
         assert_eq!(
             first.last().unwrap(),
-            "/apis/gateway.networking.k8s.io/v1/gatewayclasses/weft-waypoint"
+            "/apis/gateway.networking.k8s.io/v1/gatewayclasses/weft-gateway"
         );
         // Idempotent: a second run asks for exactly the same.
         assert_eq!(scenario(objects).await, first);
@@ -125,7 +125,11 @@ mod tests {
     #[tokio::test]
     async fn a_cluster_without_the_gateway_api_is_told_what_to_install() {
         let objects = render(&Values::default());
-        let class = objects.last().unwrap().clone();
+        let class = objects
+            .iter()
+            .find(|o| o["metadata"]["name"] == "weft-waypoint")
+            .unwrap()
+            .clone();
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         let task = tokio::spawn(async move { apply_all(&client, &[class], |_| {}).await });

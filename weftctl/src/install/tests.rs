@@ -50,7 +50,8 @@ fn every_object_is_valid_for_its_kubernetes_type() {
             "DaemonSet" => round_trips::<DaemonSet>(o),
             "ValidatingWebhookConfiguration" => round_trips::<ValidatingWebhookConfiguration>(o),
             "GatewayClass" => {
-                assert_eq!(o["metadata"]["name"], "weft-waypoint");
+                let name = o["metadata"]["name"].as_str().unwrap();
+                assert!(["weft-waypoint", "weft-gateway"].contains(&name), "{name}");
                 assert!(o["spec"]["controllerName"].as_str().unwrap().contains('/'));
             }
             other => panic!("an unexpected kind {other}"),
@@ -64,7 +65,7 @@ fn every_object_is_valid_for_its_kubernetes_type() {
     let namespace = kinds.iter().position(|k| k == "Namespace").unwrap();
     assert!(namespace < first_namespaced);
     assert!(kinds[..6].iter().all(|k| k == "CustomResourceDefinition"));
-    assert_eq!(kinds.len(), 19, "{kinds:?}");
+    assert_eq!(kinds.len(), 20, "{kinds:?}");
     // And what `weftctl uninstall` applies.
     round_trips::<DaemonSet>(&super::manifest(&cleanup::daemon_set(&Values::default())));
 }

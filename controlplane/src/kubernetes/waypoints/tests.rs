@@ -195,3 +195,59 @@ fn only_new_or_changed_waypoint_gateways_are_reconciled() {
     applied.retain([]);
     assert_eq!(applied.changed([&v1]).len(), 1, "forgotten once gone");
 }
+
+#[test]
+fn an_ingress_gateway_runs_in_gateway_mode_behind_a_load_balancer() {
+    let mut g = gateway(
+        json!([
+            {"name": "http", "port": 8080, "protocol": "HTTP"},
+            {"name": "https", "port": 8443, "protocol": "HTTPS",
+             "tls": {"certificateRefs": [{"kind": "Secret", "name": "shop-tls"}]}},
+        ]),
+        1,
+    );
+    g.data["spec"]["gatewayClassName"] = "weft-gateway".into();
+    assert_eq!(refusal(&g), None);
+    let objects = objects(&g, &settings());
+    let deployment = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let env = env_of(deployment);
+    assert_eq!(env["WEFT_GATEWAY_HTTP_ADDR"], "0.0.0.0:8080");
+    assert_eq!(env["WEFT_GATEWAY_HTTPS_ADDR"], "0.0.0.0:8443");
+    assert_eq!(
+        env["WEFT_GATEWAY_TLS_CERT"],
+        "/var/run/weft/gateway-tls/tls.crt"
+    );
+    let pod = &deployment["spec"]["template"]["spec"];
+    assert!(
+        pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["secret"]["secretName"] == "shop-tls"),
+        "{pod}"
+    );
+    let service = objects.iter().find(|o| o["kind"] == "Service").unwrap();
+    assert_eq!(service["spec"]["type"], "LoadBalancer");
+    let ports: Vec<u64> = service["spec"]["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(ports, [8080, 8443]);
+    // A waypoint keeps its HBONE Service.
+    let w = objects_of_waypoint();
+    let service = w.iter().find(|o| o["kind"] == "Service").unwrap();
+    assert_eq!(service["spec"]["ports"][0]["port"], 15008);
+    // Without a listener it can serve, it is refused.
+    let mut bad = gateway(
+        json!([{"name": "mesh", "port": 15008, "protocol": "HBONE"}]),
+        1,
+    );
+    bad.data["spec"]["gatewayClassName"] = "weft-gateway".into();
+    assert!(refusal(&bad).unwrap().contains("HTTP listener"));
+}
+
+fn objects_of_waypoint() -> Vec<Value> {
+    objects(&gateway(hbone(), 1), &settings())
+}

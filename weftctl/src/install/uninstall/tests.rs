@@ -109,8 +109,11 @@ async fn the_agents_go_first_then_every_node_is_cleaned_then_the_rest_and_the_cr
     // Then the rest, last applied first; the namespace at the end; no CRD.
     let rest = &deletes[2..];
     assert_eq!(
-        rest[0],
-        "/apis/gateway.networking.k8s.io/v1/gatewayclasses/weft-waypoint"
+        rest[..2],
+        [
+            "/apis/gateway.networking.k8s.io/v1/gatewayclasses/weft-gateway",
+            "/apis/gateway.networking.k8s.io/v1/gatewayclasses/weft-waypoint"
+        ]
     );
     assert_eq!(*rest.last().unwrap(), "/api/v1/namespaces/weft-system");
     assert!(
