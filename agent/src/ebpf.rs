@@ -26,8 +26,8 @@ use std::{
 };
 
 use agent_common::{
-    Decision, EnrolledNetns, InboundAddr, InboundKey, LocalKey, OriginalDst, Setting, SockAddr,
-    SocketKey, maps as map_names, programs as prog_names,
+    Decision, EnrolledNetns, InboundAddr, InboundKey, LocalKey, OriginalDst, Setting, SocketKey,
+    maps as map_names, programs as prog_names,
 };
 use aya::{
     Ebpf, EbpfLoader,
@@ -42,6 +42,11 @@ use aya::{
 /// The compiled `agent-ebpf` object, built by `build.rs`.
 pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
+
+mod keys;
+
+use keys::inbound_key;
+pub use keys::{original_dst_addr, socket_key};
 
 const MAPS: [&str; 13] = [
     map_names::ENROLLED_NETNS,
@@ -566,39 +571,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn inbound_key(addr: std::net::IpAddr) -> InboundKey {
-    InboundKey {
-        addr: match addr {
-            std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-            std::net::IpAddr::V6(a) => a.octets(),
-        },
-    }
-}
-
-/// The map key for a client socket at `peer` in namespace `netns_cookie`.
-pub fn socket_key(netns_cookie: u64, peer: SocketAddr) -> SocketKey {
-    let addr = match peer {
-        SocketAddr::V4(a) => a.ip().to_ipv6_mapped().octets(),
-        SocketAddr::V6(a) => a.ip().octets(),
-    };
-    SocketKey {
-        netns_cookie,
-        src: SockAddr {
-            addr,
-            port: peer.port(),
-            family: 0,
-            _pad: 0,
-        },
-    }
-}
-
-/// The destination an application asked for. An IPv4 address reached through an IPv6
-/// socket (`::ffff:a.b.c.d`) comes back as IPv4: that is what the agent connects to.
-pub fn original_dst_addr(value: &OriginalDst) -> SocketAddr {
-    let ip = std::net::Ipv6Addr::from(value.dst.addr);
-    SocketAddr::new(ip.to_canonical(), value.dst.port)
-}
-
 fn program_tag(id: u32) -> Option<u64> {
     loaded_programs()
         .filter_map(Result::ok)
@@ -702,42 +674,4 @@ fn ensure_bpffs(path: &Path) -> Result<(), Error> {
     }
     tracing::info!(path = %path.display(), "mounted bpffs");
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn socket_keys_use_mapped_ipv4() {
-        let k4 = socket_key(7, "127.0.0.1:40000".parse().unwrap());
-        let k6 = socket_key(7, "[::ffff:127.0.0.1]:40000".parse().unwrap());
-        assert_eq!(k4, k6);
-        assert_eq!(k4.src.port, 40000);
-        assert_eq!(k4.netns_cookie, 7);
-    }
-
-    #[test]
-    fn original_dst_comes_back_in_its_family() {
-        let v4 = OriginalDst {
-            dst: SockAddr {
-                addr: std::net::Ipv4Addr::new(10, 0, 0, 2)
-                    .to_ipv6_mapped()
-                    .octets(),
-                port: 80,
-                family: agent_common::AF_INET,
-                _pad: 0,
-            },
-        };
-        assert_eq!(original_dst_addr(&v4), "10.0.0.2:80".parse().unwrap());
-        let v6 = OriginalDst {
-            dst: SockAddr {
-                addr: "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets(),
-                port: 443,
-                family: agent_common::AF_INET6,
-                _pad: 0,
-            },
-        };
-        assert_eq!(original_dst_addr(&v6), "[fd00::2]:443".parse().unwrap());
-    }
 }

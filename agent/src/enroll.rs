@@ -502,47 +502,31 @@ impl Enrolled {
     /// Listens on `port` over IPv4 and IPv6 (loopback or any address) and starts a
     /// task on each listener. A namespace without IPv6 gets the IPv4 listener only.
     /// Opens the resolver's UDP sockets (`127.0.0.1` and `::1`, port 15053) in the
-    /// namespace; `true` when at least one is open.
+    /// namespace and serves them; `true` when at least one is open.
     async fn resolve(
         &mut self,
         resolver: &Arc<crate::dns::Resolver>,
         namespace: &str,
     ) -> Result<bool, Error> {
         let mut any = false;
-        for addr in [
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), agent_common::DNS_PORT),
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), agent_common::DNS_PORT),
+        for ip in [
+            IpAddr::from(Ipv4Addr::LOCALHOST),
+            Ipv6Addr::LOCALHOST.into(),
         ] {
-            let err = |source| Error::Listen {
-                path: self.netns.path().to_owned(),
-                addr,
-                source,
-            };
-            let socket = self.netns.udp_socket(Domain::for_address(addr)).await?;
-            if addr.is_ipv6() {
-                socket.set_only_v6(true).map_err(err)?;
-            }
-            match socket.bind(&SockAddr::from(addr)) {
-                Ok(()) => {}
-                Err(e)
-                    if addr.is_ipv6()
-                        && matches!(
-                            e.raw_os_error(),
-                            Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
-                        ) =>
-                {
-                    continue;
-                }
-                Err(e) => return Err(err(e)),
-            }
-            let socket = tokio::net::UdpSocket::from_std(socket.into()).map_err(err)?;
+            let addr = SocketAddr::new(ip, agent_common::DNS_PORT);
+            let bound = crate::dns::server::bind(&self.netns, addr)
+                .await
+                .map_err(|source| Error::Listen {
+                    path: self.netns.path().to_owned(),
+                    addr,
+                    source,
+                })?;
+            let Some(socket) = bound else { continue };
             self.listeners.push(addr);
-            self.accept_tasks
-                .push(tokio::spawn(Arc::clone(resolver).serve_udp(
-                    Arc::clone(&self.netns),
-                    namespace.to_owned(),
-                    socket,
-                )));
+            let (netns, namespace) = (Arc::clone(&self.netns), namespace.to_owned());
+            self.accept_tasks.push(tokio::spawn(
+                Arc::clone(resolver).serve_udp(netns, namespace, socket),
+            ));
             any = true;
         }
         Ok(any)

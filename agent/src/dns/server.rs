@@ -298,6 +298,32 @@ impl Resolver {
     }
 }
 
+/// The resolver's UDP socket at `addr` in `netns`; `None` for `::1` in a namespace
+/// without IPv6.
+pub async fn bind(netns: &Netns, addr: SocketAddr) -> std::io::Result<Option<UdpSocket>> {
+    let socket = netns
+        .udp_socket(Domain::for_address(addr))
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    match socket.bind(&addr.into()) {
+        Ok(()) => {}
+        Err(e)
+            if addr.is_ipv6()
+                && matches!(
+                    e.raw_os_error(),
+                    Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
+                ) =>
+        {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    }
+    UdpSocket::from_std(socket.into()).map(Some)
+}
+
 /// Sends `message` to `upstream` from a new marked socket in `netns` and waits for the
 /// answer with the same id.
 async fn udp_exchange(
