@@ -22,6 +22,19 @@ pub fn sample_command(pod: &str, args: &[&str]) -> Command {
     cmd
 }
 
+/// Only frontends (and cart's waypoint) may call cart: what tests use to make denials.
+pub const CART_CALLERS: &str = "apiVersion: security.weft.dev/v1alpha1
+kind: AuthorizationPolicy
+metadata: {name: cart-callers, namespace: shop}
+spec:
+  selector: {matchLabels: {app: cart}}
+  action: ALLOW
+  rules:
+    - from:
+        - source:
+            principals: [cluster.local/ns/shop/sa/frontend, cluster.local/ns/shop/sa/cart-waypoint]
+";
+
 pub fn sa(ip: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::from((ip, port))
 }

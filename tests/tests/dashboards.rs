@@ -11,18 +11,6 @@ use weftctl::{
     lab,
 };
 
-const POLICY: &str = "apiVersion: security.weft.dev/v1alpha1
-kind: AuthorizationPolicy
-metadata: {name: cart-callers, namespace: shop}
-spec:
-  selector: {matchLabels: {app: cart}}
-  action: ALLOW
-  rules:
-    - from:
-        - source:
-            principals: [cluster.local/ns/shop/sa/frontend, cluster.local/ns/shop/sa/cart-waypoint]
-";
-
 /// The metric names a query uses, as exported (histograms by their family name).
 fn metric_names(expr: &str) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
@@ -44,7 +32,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 #[test]
 fn every_dashboard_query_has_data_from_the_lab() {
     let lab = Lab::up_with(lab::topology::DEFAULT, &["--observability"], &[], &[]);
-    lab.apply("cart-callers", POLICY);
+    lab.apply("cart-callers", tests::lab::CART_CALLERS);
     // Mesh traffic, HTTP through the waypoint (some of it 503), and a denied connection.
     lab.echo_ok(
         "shop/frontend-1",

@@ -19,18 +19,6 @@ use tests::{
 };
 use weftctl::lab;
 
-const POLICY: &str = "apiVersion: security.weft.dev/v1alpha1
-kind: AuthorizationPolicy
-metadata: {name: cart-callers, namespace: shop}
-spec:
-  selector: {matchLabels: {app: cart}}
-  action: ALLOW
-  rules:
-    - from:
-        - source:
-            principals: [cluster.local/ns/shop/sa/frontend, cluster.local/ns/shop/sa/cart-waypoint]
-";
-
 /// The opening tags of the edges of a page's DOM.
 fn edges(dom: &str) -> Vec<String> {
     dom.match_indices("<g class=\"edge ")
@@ -51,7 +39,7 @@ fn has_edge(edges: &[String], source: &str, destination: &str, marks: &str) -> b
 #[test]
 fn the_service_graph_shows_mtls_plaintext_and_denied_flows_in_chromium() {
     let lab = Lab::up_with(lab::topology::DEFAULT, &["--observability"], &[], &[]);
-    lab.apply("cart-callers", POLICY);
+    lab.apply("cart-callers", tests::lab::CART_CALLERS);
     // Bounded load: connections per request from the mesh to cart-v1's VIP, and in
     // plaintext from outside the mesh to a frontend.
     let _mesh = Process::spawn(&mut sample_command(

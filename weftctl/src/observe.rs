@@ -14,8 +14,7 @@ use crate::{
     output::{self, Format},
 };
 
-/// The agent DaemonSet's pods (see `install::agent`).
-const AGENT_SELECTOR: &str = "app.kubernetes.io/name=weft-agent";
+use crate::proxy_config::AGENT_SELECTOR;
 /// Waypoint pods, of any namespace (see the control plane's waypoint controller).
 const WAYPOINT_SELECTOR: &str = "gateway.networking.k8s.io/gateway-name";
 
@@ -105,36 +104,23 @@ pub async fn access_lines(
     namespace: &str,
     name: &str,
 ) -> anyhow::Result<Vec<String>> {
-    let pod = Api::<Pod>::namespaced(client.clone(), namespace)
-        .get_opt(name)
-        .await?
-        .with_context(|| format!("the cluster has no pod {namespace}/{name}"))?;
-    let node = pod
-        .spec
-        .and_then(|s| s.node_name)
-        .with_context(|| format!("pod {namespace}/{name} is not scheduled to a node yet"))?;
-    let agents = Api::<Pod>::namespaced(client.clone(), weft_namespace)
-        .list(
-            &ListParams::default()
-                .labels(AGENT_SELECTOR)
-                .fields(&format!("spec.nodeName={node}")),
-        )
-        .await?;
+    let (_, agent) =
+        crate::proxy_config::node_agent(client, weft_namespace, namespace, name).await?;
     let waypoints = Api::<Pod>::all(client.clone())
         .list(&ListParams::default().labels(WAYPOINT_SELECTOR))
         .await?;
-    let sources = agents
-        .items
-        .iter()
-        .map(|p| (p, "agent"))
-        .chain(waypoints.items.iter().map(|p| (p, "waypoint")));
+    let sources = std::iter::once((weft_namespace.to_owned(), agent, "agent")).chain(
+        waypoints.items.iter().map(|p| {
+            (
+                p.metadata.namespace.clone().unwrap_or_default(),
+                p.metadata.name.clone().unwrap_or_default(),
+                "waypoint",
+            )
+        }),
+    );
     let workload = format!("{namespace}/{name}");
     let mut out = Vec::new();
-    for (p, container) in sources {
-        let (ns, pod_name) = (
-            p.metadata.namespace.clone().unwrap_or_default(),
-            p.metadata.name.clone().unwrap_or_default(),
-        );
+    for (ns, pod_name, container) in sources {
         let text = Api::<Pod>::namespaced(client.clone(), &ns)
             .logs(
                 &pod_name,

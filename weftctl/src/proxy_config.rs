@@ -12,7 +12,7 @@ use kube::{Api, Client, api::ListParams};
 use crate::output::{self, Format};
 
 /// The agent DaemonSet's pods carry this label (see `install::agent`).
-const AGENT_SELECTOR: &str = "app.kubernetes.io/name=weft-agent";
+pub const AGENT_SELECTOR: &str = "app.kubernetes.io/name=weft-agent";
 
 /// `namespace/name`.
 pub fn parse_pod(pod: &str) -> anyhow::Result<(&str, &str)> {
@@ -24,13 +24,13 @@ pub fn parse_pod(pod: &str) -> anyhow::Result<(&str, &str)> {
     Ok((ns, name))
 }
 
-/// Asks the agent of the pod's node, on the cluster, through the API server.
-pub async fn fetch(
+/// The node of pod `namespace/name` and the agent pod that serves it.
+pub async fn node_agent(
     client: &Client,
     weft_namespace: &str,
     namespace: &str,
     name: &str,
-) -> anyhow::Result<PodConfig> {
+) -> anyhow::Result<(String, String)> {
     let pod = Api::<Pod>::namespaced(client.clone(), namespace)
         .get_opt(name)
         .await?
@@ -56,6 +56,17 @@ pub async fn fetch(
                 "no Weft agent runs on node {node} (the DaemonSet weft-agent in {weft_namespace})"
             )
         })?;
+    Ok((node, agent))
+}
+
+/// Asks the agent of the pod's node, on the cluster, through the API server.
+pub async fn fetch(
+    client: &Client,
+    weft_namespace: &str,
+    namespace: &str,
+    name: &str,
+) -> anyhow::Result<PodConfig> {
+    let (node, agent) = node_agent(client, weft_namespace, namespace, name).await?;
     let path = format!(
         "/api/v1/namespaces/{weft_namespace}/pods/{agent}:15020/proxy/v1/pods/{namespace}/{name}"
     );

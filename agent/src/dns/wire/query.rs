@@ -84,8 +84,20 @@ fn read_body(r: &mut Reader<'_>, counts: &Counts) -> Result<Body, Reason> {
     let name = r.name()?;
     let qtype = r.u16("truncated_question")?;
     let qclass = r.u16("truncated_question")?;
+    let edns = additionals(r, counts.additionals)?.map(|e| Edns {
+        udp_size: e.udp_size.max(MIN_UDP_SIZE),
+    });
+    if !r.at_end() {
+        return Err("trailing_bytes");
+    }
+    Ok((name, qtype, qclass, edns))
+}
+
+/// Reads `count` additional records: at most one OPT record (owned by the root, its
+/// options whole), whose class is the UDP size it advertises; others are skipped.
+pub(super) fn additionals(r: &mut Reader<'_>, count: u16) -> Result<Option<Edns>, Reason> {
     let mut edns = None;
-    for _ in 0..counts.additionals {
+    for _ in 0..count {
         let record = r.record("truncated_record")?;
         if record.rtype == TYPE_OPT {
             if edns.is_some() {
@@ -96,19 +108,16 @@ fn read_body(r: &mut Reader<'_>, counts: &Counts) -> Result<Body, Reason> {
             }
             check_options(record.data)?;
             edns = Some(Edns {
-                udp_size: record.class.max(MIN_UDP_SIZE),
+                udp_size: record.class,
             });
         }
     }
-    if !r.at_end() {
-        return Err("trailing_bytes");
-    }
-    Ok((name, qtype, qclass, edns))
+    Ok(edns)
 }
 
 /// Checks that the data of an OPT record is a sequence of whole options (code, length,
 /// value).
-pub(super) fn check_options(data: &[u8]) -> Result<(), Reason> {
+fn check_options(data: &[u8]) -> Result<(), Reason> {
     let mut r = Reader::new(data, 0);
     while !r.at_end() {
         r.u16("opt_options")?;

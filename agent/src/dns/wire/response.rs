@@ -2,10 +2,9 @@
 
 use super::{
     ADVERTISED_UDP_SIZE, CLASS_IN, Edns, Error, HEADER_LEN, Query, RCODE_SERVFAIL, Record,
-    RecordData, TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_OPT, flags, message_id,
+    RecordData, TYPE_A, TYPE_AAAA, TYPE_CNAME, flags, message_id,
     name::{NameWriter, parse_text},
-    push_opt,
-    query::check_options,
+    push_opt, query,
     reader::{RawRecord, Reader, Reason, read_name},
 };
 
@@ -237,22 +236,7 @@ fn read_response(buf: &[u8], id: u16) -> Result<Response, Reason> {
     for _ in 0..authorities {
         r.record("truncated_record")?;
     }
-    let mut edns = None;
-    for _ in 0..additionals {
-        let record = r.record("truncated_record")?;
-        if record.rtype == TYPE_OPT {
-            if edns.is_some() {
-                return Err("second_opt");
-            }
-            if !record.name.is_empty() {
-                return Err("opt_not_root");
-            }
-            check_options(record.data)?;
-            edns = Some(Edns {
-                udp_size: record.class,
-            });
-        }
-    }
+    let edns = query::additionals(&mut r, additionals)?;
     if !r.at_end() {
         return Err("trailing_bytes");
     }
