@@ -120,7 +120,12 @@ fn enrolled_namespace_is_captured_for_ipv4_and_ipv6() {
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(
         r.body["listeners"],
-        serde_json::json!(["127.0.0.1:15001", "[::1]:15001"])
+        serde_json::json!([
+            "127.0.0.1:15001",
+            "[::1]:15001",
+            "127.0.0.1:15053",
+            "[::1]:15053"
+        ])
     );
 
     let v4 = s.echo(V4_SERVER, ECHO, MIB16);
@@ -280,6 +285,11 @@ fn expected_attachments() -> Vec<(String, String)> {
             "weft_connect6".to_owned(),
         ),
         ("cgroup_sock_ops".to_owned(), "weft_sockops".to_owned()),
+        // DNS (UDP port 53) to the agent's resolver, and its answers back.
+        ("cgroup_udp4_sendmsg".to_owned(), "weft_sendmsg4".to_owned()),
+        ("cgroup_udp6_sendmsg".to_owned(), "weft_sendmsg6".to_owned()),
+        ("cgroup_udp4_recvmsg".to_owned(), "weft_recvmsg4".to_owned()),
+        ("cgroup_udp6_recvmsg".to_owned(), "weft_recvmsg6".to_owned()),
     ];
     v.sort();
     v
@@ -301,7 +311,7 @@ fn restarted_agent_adopts_its_pinned_programs_and_enrollments() {
     assert_eq!(s.agent.enroll(&s.client.path()).status, 200);
     assert_captured(&s.echo(V4_SERVER, ECHO, 4096));
     assert_eq!(attachments(&s.cgroup), expected_attachments());
-    assert_eq!(attachment_outcomes(&s.agent), ["attached"; 3]);
+    assert_eq!(attachment_outcomes(&s.agent), ["attached"; 7]);
 
     for round in 0..2 {
         s.agent.kill();
@@ -314,7 +324,7 @@ fn restarted_agent_adopts_its_pinned_programs_and_enrollments() {
         s.agent.restart();
         assert_eq!(
             attachment_outcomes(&s.agent),
-            ["adopted"; 3],
+            ["adopted"; 7],
             "round {round}"
         );
         assert_eq!(
