@@ -115,7 +115,7 @@ impl Distribution {
                 reason: refusal.reason(),
             })
             .inc();
-        crate::server::subscription_status(refusal)
+        subscription_status(refusal)
     }
 }
 
@@ -277,12 +277,29 @@ impl ConfigService for Distribution {
             if let Some(e) = ending {
                 let refusal = Refusal::from(e);
                 tracing::warn!(subscriber = %name, reason = refusal.reason(), error = %refusal, "waypoint subscription ended");
-                let _ = tx
-                    .send(Err(crate::server::subscription_status(&refusal)))
-                    .await;
+                let _ = tx.send(Err(subscription_status(&refusal))).await;
             }
             tracing::info!(subscriber = %name, "subscriber gone");
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// The status of a refused (or ended) configuration subscription.
+pub fn subscription_status(refusal: &Refusal) -> tonic::Status {
+    use crate::registry::WaypointRefusal as W;
+    use Refusal as R;
+    use tonic::Status;
+    let message = format!("{}: {refusal}", refusal.reason());
+    match refusal {
+        R::Auth(e) if e.is_internal() => Status::internal(message),
+        R::Auth(_) => Status::unauthenticated(message),
+        R::HelloExpected | R::NoWaypointName => Status::invalid_argument(message),
+        R::WrongNode { .. }
+        | R::NotANode
+        | R::Waypoint(W::NotOnNode { .. } | W::NotTheWaypoint { .. }) => {
+            Status::permission_denied(message)
+        }
+        R::Waypoint(W::Unknown { .. }) => Status::not_found(message),
     }
 }

@@ -21,6 +21,7 @@ pub mod registry;
 pub mod resources;
 pub mod server;
 pub mod source;
+pub mod subscriber;
 pub mod validate;
 pub mod webhook;
 

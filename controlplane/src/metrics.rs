@@ -34,7 +34,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::{distribution::SubscriberKind, model::Problem};
+use crate::{model::Problem, subscriber::SubscriberKind};
 
 impl EncodeLabelValue for SubscriberKind {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {

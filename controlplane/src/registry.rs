@@ -12,8 +12,8 @@ use api::identity::Identity;
 
 use crate::{
     auth::Caller,
-    distribution::WaypointId,
     model::{Document, Object},
+    subscriber::WaypointId,
     validate::{WAYPOINT_CLASS, WAYPOINT_NAME_LABEL},
 };
 

@@ -22,6 +22,7 @@ mod external;
 mod traffic;
 mod units;
 
+pub use crate::model::{LOAD_BALANCER_ANNOTATION, load_balancer};
 use endpoints::{WorkloadIndex, slices_by_service};
 use traffic::Traffic;
 use units::{millis, number};
@@ -342,18 +343,6 @@ pub fn port_protocol(app_protocol: Option<&str>, name: Option<&str>) -> &'static
     }
     name.and_then(|n| of(n.split('-').next().unwrap_or(n)))
         .unwrap_or("")
-}
-
-/// The annotation that chooses how a waypoint balances a Service's requests.
-pub const LOAD_BALANCER_ANNOTATION: &str = "weft.dev/load-balancer";
-
-/// The wire name of a load-balancer annotation value, if it is one.
-pub fn load_balancer(value: &str) -> Option<&'static str> {
-    match value {
-        "round-robin" => Some("ROUND_ROBIN"),
-        "least-request" => Some("LEAST_REQUEST"),
-        _ => None,
-    }
 }
 
 /// The ports of any of `operations`.

@@ -76,23 +76,6 @@ impl Refusal {
     }
 }
 
-/// The status of a refused (or ended) configuration subscription.
-pub fn subscription_status(refusal: &crate::distribution::Refusal) -> Status {
-    use crate::{distribution::Refusal as R, registry::WaypointRefusal as W};
-    let message = format!("{}: {refusal}", refusal.reason());
-    match refusal {
-        R::Auth(e) if e.is_internal() => Status::internal(message),
-        R::Auth(_) => Status::unauthenticated(message),
-        R::HelloExpected | R::NoWaypointName => Status::invalid_argument(message),
-        R::WrongNode { .. }
-        | R::NotANode
-        | R::Waypoint(W::NotOnNode { .. } | W::NotTheWaypoint { .. }) => {
-            Status::permission_denied(message)
-        }
-        R::Waypoint(W::Unknown { .. }) => Status::not_found(message),
-    }
-}
-
 pub struct CaService {
     pub authority: Arc<Authority>,
     pub registry: Arc<Registry>,

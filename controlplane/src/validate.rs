@@ -277,9 +277,9 @@ pub fn validate(docs: &[Document]) -> Vec<Problem> {
             Object::Service(s) => {
                 let ns = s.metadata.namespace.as_deref().unwrap_or_default();
                 waypoint_label(&mut c, &index, ns, &s.metadata);
-                let lb = crate::resources::LOAD_BALANCER_ANNOTATION;
+                let lb = crate::model::LOAD_BALANCER_ANNOTATION;
                 if let Some(v) = s.metadata.annotations.get(lb)
-                    && crate::resources::load_balancer(v).is_none()
+                    && crate::model::load_balancer(v).is_none()
                 {
                     c.bad(
                         format!("metadata.annotations.{lb}"),

@@ -19,26 +19,13 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    fmt,
     sync::Arc,
 };
 
 use api::proto::config::{self as wire, resource::Body};
 
+pub use crate::subscriber::{SubscriberKind, WaypointId};
 use crate::{resources::Key, validate::ROOT_NAMESPACE};
-
-/// A waypoint: its Gateway's namespace and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct WaypointId {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl fmt::Display for WaypointId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
 
 /// Who subscribes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,22 +51,6 @@ impl Subscriber {
         match self {
             Subscriber::Agent { node } => node.clone(),
             Subscriber::Waypoint(w) => w.to_string(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum SubscriberKind {
-    #[default]
-    Agent,
-    Waypoint,
-}
-
-impl SubscriberKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SubscriberKind::Agent => "agent",
-            SubscriberKind::Waypoint => "waypoint",
         }
     }
 }

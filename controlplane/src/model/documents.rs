@@ -88,6 +88,18 @@ pub struct ServicePort {
 
 // --- EndpointSlice (discovery.k8s.io/v1)
 
+/// The annotation that chooses how a waypoint balances a Service's requests.
+pub const LOAD_BALANCER_ANNOTATION: &str = "weft.dev/load-balancer";
+
+/// The wire name of a load-balancer annotation value, if it is one.
+pub fn load_balancer(value: &str) -> Option<&'static str> {
+    match value {
+        "round-robin" => Some("ROUND_ROBIN"),
+        "least-request" => Some("LEAST_REQUEST"),
+        _ => None,
+    }
+}
+
 /// The label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
