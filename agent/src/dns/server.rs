@@ -321,7 +321,35 @@ pub async fn bind(netns: &Netns, addr: SocketAddr) -> std::io::Result<Option<Udp
         }
         Err(e) => return Err(e),
     }
+    // Room for a burst of queries while the runtime is busy elsewhere: at 10,000 a
+    // second the kernel's default (about 200 datagrams) lasts 20 ms. The agent may
+    // pass the system's limit (it has CAP_NET_ADMIN); else it takes what it is given.
+    if force_recv_buffer(&socket, RECV_BUFFER).is_err() {
+        let _ = socket.set_recv_buffer_size(RECV_BUFFER as usize);
+    }
     UdpSocket::from_std(socket.into()).map(Some)
+}
+
+/// The resolver socket's receive buffer.
+const RECV_BUFFER: i32 = 4 << 20;
+
+fn force_recv_buffer(socket: &socket2::Socket, bytes: i32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: setsockopt on an open socket, with a pointer to an int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const i32).cast(),
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Sends `message` to `upstream` from a new marked socket in `netns` and waits for the

@@ -173,7 +173,8 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<()> {
     };
     let socket = UdpSocket::bind(bind)?;
     // The kernel's default receive buffer holds a few hundred answers; a burst of
-    // scheduling delay would otherwise drop answers that did arrive.
+    // scheduling delay would otherwise drop answers that did arrive. (Forced past the
+    // system's limit: the tests run as root.)
     let _ = set_recv_buffer(&socket, 8 << 20);
     socket.set_read_timeout(Some(Duration::from_millis(200)))?;
     let count = args.count as usize;
@@ -268,7 +269,7 @@ fn set_recv_buffer(socket: &UdpSocket, bytes: i32) -> std::io::Result<()> {
         libc::setsockopt(
             socket.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
+            libc::SO_RCVBUFFORCE,
             (&bytes as *const i32).cast(),
             std::mem::size_of::<i32>() as libc::socklen_t,
         )
