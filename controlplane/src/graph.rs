@@ -19,14 +19,12 @@ mod page;
 mod prometheus;
 mod svg;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use serde::Serialize;
 
 pub use build::{Rates, Series, build};
 pub use prometheus::{Prometheus, PrometheusError};
-
-use crate::model::Document;
 
 /// A node of the graph.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -90,20 +88,20 @@ pub struct Graph {
     pub error: Option<String>,
 }
 
-/// Where the graph's parts come from: the configuration in force, and Prometheus.
+/// Where the graph's parts come from: the configuration in force (as published), and
+/// Prometheus.
 pub struct Source {
-    pub documents: Arc<RwLock<Vec<Document>>>,
-    pub trust_domain: String,
+    pub hub: Arc<crate::distribution::Hub>,
     pub prometheus: Option<Prometheus>,
 }
 
 impl Source {
     /// The graph now, over `window`, kept to `namespace` and its neighbours when given.
     pub async fn graph(&self, window: &str, namespace: Option<&str>) -> Graph {
-        let inventory = {
-            let docs = self.documents.read().unwrap_or_else(|p| p.into_inner());
-            build::inventory(&docs, &self.trust_domain)
-        };
+        let mut resources = Vec::new();
+        self.hub
+            .for_each_resource(|k, b| resources.push((k.clone(), b.clone())));
+        let inventory = build::inventory(resources.iter().map(|(k, b)| (k, b)));
         let (rates, error) = match &self.prometheus {
             None => (
                 Rates::default(),

@@ -342,8 +342,7 @@ async fn launch(
             let registry = Arc::new(metrics::Metrics::registry(&metrics));
             let (hub, problems) = (Arc::clone(&hub), Arc::clone(&problems));
             let graph = Arc::new(graph::Source {
-                documents: Arc::clone(&in_force),
-                trust_domain: config.trust_domain.clone(),
+                hub: Arc::clone(&hub),
                 prometheus: config.prometheus.clone(),
             });
             let status: metrics::StatusFn = Arc::new(move || {

@@ -333,8 +333,9 @@ pub async fn bind(netns: &Netns, addr: SocketAddr) -> std::io::Result<Option<Udp
 /// The resolver socket's receive buffer.
 const RECV_BUFFER: i32 = 4 << 20;
 
-fn force_recv_buffer(socket: &socket2::Socket, bytes: i32) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd as _;
+/// Sets a socket's receive buffer to `bytes`, past the system's limit (`SO_RCVBUFFORCE`,
+/// which needs CAP_NET_ADMIN).
+pub fn force_recv_buffer(socket: &impl std::os::fd::AsRawFd, bytes: i32) -> std::io::Result<()> {
     // SAFETY: setsockopt on an open socket, with a pointer to an int and its size.
     let rc = unsafe {
         libc::setsockopt(

@@ -177,6 +177,14 @@ impl Hub {
     }
 
     /// How many changes are kept for resuming subscribers (for tests and status).
+    /// Runs `f` on each published resource in force (the service graph's inventory
+    /// reads them without translating the documents again).
+    pub fn for_each_resource(&self, mut f: impl FnMut(&Key, &Body)) {
+        for (key, entry) in &self.lock().resources {
+            f(key, &entry.body);
+        }
+    }
+
     pub fn log_len(&self) -> usize {
         self.lock().log.len()
     }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use api::proto::config::resource::Body;
 
 use super::{Edge, Graph, Node, NodeKind};
-use crate::{model::Document, resources, validate::WAYPOINT_NAME_LABEL};
+use crate::{resources::Key, validate::WAYPOINT_NAME_LABEL};
 
 /// One series of an instant query: its labels and its value.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -43,13 +43,15 @@ pub struct Rates {
     pub request_p99: Vec<Series>,
 }
 
-/// The nodes every graph has, idle or not: the workloads and Services in force. A
-/// waypoint is in the mesh (it speaks only HBONE), and so is a Service whose endpoints
-/// are.
-pub fn inventory(docs: &[Document], trust_domain: &str) -> Vec<Node> {
-    let resources = resources::translate(docs, trust_domain);
+/// The nodes every graph has, idle or not: the workloads and Services in force (the
+/// published resources, `resources`). A waypoint is in the mesh (it speaks only HBONE),
+/// and so is a Service whose endpoints are.
+pub fn inventory<'a>(
+    resources: impl IntoIterator<Item = (&'a Key, &'a Body)> + Clone,
+) -> Vec<Node> {
     let waypoints: BTreeSet<String> = resources
-        .iter()
+        .clone()
+        .into_iter()
         .filter_map(|((_, ns, name), body)| match body {
             Body::Workload(w) if w.labels.contains_key(WAYPOINT_NAME_LABEL) => {
                 Some(format!("{ns}/{name}"))
@@ -65,14 +67,14 @@ pub fn inventory(docs: &[Document], trust_domain: &str) -> Vec<Node> {
                 enrolled: w.enrolled || waypoints.contains(&id),
                 id,
                 kind: NodeKind::Workload,
-                namespace: ns,
-                name,
+                namespace: ns.clone(),
+                name: name.clone(),
             }),
             ("Service", Body::Service(s)) => nodes.push(Node {
                 id: format!("svc:{id}"),
                 kind: NodeKind::Service,
-                namespace: ns,
-                name,
+                namespace: ns.clone(),
+                name: name.clone(),
                 enrolled: s
                     .endpoints
                     .iter()

@@ -14,13 +14,7 @@ const MARGIN: f64 = 40.0;
 
 /// Where each node goes: `(column, row)`; nodes without traffic go in a row of their own
 /// under the rest.
-fn layout(g: &Graph) -> Vec<(f64, f64)> {
-    let index: BTreeMap<&str, usize> = g
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.id.as_str(), i))
-        .collect();
+fn layout(g: &Graph, index: &BTreeMap<&str, usize>) -> Vec<(f64, f64)> {
     let n = g.nodes.len();
     let mut out_edges: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut in_degree = vec![0usize; n];
@@ -73,19 +67,23 @@ fn layout(g: &Graph) -> Vec<(f64, f64)> {
     place
 }
 
+/// Each node's place in `g.nodes`, by id.
+fn node_index(g: &Graph) -> BTreeMap<&str, usize> {
+    g.nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.id.as_str(), i))
+        .collect()
+}
+
 fn position((column, row): (f64, f64)) -> (f64, f64) {
     (MARGIN + column * COLUMN, MARGIN + 30.0 + row * ROW)
 }
 
 /// The SVG document.
 pub fn render(g: &Graph) -> String {
-    let place = layout(g);
-    let index: BTreeMap<&str, usize> = g
-        .nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.id.as_str(), i))
-        .collect();
+    let index = node_index(g);
+    let place = layout(g, &index);
     let (max_x, max_y) = place.iter().fold((0.0f64, 0.0f64), |(x, y), p| {
         let (px, py) = position(*p);
         (x.max(px), y.max(py))
@@ -398,7 +396,7 @@ mod tests {
     #[test]
     fn clients_come_first_and_idle_nodes_go_below() {
         let g = graph();
-        let place = layout(&g);
+        let place = layout(&g, &node_index(&g));
         assert_eq!(place[0], (0.0, 0.0), "frontend starts");
         assert_eq!(place[1].0, 1.0, "the service next");
         assert_eq!(place[2].0, 2.0, "its workload after it");

@@ -43,44 +43,35 @@ pub fn write(topology: &Topology, pods: &[PodState]) -> anyhow::Result<()> {
             },
         }));
     }
-    for w in topology.waypoints.iter().filter(|w| w.ingress) {
-        docs.push(json!({
-            "apiVersion": "gateway.networking.k8s.io/v1",
-            "kind": "Gateway",
-            "metadata": { "name": w.name, "namespace": w.namespace },
-            "spec": {
-                "gatewayClassName": "weft-gateway",
-                "listeners": [
+    for w in &topology.waypoints {
+        // An ingress gateway listens with HTTP and HTTPS, a waypoint with HBONE; each
+        // has a Service of its name in front of its pod.
+        let (class, listeners, ports) = if w.ingress {
+            (
+                "weft-gateway",
+                json!([
                     { "name": "http", "port": super::ingress::HTTP_PORT, "protocol": "HTTP" },
                     { "name": "https", "port": super::ingress::HTTPS_PORT, "protocol": "HTTPS",
                       "tls": { "mode": "Terminate",
                                "certificateRefs": [{ "kind": "Secret", "name": format!("{}-tls", w.name) }] } },
-                ],
-            },
-        }));
-        docs.push(json!({
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": { "name": w.name, "namespace": w.namespace },
-            "spec": {
-                "clusterIP": w.vip.to_string(),
-                "selector": { super::topology::GATEWAY_NAME_LABEL: w.name },
-                "ports": [
+                ]),
+                json!([
                     { "name": "http", "port": 80, "targetPort": super::ingress::HTTP_PORT, "protocol": "TCP" },
                     { "name": "https", "port": 443, "targetPort": super::ingress::HTTPS_PORT, "protocol": "TCP" },
-                ],
-            },
-        }));
-    }
-    for w in topology.waypoints.iter().filter(|w| !w.ingress) {
+                ]),
+            )
+        } else {
+            (
+                "weft-waypoint",
+                json!([{ "name": "mesh", "port": 15008, "protocol": "HBONE" }]),
+                json!([{ "name": "mesh", "port": 15008, "targetPort": 15008, "protocol": "TCP" }]),
+            )
+        };
         docs.push(json!({
             "apiVersion": "gateway.networking.k8s.io/v1",
             "kind": "Gateway",
             "metadata": { "name": w.name, "namespace": w.namespace },
-            "spec": {
-                "gatewayClassName": "weft-waypoint",
-                "listeners": [{ "name": "mesh", "port": 15008, "protocol": "HBONE" }],
-            },
+            "spec": { "gatewayClassName": class, "listeners": listeners },
         }));
         docs.push(json!({
             "apiVersion": "v1",
@@ -89,7 +80,7 @@ pub fn write(topology: &Topology, pods: &[PodState]) -> anyhow::Result<()> {
             "spec": {
                 "clusterIP": w.vip.to_string(),
                 "selector": { super::topology::GATEWAY_NAME_LABEL: w.name },
-                "ports": [{ "name": "mesh", "port": 15008, "targetPort": 15008, "protocol": "TCP" }],
+                "ports": ports,
             },
         }));
     }

@@ -311,7 +311,8 @@ spec: {clusterIP: 10.96.0.30, selector: {gateway.networking.k8s.io/gateway-name:
 "#;
     let (docs, problems) = crate::model::parse("test.yaml", yaml);
     assert!(problems.is_empty(), "{problems:?}");
-    let nodes = inventory(&docs, "cluster.local");
+    let resources = crate::resources::translate(&docs, "cluster.local");
+    let nodes = inventory(&resources);
     let enrolled: Vec<(&str, bool)> = nodes.iter().map(|n| (n.id.as_str(), n.enrolled)).collect();
     assert_eq!(
         enrolled,

@@ -175,7 +175,7 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<()> {
     // The kernel's default receive buffer holds a few hundred answers; a burst of
     // scheduling delay would otherwise drop answers that did arrive. (Forced past the
     // system's limit: the tests run as root.)
-    let _ = set_recv_buffer(&socket, 8 << 20);
+    let _ = agent::dns::server::force_recv_buffer(&socket, 8 << 20);
     socket.set_read_timeout(Some(Duration::from_millis(200)))?;
     let count = args.count as usize;
     let queries: Vec<Vec<u8>> = (0..count)
@@ -260,23 +260,4 @@ pub fn load(args: &LoadArgs) -> anyhow::Result<()> {
         })
     );
     Ok(())
-}
-
-fn set_recv_buffer(socket: &UdpSocket, bytes: i32) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: setsockopt on an open socket with a pointer to an int of the right size.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUFFORCE,
-            (&bytes as *const i32).cast(),
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
 }
