@@ -57,6 +57,8 @@ pub struct Admin {
 
 #[derive(Debug, serde::Serialize)]
 struct Stats {
+    /// The process answering (it changes with an upgrade).
+    pid: u32,
     cgroup: PathBuf,
     attachments: Vec<(&'static str, Attachment)>,
     enrolled_namespaces: usize,
@@ -83,7 +85,7 @@ struct OutboundStats {
 }
 
 /// Binds the admin socket, replacing a stale one left by an agent that died.
-pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+pub fn bind(path: &Path) -> std::io::Result<std::os::unix::net::UnixListener> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -92,7 +94,8 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    let listener = UnixListener::bind(path)?;
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    listener.set_nonblocking(true)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
 }
@@ -228,6 +231,7 @@ impl Admin {
     async fn stats(&self) -> Stats {
         let o = &self.metrics.outbound;
         Stats {
+            pid: std::process::id(),
             cgroup: self.capture.cgroup().to_owned(),
             attachments: self.capture.attachments().to_vec(),
             enrolled_namespaces: self.enrollments.list().await.len(),

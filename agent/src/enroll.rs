@@ -7,24 +7,32 @@
 //!
 //! The set of enrolled paths is kept in a state file so that a restarted agent
 //! enrolls them again and the enrolled map never names a namespace nobody serves.
+//! While a successor takes over (`upgrade.rs`), enrollments are frozen: the
+//! successor's restore reads the state file, and takes the listeners given to it.
+
+mod listen;
 
 use std::{
     collections::BTreeMap,
     io,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    net::{IpAddr, SocketAddr},
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
 };
 
 use api::{
     admin::{Enrollment, WorkloadRef},
     identity::Identity,
 };
-use socket2::{Domain, SockAddr};
-use tokio::{net::TcpListener, sync::Mutex, task::JoinHandle};
+use tokio::{sync::Mutex, task::JoinHandle};
 
 use crate::{
     ebpf::{self, Capture},
+    handoff::{Inherited, Key},
     identity::CertManager,
     mesh::{Mesh, Pod},
     metrics::Metrics,
@@ -51,6 +59,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Capture(#[from] ebpf::Error),
+    #[error("a new agent is taking over from this one; try again")]
+    HandingOver,
     #[error("writing the enrollment state {path} failed: {source}")]
     State {
         path: PathBuf,
@@ -68,6 +78,7 @@ impl Error {
             Error::Netns(e) => e.reason(),
             Error::Listen { .. } => "listen",
             Error::Capture(e) => e.reason(),
+            Error::HandingOver => "handing_over",
             Error::State { .. } => "state",
         }
     }
@@ -76,6 +87,8 @@ impl Error {
 struct Enrolled {
     netns: Arc<Netns>,
     listeners: Vec<SocketAddr>,
+    /// A duplicate of each listening socket, for a successor (`handoff.rs`).
+    sockets: Vec<(Key, OwnedFd)>,
     accept_tasks: Vec<JoinHandle<()>>,
     workload: Option<WorkloadRef>,
     identity: Option<Identity>,
@@ -143,6 +156,10 @@ pub struct Enrollments {
     /// The resolver pods' DNS goes to; `None`: pods keep their own DNS.
     dns: Option<Arc<crate::dns::Resolver>>,
     state_file: PathBuf,
+    /// Listeners the previous agent handed over, taken by the enrollments it had.
+    inherited: Arc<Inherited>,
+    /// Set while a successor takes over: nothing is enrolled or unenrolled.
+    frozen: AtomicBool,
     enrolled: Mutex<BTreeMap<NetnsId, Enrolled>>,
     /// What is enrolled, by workload, as of the last change: for readers that cannot
     /// wait on the lock (the metrics listener's pod view).
@@ -157,9 +174,12 @@ impl Enrollments {
         state_dir: &Path,
         trust_domain: &str,
         dns: Option<Arc<crate::dns::Resolver>>,
+        inherited: Arc<Inherited>,
     ) -> Self {
         Enrollments {
             dns,
+            inherited,
+            frozen: AtomicBool::new(false),
             certs: mesh.certs.clone(),
             trust_domain: trust_domain.to_owned(),
             capture,
@@ -256,6 +276,9 @@ impl Enrollments {
             })?;
         let (file, id) = netns::open(path)?;
         let mut enrolled = self.enrolled.lock().await;
+        if self.frozen.load(Ordering::Acquire) {
+            return Err(Error::HandingOver);
+        }
         if let Some(existing) = enrolled.get(&id) {
             return Err(Error::AlreadyEnrolled {
                 path: path.to_owned(),
@@ -281,6 +304,7 @@ impl Enrollments {
         let mut entry = Enrolled {
             netns: Arc::clone(&netns),
             listeners: Vec::new(),
+            sockets: Vec::new(),
             accept_tasks: Vec::new(),
             workload,
             identity,
@@ -289,8 +313,9 @@ impl Enrollments {
         };
         let outbound = Arc::clone(&self.outbound);
         let pod_ = Arc::clone(&pod);
+        let inherited = &*self.inherited;
         entry
-            .listen_pair(agent_common::OUTBOUND_PORT, true, move |l| {
+            .listen_pair(agent_common::OUTBOUND_PORT, true, inherited, move |l| {
                 tokio::spawn(Arc::clone(&outbound).serve(Arc::clone(&pod_), l))
             })
             .await?;
@@ -299,7 +324,7 @@ impl Enrollments {
         if entry.identity.is_some() && self.mesh.certs.is_some() {
             let (mesh, pod_) = (Arc::clone(&self.mesh), Arc::clone(&pod));
             entry
-                .listen_pair(agent_common::HBONE_PORT, false, move |l| {
+                .listen_pair(agent_common::HBONE_PORT, false, inherited, move |l| {
                     tokio::spawn(crate::inbound::serve_hbone(
                         Arc::clone(&mesh),
                         Arc::clone(&pod_),
@@ -309,13 +334,18 @@ impl Enrollments {
                 .await?;
             let (mesh, pod_) = (Arc::clone(&self.mesh), Arc::clone(&pod));
             let plaintext = entry
-                .listen_pair(agent_common::INBOUND_PLAINTEXT_PORT, true, move |l| {
-                    tokio::spawn(crate::inbound::serve_plaintext(
-                        Arc::clone(&mesh),
-                        Arc::clone(&pod_),
-                        l,
-                    ))
-                })
+                .listen_pair(
+                    agent_common::INBOUND_PLAINTEXT_PORT,
+                    true,
+                    inherited,
+                    move |l| {
+                        tokio::spawn(crate::inbound::serve_plaintext(
+                            Arc::clone(&mesh),
+                            Arc::clone(&pod_),
+                            l,
+                        ))
+                    },
+                )
                 .await?;
             let (link, attachment) = self.capture.attach_inbound(netns.cookie(), &file)?;
             let mut steered = Vec::new();
@@ -339,7 +369,7 @@ impl Enrollments {
                     .workload
                     .as_ref()
                     .map_or_else(|| "default".to_owned(), |w| w.namespace.clone());
-                entry.resolve(resolver, &namespace).await?
+                entry.resolve(resolver, &namespace, inherited).await?
             }
             None => false,
         };
@@ -361,6 +391,9 @@ impl Enrollments {
 
     pub async fn unenroll(&self, path: &Path) -> Result<Enrollment, Error> {
         let mut enrolled = self.enrolled.lock().await;
+        if self.frozen.load(Ordering::Acquire) {
+            return Err(Error::HandingOver);
+        }
         // The path may be gone already (a deleted pod); then match it by name.
         let id = match netns::open(path) {
             Ok((_, id)) if enrolled.contains_key(&id) => Some(id),
@@ -444,6 +477,28 @@ impl Enrollments {
         }
     }
 
+    /// Freezes the enrollments for a successor and gives it a duplicate of every
+    /// listening socket. Blocks: for the handoff thread, outside the runtime.
+    pub fn freeze_and_give(&self) -> Vec<(Key, OwnedFd)> {
+        let enrolled = self.enrolled.blocking_lock();
+        self.frozen.store(true, Ordering::Release);
+        let mut out = Vec::new();
+        for entry in enrolled.values() {
+            for (key, fd) in &entry.sockets {
+                match fd.try_clone() {
+                    Ok(dup) => out.push((key.clone(), dup)),
+                    Err(e) => tracing::warn!(?key, error = %e, "duplicating a listener failed"),
+                }
+            }
+        }
+        out
+    }
+
+    /// The successor did not take over: enrollments change again.
+    pub fn thaw(&self) {
+        self.frozen.store(false, Ordering::Release);
+    }
+
     /// The enrollment of the workload `namespace/name`, as of the last change (its
     /// certificate's state as of now).
     pub fn of_workload(&self, namespace: &str, name: &str) -> Option<Enrollment> {
@@ -493,102 +548,4 @@ impl Enrollments {
         std::fs::write(&tmp, bytes).map_err(err)?;
         std::fs::rename(&tmp, &self.state_file).map_err(err)
     }
-}
-
-/// A listener's address and a duplicate of its descriptor (for the inbound sockhash).
-type ListenerFd = (SocketAddr, std::os::fd::OwnedFd);
-
-impl Enrolled {
-    /// Listens on `port` over IPv4 and IPv6 (loopback or any address) and starts a
-    /// task on each listener. A namespace without IPv6 gets the IPv4 listener only.
-    /// Opens the resolver's UDP sockets (`127.0.0.1` and `::1`, port 15053) in the
-    /// namespace and serves them; `true` when at least one is open.
-    async fn resolve(
-        &mut self,
-        resolver: &Arc<crate::dns::Resolver>,
-        namespace: &str,
-    ) -> Result<bool, Error> {
-        let mut any = false;
-        for ip in [
-            IpAddr::from(Ipv4Addr::LOCALHOST),
-            Ipv6Addr::LOCALHOST.into(),
-        ] {
-            let addr = SocketAddr::new(ip, agent_common::DNS_PORT);
-            let bound = crate::dns::server::bind(&self.netns, addr)
-                .await
-                .map_err(|source| Error::Listen {
-                    path: self.netns.path().to_owned(),
-                    addr,
-                    source,
-                })?;
-            let Some(socket) = bound else { continue };
-            self.listeners.push(addr);
-            let (netns, namespace) = (Arc::clone(&self.netns), namespace.to_owned());
-            self.accept_tasks.push(tokio::spawn(
-                Arc::clone(resolver).serve_udp(netns, namespace, socket),
-            ));
-            any = true;
-        }
-        Ok(any)
-    }
-
-    async fn listen_pair(
-        &mut self,
-        port: u16,
-        loopback: bool,
-        spawn: impl Fn(TcpListener) -> JoinHandle<()>,
-    ) -> Result<Vec<ListenerFd>, Error> {
-        let (v4, v6): (IpAddr, IpAddr) = if loopback {
-            (Ipv4Addr::LOCALHOST.into(), Ipv6Addr::LOCALHOST.into())
-        } else {
-            (Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into())
-        };
-        let mut out = Vec::new();
-        for addr in [SocketAddr::new(v4, port), SocketAddr::new(v6, port)] {
-            let listener = match listen(&self.netns, addr).await {
-                Ok(l) => l,
-                // A namespace without IPv6 has no ::1; IPv6 connections cannot be made
-                // from it either.
-                Err(Error::Listen { source, .. })
-                    if addr.is_ipv6()
-                        && matches!(
-                            source.raw_os_error(),
-                            Some(libc::EADDRNOTAVAIL | libc::EAFNOSUPPORT)
-                        ) =>
-                {
-                    tracing::info!(netns = %self.netns.path().display(), port, "no IPv6; IPv4 only");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            };
-            let fd = std::os::fd::AsFd::as_fd(&listener)
-                .try_clone_to_owned()
-                .map_err(|source| Error::Listen {
-                    path: self.netns.path().to_owned(),
-                    addr,
-                    source,
-                })?;
-            out.push((addr, fd));
-            self.listeners.push(addr);
-            self.accept_tasks.push(spawn(listener));
-        }
-        Ok(out)
-    }
-}
-
-async fn listen(netns: &Netns, addr: SocketAddr) -> Result<TcpListener, Error> {
-    let domain = Domain::for_address(addr);
-    let socket = netns.socket(domain).await?;
-    let err = |source| Error::Listen {
-        path: netns.path().to_owned(),
-        addr,
-        source,
-    };
-    if addr.is_ipv6() {
-        socket.set_only_v6(true).map_err(err)?;
-    }
-    socket.set_reuse_address(true).map_err(err)?;
-    socket.bind(&SockAddr::from(addr)).map_err(err)?;
-    socket.listen(1024).map_err(err)?;
-    TcpListener::from_std(socket.into()).map_err(err)
 }

@@ -55,6 +55,7 @@ pub async fn serve_plaintext(mesh: Arc<Mesh>, pod: Arc<Pod>, listener: TcpListen
 }
 
 async fn accept_loop(mesh: Arc<Mesh>, pod: Arc<Pod>, listener: TcpListener, kind: Kind) {
+    mesh.ready_for(&pod).await;
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(a) => a,
@@ -65,11 +66,13 @@ async fn accept_loop(mesh: Arc<Mesh>, pod: Arc<Pod>, listener: TcpListener, kind
                 continue;
             }
         };
+        let open = mesh.open.open();
         let mesh = Arc::clone(&mesh);
         let pod = Arc::clone(&pod);
         let span = tracing::debug_span!("inbound", ?kind, %peer, pod = %pod.name());
         tokio::spawn(
             async move {
+                let _open = open;
                 let result = match kind {
                     Kind::Hbone => hbone_connection(&mesh, &pod, tcp, peer).await,
                     Kind::Plaintext => plaintext_connection(&mesh, &pod, tcp, peer).await,

@@ -11,6 +11,7 @@ pub mod config;
 pub mod dns;
 pub mod ebpf;
 pub mod enroll;
+pub mod handoff;
 pub mod inbound;
 pub mod mesh;
 pub mod metrics;
@@ -19,23 +20,35 @@ pub mod outbound;
 pub mod pods;
 pub mod preflight;
 pub mod proxy_config;
+pub mod upgrade;
 pub mod view;
 
 // The parts the agent shares with the waypoint.
 pub use dataplane::{copy, discovery, hbone, identity, policy};
 
-use std::{sync::Arc, time::Instant};
+use std::{net::SocketAddr, os::fd::AsFd as _, sync::Arc, time::Instant};
 
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
-use crate::{config::Config, ebpf::Capture, enroll::Enrollments, metrics::Metrics};
+use crate::{
+    config::Config,
+    ebpf::Capture,
+    enroll::Enrollments,
+    handoff::{Inherited, Key},
+    metrics::Metrics,
+    upgrade::Pausable,
+};
 
-/// Runs the agent until SIGTERM or SIGINT, then drains.
+/// Runs the agent until SIGTERM or SIGINT, or until a successor took over its
+/// listeners (`upgrade.rs`), then drains.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.state_dir)
         .with_context(|| format!("creating {}", config.state_dir.display()))?;
+    // A running agent hands its listeners over before this one opens anything.
+    let handoff_path = config.state_dir.join(handoff::SOCKET);
+    let (predecessor, inherited) = upgrade::take_over(&handoff_path).await;
     let capture = Arc::new(
         Capture::load(
             &config.bpffs,
@@ -101,6 +114,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tracker: mesh::Tracker::default(),
         drain: drain_rx,
         local: mesh::LocalPods::default(),
+        open: mesh::OpenConnections::default(),
         same_node_fast_path: config.same_node_fast_path,
     });
     // Each configuration becomes the data path's view; connections it denies close.
@@ -154,6 +168,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &config.state_dir,
         &config.trust_domain,
         resolver,
+        Arc::clone(&inherited),
     ));
     enrollments.restore().await;
 
@@ -173,10 +188,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.cni_wait,
         ))
     });
-    let pods_task = pods.clone().map(|p| tokio::spawn(p.run()));
+    let pods_task = pods
+        .clone()
+        .map(|p| Pausable::start(move || tokio::spawn(Arc::clone(&p).run())));
 
-    let admin_listener = admin::bind(&config.admin_socket)
-        .with_context(|| format!("binding the admin socket {}", config.admin_socket.display()))?;
+    let admin_listener = match inherited.take(&Key::unix(&config.admin_socket)) {
+        Some(fd) => std::os::unix::net::UnixListener::from(fd),
+        None => admin::bind(&config.admin_socket).with_context(|| {
+            format!("binding the admin socket {}", config.admin_socket.display())
+        })?,
+    };
+    let mut own = vec![(
+        Key::unix(&config.admin_socket),
+        admin_listener.as_fd().try_clone_to_owned()?,
+    )];
     let admin = Arc::new(admin::Admin {
         enrollments: Arc::clone(&enrollments),
         capture: Arc::clone(&capture),
@@ -185,11 +210,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         config: config_rx.clone(),
         pods,
     });
-    let admin_task = tokio::spawn(admin.serve(admin_listener));
+    let admin_task = Pausable::start(move || match admin_listener.try_clone() {
+        Ok(l) => match tokio::net::UnixListener::from_std(l) {
+            Ok(l) => tokio::spawn(Arc::clone(&admin).serve(l)),
+            Err(e) => {
+                tracing::error!(error = %e, "admin socket unusable");
+                tokio::spawn(async {})
+            }
+        },
+        Err(e) => {
+            tracing::error!(error = %e, "admin socket unusable");
+            tokio::spawn(async {})
+        }
+    });
 
     let metrics_task = match config.metrics_addr {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
+            let listener = tcp_listener(&inherited, addr, &mut own)
                 .await
                 .with_context(|| format!("binding the metrics listener {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "metrics listening");
@@ -213,7 +250,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readiness_task = match config.readiness_addr {
         Some(addr) => {
-            let listener = tokio::net::TcpListener::bind(addr)
+            let listener = tcp_listener(&inherited, addr, &mut own)
                 .await
                 .with_context(|| format!("binding the readiness listener {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "readiness listening");
@@ -239,6 +276,37 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ready.store(true, std::sync::atomic::Ordering::Release);
     }
 
+    // The next agent takes over through this socket; the previous one drains once
+    // this one serves.
+    let handoff_listener = match inherited.take(&Key::unix(&handoff_path)) {
+        Some(fd) => socket2::Socket::from(fd),
+        None => handoff::listen(&handoff_path)
+            .with_context(|| format!("binding {}", handoff_path.display()))?,
+    };
+    own.push((
+        Key::unix(&handoff_path),
+        handoff_listener.as_fd().try_clone_to_owned()?,
+    ));
+    for key in inherited.close_rest() {
+        tracing::info!(?key, "closed a listener nothing here took (its pod left)");
+    }
+    if let Some(conn) = predecessor {
+        tokio::spawn(upgrade::ready(conn, Arc::clone(&mesh)));
+    }
+    let handed_over = Arc::new(tokio::sync::Notify::new());
+    let mut paused = vec![Arc::clone(&admin_task)];
+    paused.extend(pods_task.clone());
+    upgrade::serve(
+        handoff_listener,
+        upgrade::Giver {
+            enrollments: Arc::clone(&enrollments),
+            own,
+            paused,
+            handed_over: Arc::clone(&handed_over),
+        },
+    )
+    .context("starting the handoff thread")?;
+
     tracing::info!(
         node = %config.node_name,
         cgroup = %capture.cgroup().display(),
@@ -246,18 +314,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         "agent ready"
     );
 
-    dataplane::shutdown::requested()
-        .await
-        .context("installing the signal handlers")?;
-    tracing::info!("shutting down: no new connections; draining open ones");
+    let upgraded = tokio::select! {
+        r = dataplane::shutdown::requested() => {
+            r.context("installing the signal handlers")?;
+            false
+        }
+        () = handed_over.notified() => true,
+    };
+    tracing::info!(
+        upgraded,
+        "shutting down: no new connections; draining open ones"
+    );
     ready.store(false, std::sync::atomic::Ordering::Release);
-    admin_task.abort();
-    if let Some(task) = pods_task {
-        task.abort();
+    admin_task.pause();
+    if let Some(task) = &pods_task {
+        task.pause();
+    }
+    if upgraded {
+        // The successor serves these now.
+        for task in [&metrics_task, &readiness_task].into_iter().flatten() {
+            task.abort();
+        }
     }
     enrollments.stop_accepting().await;
     let _ = drain_tx.send(true);
-    let active = || metrics.outbound.active.get() + metrics.traffic.inbound_active.get();
+    let active = || {
+        metrics.outbound.active.get()
+            + metrics.traffic.inbound_active.get()
+            + mesh.open.count() as i64
+    };
     let deadline = Instant::now() + config.drain_timeout;
     while active() > 0 && Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -274,8 +359,30 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         task.abort();
     }
-    let _ = std::fs::remove_file(&config.admin_socket);
+    if !upgraded {
+        let _ = std::fs::remove_file(&config.admin_socket);
+    }
     Ok(())
+}
+
+/// A TCP listener of the agent's own on `addr`: the previous agent's, or bound anew;
+/// a duplicate goes into `own` for the next agent.
+async fn tcp_listener(
+    inherited: &Inherited,
+    addr: SocketAddr,
+    own: &mut Vec<(Key, std::os::fd::OwnedFd)>,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let key = Key::tcp(0, addr);
+    let listener = match inherited.take(&key) {
+        Some(fd) => {
+            let l = std::net::TcpListener::from(fd);
+            l.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(l)?
+        }
+        None => tokio::net::TcpListener::bind(addr).await?,
+    };
+    own.push((key, listener.as_fd().try_clone_to_owned()?));
+    Ok(listener)
 }
 
 /// Removes everything the agent of this node pinned (which detaches its programs) and

@@ -39,11 +39,69 @@ pub struct Mesh {
     /// Connections between two pods of this node skip the tunnel (see
     /// [`crate::inbound::local_connection`]).
     pub same_node_fast_path: bool,
+    /// Connections accepted and not yet ended (a drain waits for none).
+    pub open: OpenConnections,
+}
+
+/// Counts accepted connections from the moment of `accept` (before their task runs)
+/// until their task ends, so a drain never exits under one it has not started on.
+#[derive(Debug, Default)]
+pub struct OpenConnections(Arc<std::sync::atomic::AtomicUsize>);
+
+/// One open connection; counted until dropped.
+#[derive(Debug)]
+pub struct OpenGuard(Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenConnections {
+    pub fn open(&self) -> OpenGuard {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        OpenGuard(Arc::clone(&self.0))
+    }
+
+    pub fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl Mesh {
     pub fn view(&self) -> Arc<View> {
         Arc::clone(&self.view.borrow())
+    }
+
+    /// Waits until the data path may take connections: with a control plane, once its
+    /// first configuration is here. Before it every destination looks unknown and
+    /// would leave in plaintext, so a restarted agent lets the kernel queue them.
+    pub async fn configured(&self) {
+        if self.certs.is_none() {
+            return;
+        }
+        let mut rx = self.view.clone();
+        let _ = rx.wait_for(|v| v.config.version > 0).await;
+    }
+
+    /// [`Mesh::configured`], and then until `pod`'s certificate is issued: a TLS
+    /// handshake without it would fail.
+    pub async fn ready_for(&self, pod: &Pod) {
+        self.configured().await;
+        let (Some(certs), Some(id)) = (&self.certs, &pod.identity) else {
+            return;
+        };
+        loop {
+            match certs.ready(id, std::time::Duration::from_secs(30)).await {
+                Ok(_) => return,
+                // Released: the pod left; its listener goes with it.
+                Err(crate::identity::Error::Unknown { .. }) => return,
+                Err(e) => {
+                    tracing::warn!(pod = %pod.name(), error = %e, "not accepting yet: no certificate")
+                }
+            }
+        }
     }
 }
 

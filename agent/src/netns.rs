@@ -369,3 +369,30 @@ pub async fn connect_marked(
         Err(_) => Err(ConnectError::Timeout),
     }
 }
+
+/// [`connect_marked`] to a peer agent's HBONE port, trying again while it is refused,
+/// within the same `timeout`. A refused connect carried nothing, and an enrolled pod
+/// has no HBONE listener only while its agent restarts (a crash), so the connection
+/// waits for the new agent rather than failing.
+pub async fn connect_hbone(
+    netns: &Netns,
+    dst: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<tokio::net::TcpStream, ConnectError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut pause = std::time::Duration::from_millis(10);
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match connect_marked(netns, dst, left).await {
+            Err(ConnectError::Io(e))
+                if e.kind() == io::ErrorKind::ConnectionRefused
+                    && tokio::time::Instant::now() + pause < deadline =>
+            {
+                tracing::debug!(%dst, "HBONE connect refused; the peer's agent may be restarting");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
+}

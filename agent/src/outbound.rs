@@ -22,7 +22,7 @@ use crate::{
     inbound::Refusal,
     mesh::{Mesh, Pod},
     metrics::{self, ConnectionLabels, Direction, DirectionLabels, ReasonLabels, Reporter},
-    netns::{self, ConnectError, connect_marked},
+    netns::{self, ConnectError, connect_hbone, connect_marked},
     view::{Route, RouteError, random_pick},
 };
 
@@ -116,6 +116,7 @@ impl Outbound {
     /// Accepts on one capture listener until the task is aborted (unenrollment).
     /// Connections already accepted run on in their own tasks.
     pub async fn serve(self: Arc<Self>, pod: Arc<Pod>, listener: TcpListener) {
+        self.mesh.ready_for(&pod).await;
         loop {
             let (stream, peer) = match listener.accept().await {
                 Ok(accepted) => accepted,
@@ -127,11 +128,13 @@ impl Outbound {
                 }
             };
             self.metrics().outbound.accepted.inc();
+            let open = self.mesh.open.open();
             let this = Arc::clone(&self);
             let pod = Arc::clone(&pod);
             let span = tracing::debug_span!("outbound", %peer, pod = %pod.name());
             tokio::spawn(
                 async move {
+                    let _open = open;
                     let o = &this.metrics().outbound;
                     o.active.inc();
                     if let Err(e) = this.proxy(&pod, stream, peer).await {
@@ -256,7 +259,7 @@ impl Outbound {
                         .pool
                         .connect(
                             |peer| async move {
-                                connect_marked(&pod.netns, peer, self.mesh.settings.connect_timeout)
+                                connect_hbone(&pod.netns, peer, self.mesh.settings.connect_timeout)
                                     .await
                                     .map_err(|e| e.into_hbone(peer))
                             },

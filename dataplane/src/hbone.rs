@@ -261,6 +261,10 @@ impl Pool {
     /// Opens a `CONNECT authority` stream to `peer` (which must be `peer_identity`),
     /// presenting `source`'s certificate, with `headers` on the request; a new TCP
     /// connection, when one is needed, comes from `dial(peer)`.
+    ///
+    /// A stream the peer did not process (its connection sent GOAWAY, as a draining
+    /// agent does, or refused the stream) is opened once more on a new connection:
+    /// nothing of it reached the destination.
     pub async fn connect<D, F>(
         &self,
         dial: D,
@@ -270,7 +274,7 @@ impl Pool {
         headers: HeaderMap,
     ) -> Result<Tunnel, Error>
     where
-        D: FnOnce(SocketAddr) -> F,
+        D: Fn(SocketAddr) -> F,
         F: Future<Output = Result<TcpStream, Error>>,
     {
         let key = PoolKey {
@@ -278,20 +282,34 @@ impl Pool {
             peer,
             peer_identity: peer_identity.clone(),
         };
-        let (slot, new_connection) = match self.reuse(&key) {
-            Some(slot) => (slot, false),
-            None => (self.open(dial(peer).await?, &key).await?, true),
+        let mut retried = false;
+        let (slot, new_connection, response, send) = loop {
+            let (slot, new_connection) = match self.reuse(&key) {
+                Some(slot) => (slot, false),
+                None => (self.open(dial(peer).await?, &key).await?, true),
+            };
+            let mut request = Request::builder()
+                .method(Method::CONNECT)
+                .uri(authority.to_string())
+                .body(())
+                .expect("an ip:port authority is a valid CONNECT target");
+            *request.headers_mut() = headers.clone();
+            let opened = async {
+                let mut sender = slot.0.sender.clone().ready().await?;
+                let (response, send) = sender.send_request(request, false)?;
+                Ok::<_, h2::Error>((response.await?, send))
+            }
+            .await;
+            match opened {
+                Ok((response, send)) => break (slot, new_connection, response, send),
+                Err(e) if !retried && unprocessed(&e) => {
+                    tracing::debug!(%peer, error = %e, "stream not processed; opening a new connection");
+                    slot.0.closed.store(true, Ordering::Release);
+                    retried = true;
+                }
+                Err(source) => return Err(Error::H2 { peer, source }),
+            }
         };
-        let mut request = Request::builder()
-            .method(Method::CONNECT)
-            .uri(authority.to_string())
-            .body(())
-            .expect("an ip:port authority is a valid CONNECT target");
-        *request.headers_mut() = headers;
-        let h2 = |source| Error::H2 { peer, source };
-        let mut sender = slot.0.sender.clone().ready().await.map_err(h2)?;
-        let (response, send) = sender.send_request(request, false).map_err(h2)?;
-        let response = response.await.map_err(h2)?;
         if response.status() != StatusCode::OK {
             return Err(Error::Refused {
                 peer,
@@ -369,6 +387,12 @@ impl Pool {
             .push(Arc::clone(&pooled));
         Ok(StreamSlot(pooled))
     }
+}
+
+/// Whether an error on opening a stream says the peer never processed it: the
+/// connection's GOAWAY left it out, or the peer refused it.
+fn unprocessed(e: &h2::Error) -> bool {
+    (e.is_go_away() && e.is_remote()) || e.reason() == Some(h2::Reason::REFUSED_STREAM)
 }
 
 /// Flow-control windows and frame size, both sides: large enough that one stream can

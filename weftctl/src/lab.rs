@@ -12,6 +12,7 @@
 //! `/run/weft-lab/state.json`; `lab down` removes all of it, with or without the state
 //! file, and can run any number of times.
 
+pub mod agents;
 mod apply;
 pub mod bench;
 mod build;
@@ -102,6 +103,9 @@ pub struct State {
     pub cgroup_root: PathBuf,
     pub pods: Vec<PodState>,
     pub agents: Vec<AgentState>,
+    /// `WEFT_…` settings every agent runs with (`lab up --agent-env`).
+    #[serde(default)]
+    pub agent_env: Vec<(String, String)>,
     /// `WEFT_…` settings every waypoint runs with (`lab up --waypoint-env`).
     #[serde(default)]
     pub waypoint_env: Vec<(String, String)>,
@@ -219,7 +223,13 @@ pub fn in_pod(cgroup: &Path, netns: &Path, program: &Path, args: &[String]) -> C
 
 /// Starts a long-running process in its own session, logging to `log`; returns its pid.
 fn launch(cmd: Command, log: &Path) -> anyhow::Result<u32> {
-    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    // Emptied, then written in append mode: a process started later into the same log
+    // (an upgraded agent) adds to it instead of being overwritten.
+    std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
     let mut setsid = Command::new("setsid");
     setsid
         .arg(cmd.get_program())

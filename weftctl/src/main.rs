@@ -261,6 +261,19 @@ enum Lab {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Upgrade a node's agent without dropping a connection: a new agent process
+    /// takes over the listening sockets of the running one (over a Unix socket, with
+    /// SCM_RIGHTS), then the old one drains its open connections and exits.
+    UpgradeAgent {
+        node: String,
+        /// The new agent binary; by default the one beside weftctl.
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
+    /// Kill a node's agent (SIGKILL) and start it again, as the kubelet restarts a
+    /// crashed container. Pods' new connections are refused meanwhile, never sent
+    /// around the mesh.
+    KillAgent { node: String },
     /// Remove everything the lab created. Safe to run any number of times.
     Down,
     /// Measure the mesh against direct pod-to-pod traffic: brings up the lab (no other
@@ -443,6 +456,16 @@ fn main() -> anyhow::Result<()> {
         Cmd::Lab(Lab::Exec { pod, command }) => {
             let code = weftctl::lab::exec(&pod, &command)?;
             std::process::exit(code);
+        }
+        Cmd::Lab(Lab::UpgradeAgent { node, binary }) => {
+            let done = weftctl::lab::agents::upgrade(&node, binary.as_deref())?;
+            println!("{}", serde_json::to_string(&done)?);
+            Ok(())
+        }
+        Cmd::Lab(Lab::KillAgent { node }) => {
+            let done = weftctl::lab::agents::kill(&node)?;
+            println!("{}", serde_json::to_string(&done)?);
+            Ok(())
         }
         Cmd::Lab(Lab::Down) => weftctl::lab::down(),
         Cmd::Lab(Lab::Bench {

@@ -211,6 +211,8 @@ impl Resolver {
         namespace: String,
         socket: UdpSocket,
     ) {
+        // Names of the mesh are answered from the configuration: none before it.
+        self.mesh.configured().await;
         let socket = Arc::new(socket);
         let mut buf = vec![0u8; 65_535];
         loop {

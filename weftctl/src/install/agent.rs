@@ -11,10 +11,10 @@ use k8s_openapi::{
     api::{
         apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet},
         core::v1::{
-            Capabilities, ConfigMapVolumeSource, Container, ContainerPort, HTTPGetAction,
-            HostPathVolumeSource, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
-            SecurityContext, ServiceAccount, ServiceAccountTokenProjection, Toleration, Volume,
-            VolumeMount, VolumeProjection,
+            Capabilities, ConfigMapVolumeSource, Container, HTTPGetAction, HostPathVolumeSource,
+            PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource, SecurityContext,
+            ServiceAccount, ServiceAccountTokenProjection, Toleration, Volume, VolumeMount,
+            VolumeProjection,
         },
     },
     apimachinery::pkg::{
@@ -64,6 +64,14 @@ pub(super) fn mount(
     }
 }
 
+/// A count, or a percentage, as Kubernetes takes them.
+fn amount(value: &str) -> IntOrString {
+    match value.parse::<i32>() {
+        Ok(n) => IntOrString::Int(n),
+        Err(_) => IntOrString::String(value.to_owned()),
+    }
+}
+
 pub fn daemon_set(v: &Values) -> DaemonSet {
     let node_name = field_env("WEFT_NODE_NAME", "spec.nodeName");
     let container = Container {
@@ -84,18 +92,10 @@ pub fn daemon_set(v: &Values) -> DaemonSet {
             env_var("WEFT_SOCKMAP", if v.agent.sockmap { "on" } else { "off" }),
             env_var("WEFT_LOG_FORMAT", &v.log_format),
         ]),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("metrics".into()),
-                container_port: 15020,
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("readiness".into()),
-                container_port: 15021,
-                ..ContainerPort::default()
-            },
-        ]),
+        // No declared ports: on the host network each would be a host port, and the
+        // surge pod of an update could not be placed beside the running one. The
+        // metrics port (15020) is found by Prometheus from the pod's labels.
+        ports: None,
         readiness_probe: Some(Probe {
             http_get: Some(HTTPGetAction {
                 path: Some("/healthz/ready".into()),
@@ -208,12 +208,11 @@ pub fn daemon_set(v: &Values) -> DaemonSet {
             },
             update_strategy: Some(DaemonSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
+                // A surge pod takes the running agent's listeners (hitless; see
+                // the agent's `upgrade.rs`) before the old pod drains and goes.
                 rolling_update: Some(RollingUpdateDaemonSet {
-                    max_unavailable: Some(match v.agent.max_unavailable.parse::<i32>() {
-                        Ok(n) => IntOrString::Int(n),
-                        Err(_) => IntOrString::String(v.agent.max_unavailable.clone()),
-                    }),
-                    ..RollingUpdateDaemonSet::default()
+                    max_surge: Some(amount(&v.agent.max_surge)),
+                    max_unavailable: Some(amount(&v.agent.max_unavailable)),
                 }),
             }),
             template: PodTemplateSpec {

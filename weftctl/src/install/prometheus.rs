@@ -16,7 +16,8 @@ pub fn url(v: &Values) -> String {
 }
 
 /// The scrape configuration: pods of Weft (`app.kubernetes.io/part-of: weft`) and
-/// waypoints (`gateway.networking.k8s.io/gateway-name`), on their port named `metrics`.
+/// waypoints (`gateway.networking.k8s.io/gateway-name`), on their port named `metrics`
+/// (the agents on 15020).
 pub fn config(v: &Values) -> String {
     CONFIG.replace("{interval}", &v.prometheus.scrape_interval)
 }
@@ -30,9 +31,16 @@ scrape_configs:
     kubernetes_sd_configs:
       - role: pod
     relabel_configs:
-      - source_labels: [__meta_kubernetes_pod_container_port_name]
-        regex: metrics
+      # A port named `metrics`, or the agent's container: on the host network it
+      # declares no ports (each would be a host port, in the way of an update's surge
+      # pod), and serves its metrics on 15020.
+      - source_labels: [__meta_kubernetes_pod_container_port_name, __meta_kubernetes_pod_label_app_kubernetes_io_name, __meta_kubernetes_pod_container_name]
+        regex: "metrics;.*;.*|;weft-agent;agent"
         action: keep
+      - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_name, __meta_kubernetes_pod_ip]
+        regex: "weft-agent;(.+)"
+        target_label: __address__
+        replacement: "$1:15020"
       - source_labels: [__meta_kubernetes_pod_label_app_kubernetes_io_part_of, __meta_kubernetes_pod_labelpresent_gateway_networking_k8s_io_gateway_name]
         regex: "weft;.*|.*;true"
         action: keep

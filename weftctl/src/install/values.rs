@@ -64,7 +64,12 @@ pub struct ControlPlane {
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Agent {
     pub resources: Resources,
-    /// Nodes updated at once in a rolling update (a number or a percentage).
+    /// Nodes whose new agent starts beside the running one in a rolling update (a
+    /// number or a percentage): it takes the old one's listeners and the old one
+    /// drains, so no connection drops.
+    pub max_surge: String,
+    /// Nodes whose agent is stopped before its successor starts (a number or a
+    /// percentage): their pods' new connections are refused meanwhile.
     pub max_unavailable: String,
     /// Same-node acceleration with sockmap (`WEFT_SOCKMAP`).
     pub sockmap: bool,
@@ -121,7 +126,8 @@ impl Default for Agent {
                 memory_request: "64Mi".into(),
                 memory_limit: "512Mi".into(),
             },
-            max_unavailable: "10%".into(),
+            max_surge: "10%".into(),
+            max_unavailable: "0".into(),
             sockmap: false,
             cni_bin_dir: "/opt/cni/bin".into(),
             cni_conf_dir: "/etc/cni/net.d".into(),
@@ -220,15 +226,22 @@ impl Values {
             quantity(&format!("{who}.resources.memoryRequest"), &r.memory_request)?;
             quantity(&format!("{who}.resources.memoryLimit"), &r.memory_limit)?;
         }
-        let mu = &self.agent.max_unavailable;
-        let ok = match mu.strip_suffix('%') {
-            Some(p) => p.parse::<u32>().is_ok_and(|p| (1..=100).contains(&p)),
-            None => mu.parse::<u32>().is_ok_and(|n| n > 0),
-        };
-        if !ok {
-            return Err(format!(
-                "agent.maxUnavailable: {mu:?} is not a count or a percentage"
-            ));
+        // Each a count or a percentage; Kubernetes refuses both at zero.
+        let amount =
+            |field: &str, value: &str| match value.strip_suffix('%') {
+                Some(p) => p.parse::<u32>().ok().filter(|p| *p <= 100).ok_or_else(|| {
+                    format!("agent.{field}: {value:?} is not a count or a percentage")
+                }),
+                None => value.parse::<u32>().map_err(|_| {
+                    format!("agent.{field}: {value:?} is not a count or a percentage")
+                }),
+            };
+        let surge = amount("maxSurge", &self.agent.max_surge)?;
+        let unavailable = amount("maxUnavailable", &self.agent.max_unavailable)?;
+        if surge == 0 && unavailable == 0 {
+            return Err(
+                "agent.maxUnavailable: 0 with agent.maxSurge 0 would update no node".into(),
+            );
         }
         Ok(())
     }
@@ -251,7 +264,12 @@ mod tests {
                 "agent: {resources: {memoryLimit: lots}}",
                 "agent.resources.memoryLimit",
             ),
-            ("agent: {maxUnavailable: 0%}", "agent.maxUnavailable"),
+            ("agent: {maxUnavailable: none}", "agent.maxUnavailable"),
+            ("agent: {maxSurge: 120%}", "agent.maxSurge"),
+            (
+                "agent: {maxSurge: 0, maxUnavailable: 0%}",
+                "agent.maxUnavailable",
+            ),
             ("namespace: Weft", "namespace"),
             ("imagePullPolicy: Sometimes", "imagePullPolicy"),
         ] {

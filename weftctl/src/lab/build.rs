@@ -11,8 +11,8 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{
-    AgentState, ECHO_PORT, GRPC_PORT, HTTP_PORT, PREFIX, Progress, State, agent_node_name, alive,
-    cgroup_root, documents, in_pod, ip, launch, netns_path, node_netns, pods, run, run_dir,
+    AgentState, ECHO_PORT, GRPC_PORT, HTTP_PORT, PREFIX, Progress, State, alive, cgroup_root,
+    documents, in_pod, ip, launch, netns_path, node_netns, pods, run, run_dir,
     topology::{self, Topology},
     underlay_netns, wait_for, waypoints,
 };
@@ -248,7 +248,7 @@ pub(super) fn build(
     let dns_upstream = super::dns::address(topology)?;
     // A server outside the cluster, for egress.
     let external_pid = super::external::start(topology)?;
-    let trust_bundle = cp_dir.join("state/ca/trust-bundle.pem");
+    let trust_bundle = super::agents::trust_bundle();
     wait_for(
         &format!("the control plane (log: {})", cp_log.display()),
         Duration::from_secs(20),
@@ -265,35 +265,20 @@ pub(super) fn build(
     // Agents, one per node, in the node's namespace.
     let mut agents = Vec::new();
     for node in &topology.nodes {
-        let state_dir = run_dir().join("agents").join(&node.name);
-        let log = run_dir()
-            .join("logs")
-            .join(format!("agent-{}.log", node.name));
-        // The agent runs under its node's cgroup, as a DaemonSet pod runs under the
-        // node's root cgroup: the node's `sockops` program sees its sockets too (the
-        // agent's ends of the app ↔ agent legs).
-        let agent_cgroup = cg_root.join("nodes").join(&node.name).join("weft-agent");
-        std::fs::create_dir_all(&agent_cgroup)
-            .with_context(|| format!("creating cgroup {}", agent_cgroup.display()))?;
-        let mut cmd = in_pod(
-            &agent_cgroup,
-            &netns_path(&node_netns(&node.name)),
-            &bins.agent,
-            &[],
-        );
-        cmd.env("WEFT_NODE_NAME", agent_node_name(&node.name))
-            .env("WEFT_CGROUP", cg_root.join("nodes").join(&node.name))
-            .env("WEFT_STATE_DIR", &state_dir)
-            .env("WEFT_METRICS_ADDR", format!("{}:15020", node.address))
-            .env("WEFT_CONTROLPLANE", format!("{cp_addr}:15012"))
-            .env("WEFT_CONTROLPLANE_CA", &trust_bundle)
-            .env("WEFT_NODE_TOKEN_FILE", state_dir.join("token"))
-            .env("WEFT_DNS_UPSTREAM", dns_upstream.to_string())
-            .envs(agent_env.iter().map(|(k, v)| (k, v)));
+        let log = super::agents::log(&node.name);
+        let launch_with = super::agents::Launch {
+            binary: &bins.agent,
+            cgroup_root: &cg_root,
+            controlplane: cp_addr,
+            trust_bundle: &trust_bundle,
+            dns_upstream,
+            env: agent_env,
+        };
+        let cmd = super::agents::command(topology, &node.name, &launch_with)?;
         let pid = launch(cmd, &log)?;
         agents.push(AgentState {
             node: node.name.clone(),
-            admin_socket: state_dir.join("admin.sock"),
+            admin_socket: super::agents::state_dir(&node.name).join("admin.sock"),
             pid,
             log,
         });
@@ -477,6 +462,7 @@ pub(super) fn build(
         pods,
         agents,
         waypoint_env: waypoint_env.to_vec(),
+        agent_env: agent_env.to_vec(),
         observability: None,
         dns_pid: Some(dns_pid),
         external_pid: Some(external_pid),

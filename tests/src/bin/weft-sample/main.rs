@@ -10,6 +10,8 @@
 //!   it, printing the answer; for tests that act on a connection while it is open.
 //! * `rr`, `connrate`, `hold`: the load of `weftctl lab bench` — round-trip latency on
 //!   one connection, new connections per second, and many idle connections held open.
+//! * `calls`: a call on a new connection every few milliseconds, each outcome counted
+//!   (refused, cut, timed out): what the upgrade and crash tests run across restarts.
 //! * `spread`, `get`: one-shot HTTP/1.1 GETs.
 //! * `http`, `raw`, `grpc`, `ws`: clients of the L7 tests — keep-alive HTTP/1.1 or
 //!   HTTP/2 requests, raw request bytes from a corpus, the gRPC service, WebSocket.
@@ -23,6 +25,7 @@
 //! Errors are `anyhow` throughout: every module here is part of this one binary's
 //! command line, and each error ends as the process's exit message.
 
+mod calls;
 mod dns;
 mod grpc;
 mod http;
@@ -166,6 +169,9 @@ enum Command {
     Dns(dns::Args),
     /// Ask DNS questions at a fixed rate over UDP; prints answers and latencies.
     DnsLoad(dns::LoadArgs),
+    /// One call (connect, echo a message, close) every INTERVAL_MS until standard
+    /// input ends; prints how each call ended, counted, as JSON.
+    Calls(calls::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -240,6 +246,7 @@ fn main() -> anyhow::Result<()> {
         Command::Load(args) => runtime()?.block_on(load::run(args)),
         Command::Dns(args) => dns::ask(&args),
         Command::DnsLoad(args) => dns::load(&args),
+        Command::Calls(args) => calls::run(args),
     }
 }
 
