@@ -14,7 +14,14 @@
 //! On start the agent loads the object it embeds and, for each program, looks for a
 //! pinned link. A link whose program has the same tag as the freshly loaded one is
 //! adopted as it is, so a restart never attaches a second copy; a link running other
-//! code (an upgrade) is replaced.
+//! code (an upgrade) is replaced, the new program attached before the old one goes.
+//!
+//! The cgroup programs attach as links, which the kernel runs beside any other program
+//! of the cgroup (as with `BPF_F_ALLOW_MULTI`): on a node that is the cgroup
+//! root, where every pod and every process that enters a pod's namespace from
+//! elsewhere (`nsenter`, `ip netns exec`) is covered, beside whatever else runs there
+//! (another agent's programs in the lab, another product's on a node). What they
+//! capture is chosen by network namespace cookie, not by cgroup.
 
 use std::{
     collections::BTreeSet,
@@ -178,6 +185,8 @@ macro_rules! load_and_attach {
         program.load().map_err(prog_err(name))?;
         let tag = program.info().map_err(prog_err(name))?.tag();
         let (link, attachment) = adopt_or_attach(name, tag, $link_path, || {
+            // Through a BPF link (`bpf_link_create`, which takes no flags here): the
+            // kernel attaches a link as with BPF_F_ALLOW_MULTI, beside other programs.
             let id = program
                 .attach($cgroup, CgroupAttachMode::Single)
                 .map_err(prog_err(name))?;
@@ -591,7 +600,6 @@ fn adopt_or_attach(
         path: link_path.to_owned(),
         source,
     };
-    let mut attachment = Attachment::Attached;
     if link_path.exists() {
         // Turning the pinned link into an fd link keeps the pin in place.
         let existing: FdLink = PinnedLink::from_pin(link_path)
@@ -607,14 +615,18 @@ fn adopt_or_attach(
         if old_tag == Some(new_tag) {
             return Ok((existing, Attachment::Adopted));
         }
-        // Other code (an upgrade): removing the pin and dropping the last fd detaches it.
+        // Other code (an upgrade): the new program is attached beside the old one
+        // first, so that no connect goes uncaptured in between; then removing the old
+        // pin and dropping its last fd detaches it.
+        let link = attach()?;
         std::fs::remove_file(link_path).map_err(|e| pin_err(Box::new(e)))?;
         drop(existing);
-        attachment = Attachment::Replaced;
+        let pinned = link.pin(link_path).map_err(|e| pin_err(Box::new(e)))?;
+        return Ok((pinned.into(), Attachment::Replaced));
     }
     let link = attach()?;
     let pinned = link.pin(link_path).map_err(|e| pin_err(Box::new(e)))?;
-    Ok((pinned.into(), attachment))
+    Ok((pinned.into(), Attachment::Attached))
 }
 
 fn pin_program(

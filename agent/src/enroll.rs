@@ -467,13 +467,15 @@ impl Enrollments {
             .collect()
     }
 
-    /// Stops accepting everywhere (drain). Enrollments stay in the kernel map and the
-    /// state file, so the next agent picks them up.
+    /// Stops accepting everywhere (drain) and closes this agent's listeners: new
+    /// connections are refused, unless a successor holds them now. Enrollments stay
+    /// in the kernel map and the state file, so the next agent picks them up.
     pub async fn stop_accepting(&self) {
-        for entry in self.enrolled.lock().await.values() {
+        for entry in self.enrolled.lock().await.values_mut() {
             for task in &entry.accept_tasks {
                 task.abort();
             }
+            entry.sockets.clear();
         }
     }
 

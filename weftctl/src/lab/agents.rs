@@ -38,15 +38,16 @@ pub(super) fn command(topology: &Topology, node: &str, l: &Launch<'_>) -> anyhow
         .with_context(|| format!("the lab has no node {node}"))?;
     let state_dir = state_dir(node);
     // The agent runs under its node's cgroup, as a DaemonSet pod runs under the node's
-    // root cgroup: the node's `sockops` program sees its sockets too (the agent's ends
-    // of the app ↔ agent legs).
-    let node_cgroup = l.cgroup_root.join("nodes").join(node);
-    let agent_cgroup = node_cgroup.join("weft-agent");
+    // root cgroup. Its programs attach at the cgroup root, as on a node: every process
+    // is under it, also one that enters a pod's namespace from outside the lab
+    // (`ip netns exec`); each agent captures only the namespaces it enrolled.
+    let agent_cgroup = l.cgroup_root.join("nodes").join(node).join("weft-agent");
+    let root = api::mounts::cgroup2().context("no cgroup v2 hierarchy is mounted")?;
     std::fs::create_dir_all(&agent_cgroup)
         .with_context(|| format!("creating cgroup {}", agent_cgroup.display()))?;
     let mut cmd = in_pod(&agent_cgroup, &netns_path(&node_netns(node)), l.binary, &[]);
     cmd.env("WEFT_NODE_NAME", agent_node_name(node))
-        .env("WEFT_CGROUP", &node_cgroup)
+        .env("WEFT_CGROUP", &root)
         .env("WEFT_STATE_DIR", &state_dir)
         .env("WEFT_METRICS_ADDR", format!("{}:15020", n.address))
         .env("WEFT_CONTROLPLANE", format!("{}:15012", l.controlplane))
