@@ -12,6 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+pub mod calls;
 pub mod lab;
 pub mod waypoint;
 pub mod wire;

@@ -4,15 +4,12 @@
 //! across nodes every 5 ms throughout, into STRICT pods; a capture on the underlay
 //! looks for their message in plaintext. Root, one test at a time (the lab's names).
 
-use std::{
-    io::Write as _,
-    process::{Child, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::{
-    lab::{Lab, sa, sample_command},
+    calls::{Callers, count},
+    lab::{Lab, sa},
     wire,
 };
 use weftctl::lab;
@@ -51,69 +48,10 @@ const MARKER: &str = "WEFT-UPGRADE-MARKER-0b7e44";
 
 /// Every 5 ms, from caller-1 (node-1) to server-2 and from caller-2 (node-2) to
 /// server-1: each call crosses both agents.
-struct Callers {
-    children: Vec<(&'static str, Child)>,
-}
-
-impl Callers {
-    fn start(lab: &Lab) -> Callers {
-        let mut children = Vec::new();
-        for (from, to) in [
-            ("shop/caller-1", "shop/server-2"),
-            ("shop/caller-2", "shop/server-1"),
-        ] {
-            let to = sa(lab.ip(to), 7000).to_string();
-            let child = sample_command(
-                from,
-                &[
-                    "calls",
-                    "--connect",
-                    &to,
-                    "--interval-ms",
-                    "5",
-                    "--text",
-                    MARKER,
-                ],
-            )
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("weftctl runs");
-            children.push((from, child));
-        }
-        // Both call before anything restarts.
-        std::thread::sleep(Duration::from_millis(500));
-        Callers { children }
-    }
-
-    /// Stops them; each one's counts.
-    fn stop(mut self) -> Vec<(&'static str, Value)> {
-        let mut out = Vec::new();
-        for (from, mut child) in self.children.drain(..) {
-            let _ = child.stdin.take().expect("piped").write_all(b"stop\n");
-            let done = child.wait_with_output().expect("calls ends");
-            assert!(
-                done.status.success(),
-                "calls from {from} failed: {}",
-                String::from_utf8_lossy(&done.stderr)
-            );
-            let v: Value = serde_json::from_slice(&done.stdout)
-                .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&done.stdout)));
-            out.push((from, v));
-        }
-        out
-    }
-}
-
-impl Drop for Callers {
-    fn drop(&mut self) {
-        for (_, child) in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+const PAIRS: [(&str, &str); 2] = [
+    ("shop/caller-1", "shop/server-2"),
+    ("shop/caller-2", "shop/server-1"),
+];
 
 fn replace(command: &str, node: &str) -> Value {
     let out = tests::weftctl(&["lab", command, node]);
@@ -124,12 +62,6 @@ fn replace(command: &str, node: &str) -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("JSON")
-}
-
-fn count(v: &Value, field: &str) -> u64 {
-    v[field]
-        .as_u64()
-        .unwrap_or_else(|| panic!("{field} in {v}"))
 }
 
 fn strict_lab() -> (Lab, wire::PacketCapture) {
@@ -161,7 +93,7 @@ fn assert_no_leak(capture: wire::PacketCapture) {
 #[test]
 fn ten_agent_upgrades_on_both_nodes_fail_no_call_and_leak_nothing() {
     let (mut lab, capture) = strict_lab();
-    let callers = Callers::start(&lab);
+    let callers = Callers::start(&lab, &PAIRS, 5, MARKER);
     let mut serving = Vec::new();
     let mut drained = Vec::new();
     for round in 0..10 {
@@ -218,7 +150,7 @@ fn ten_agent_upgrades_on_both_nodes_fail_no_call_and_leak_nothing() {
 #[test]
 fn agent_crashes_refuse_new_connects_and_never_leak() {
     let (lab, capture) = strict_lab();
-    let callers = Callers::start(&lab);
+    let callers = Callers::start(&lab, &PAIRS, 5, MARKER);
     let started = Instant::now();
     let mut back = Vec::new();
     for round in 0..10 {

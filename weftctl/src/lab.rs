@@ -17,6 +17,7 @@ mod apply;
 pub mod bench;
 mod build;
 pub mod cni;
+pub mod controlplane;
 pub mod dns;
 mod documents;
 pub mod ejections;
@@ -103,6 +104,9 @@ pub struct State {
     pub cgroup_root: PathBuf,
     pub pods: Vec<PodState>,
     pub agents: Vec<AgentState>,
+    /// `WEFT_…` settings the control plane runs with (`lab up --controlplane-env`).
+    #[serde(default)]
+    pub controlplane_env: Vec<(String, String)>,
     /// `WEFT_…` settings every agent runs with (`lab up --agent-env`).
     #[serde(default)]
     pub agent_env: Vec<(String, String)>,
@@ -320,18 +324,21 @@ fn lab_netns() -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
-/// Builds the lab. `agent_env` holds `WEFT_…=value` settings passed to every agent
-/// (limits and timeouts, for tests and experiments).
-pub fn up(
-    topology_file: Option<&Path>,
-    agent_env: &[String],
-    waypoint_env: &[String],
-    observability: bool,
-) -> anyhow::Result<()> {
+/// `WEFT_…=value` settings for the lab's processes (limits and timeouts, for tests
+/// and experiments), as `lab up --agent-env …` gives them.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Env<'a> {
+    pub agent: &'a [String],
+    pub waypoint: &'a [String],
+    pub controlplane: &'a [String],
+}
+
+/// Builds the lab, its processes started with `env`.
+pub fn up(topology_file: Option<&Path>, env: Env<'_>, observability: bool) -> anyhow::Result<()> {
     let progress = Progress {
         start: Instant::now(),
     };
-    up_with(topology_file, (agent_env, waypoint_env), &progress)?;
+    up_with(topology_file, env, &progress)?;
     if observability {
         let mut state = State::load()?.context("the lab's state is missing")?;
         match observability::start(&state, &progress) {
@@ -369,13 +376,12 @@ fn settings(flag: &str, pairs: &[String]) -> anyhow::Result<Vec<(String, String)
 }
 
 /// [`up`], reporting progress on a clock the caller already runs.
-fn up_with(
-    topology_file: Option<&Path>,
-    (agent_env, waypoint_env): (&[String], &[String]),
-    progress: &Progress,
-) -> anyhow::Result<()> {
-    let env = settings("agent-env", agent_env)?;
-    let waypoint_env = settings("waypoint-env", waypoint_env)?;
+fn up_with(topology_file: Option<&Path>, env: Env<'_>, progress: &Progress) -> anyhow::Result<()> {
+    let settings = build::Settings {
+        agent: settings("agent-env", env.agent)?,
+        waypoint: settings("waypoint-env", env.waypoint)?,
+        controlplane: settings("controlplane-env", env.controlplane)?,
+    };
     let (source, text) = match topology_file {
         Some(path) => (
             path.display().to_string(),
@@ -406,7 +412,7 @@ fn up_with(
         progress.say("an earlier lab is still here; removing it first");
         down_with(progress)?;
     }
-    match build::build(&topology, &bins, (&env, &waypoint_env), progress) {
+    match build::build(&topology, &bins, &settings, progress) {
         Ok(state) => {
             summary(&state);
             Ok(())

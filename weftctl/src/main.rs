@@ -183,6 +183,10 @@ enum Lab {
         /// `--agent-env WEFT_DRAIN_TIMEOUT=5s`.
         #[arg(long = "agent-env")]
         agent_env: Vec<String>,
+        /// `WEFT_…=value` for the control plane (repeatable), e.g.
+        /// `--controlplane-env WEFT_CERT_LIFETIME=30s`.
+        #[arg(long = "controlplane-env")]
+        controlplane_env: Vec<String>,
         /// `WEFT_…=value` for every waypoint (repeatable), e.g.
         /// `--waypoint-env WEFT_OTLP_ENDPOINT=http://10.244.1.2:4317`.
         #[arg(long = "waypoint-env")]
@@ -274,6 +278,12 @@ enum Lab {
     /// crashed container. Pods' new connections are refused meanwhile, never sent
     /// around the mesh.
     KillAgent { node: String },
+    /// Stop the control plane (the mesh runs on without it: what agents and
+    /// waypoints have keeps serving).
+    StopControlplane,
+    /// Start the control plane again after `stop-controlplane`; agents and waypoints
+    /// resync without restarting.
+    StartControlplane,
     /// Remove everything the lab created. Safe to run any number of times.
     Down,
     /// Measure the mesh against direct pod-to-pod traffic: brings up the lab (no other
@@ -394,11 +404,15 @@ fn main() -> anyhow::Result<()> {
             topology,
             agent_env,
             waypoint_env,
+            controlplane_env,
             observability,
         }) => weftctl::lab::up(
             topology.as_deref(),
-            &agent_env,
-            &waypoint_env,
+            weftctl::lab::Env {
+                agent: &agent_env,
+                waypoint: &waypoint_env,
+                controlplane: &controlplane_env,
+            },
             observability,
         ),
         Cmd::Waypoint(Waypoint::Apply {
@@ -465,6 +479,16 @@ fn main() -> anyhow::Result<()> {
         Cmd::Lab(Lab::KillAgent { node }) => {
             let done = weftctl::lab::agents::kill(&node)?;
             println!("{}", serde_json::to_string(&done)?);
+            Ok(())
+        }
+        Cmd::Lab(Lab::StopControlplane) => {
+            let pid = weftctl::lab::controlplane::stop()?;
+            println!("control plane (pid {pid}) stopped");
+            Ok(())
+        }
+        Cmd::Lab(Lab::StartControlplane) => {
+            let pid = weftctl::lab::controlplane::start()?;
+            println!("control plane running (pid {pid})");
             Ok(())
         }
         Cmd::Lab(Lab::Down) => weftctl::lab::down(),

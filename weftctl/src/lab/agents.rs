@@ -181,7 +181,11 @@ pub(super) fn running(pid: u32) -> bool {
     }
 }
 
-fn wait(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> anyhow::Result<()> {
+pub(super) fn wait(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> bool,
+) -> anyhow::Result<()> {
     let deadline = Instant::now() + limit;
     while !check() {
         if Instant::now() > deadline {
@@ -193,7 +197,7 @@ fn wait(what: &str, limit: Duration, mut check: impl FnMut() -> bool) -> anyhow:
 }
 
 /// Starts `cmd` in a session of its own, its output appended to `log`.
-fn launch_appending(cmd: Command, log: &Path) -> anyhow::Result<u32> {
+pub(super) fn launch_appending(cmd: Command, log: &Path) -> anyhow::Result<u32> {
     let file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)

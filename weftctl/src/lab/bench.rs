@@ -1336,7 +1336,11 @@ impl<'a> LabGuard<'a> {
         if super::leftovers()? {
             bail!("another lab is up: the benchmark does not take down what it did not bring up");
         }
-        super::up_with(None, (agent_env, &[]), progress)?;
+        let env = super::Env {
+            agent: agent_env,
+            ..super::Env::default()
+        };
+        super::up_with(None, env, progress)?;
         let state = State::load()?.context("the lab is up but wrote no state")?;
         Ok(LabGuard {
             progress,

@@ -20,6 +20,13 @@ use super::{
 /// A `WEFT_…` setting passed to a lab process: name and value.
 pub(super) type Setting = (String, String);
 
+/// `WEFT_…` settings for each kind of the lab's processes.
+pub(super) struct Settings {
+    pub agent: Vec<Setting>,
+    pub waypoint: Vec<Setting>,
+    pub controlplane: Vec<Setting>,
+}
+
 /// The binaries the lab runs.
 pub(super) struct Binaries {
     pub agent: PathBuf,
@@ -139,9 +146,10 @@ fn endpoints(
 pub(super) fn build(
     topology: &Topology,
     bins: &Binaries,
-    (agent_env, waypoint_env): (&[Setting], &[Setting]),
+    settings: &Settings,
     progress: &Progress,
 ) -> anyhow::Result<State> {
+    let (agent_env, waypoint_env) = (&settings.agent[..], &settings.waypoint[..]);
     for dir in ["logs", "cni", "agents", "controlplane/config"] {
         std::fs::create_dir_all(run_dir().join(dir))?;
     }
@@ -221,27 +229,13 @@ pub(super) fn build(
         )?;
     }
     write_private(&cp_dir.join("node-tokens.yaml"), &tokens)?;
-    let cp_log = run_dir().join("logs/controlplane.log");
-    let mut cmd = in_pod(
-        &cg_root.join("system"),
-        &netns_path(&cp_ns),
+    let cp_log = super::controlplane::log();
+    let cmd = super::controlplane::command(
+        topology,
+        &cg_root,
         &bins.controlplane,
-        &[],
-    );
-    cmd.env("WEFT_CP_STATE_DIR", cp_dir.join("state"))
-        .env("WEFT_CP_CONFIG_DIR", cp_dir.join("config"))
-        .env("WEFT_CP_NODE_TOKENS", cp_dir.join("node-tokens.yaml"))
-        .env("WEFT_CP_LISTEN", format!("{cp_addr}:15012"))
-        .env("WEFT_CP_SERVING_IPS", cp_addr.to_string())
-        // The service graph reads the lab's Prometheus (there with --observability).
-        .env(
-            "WEFT_CP_PROMETHEUS",
-            format!(
-                "http://{}:{}",
-                super::observability::address(topology)?,
-                super::observability::PORT
-            ),
-        );
+        &settings.controlplane,
+    )?;
     let cp_pid = launch(cmd, &cp_log)?;
     // The pods' upstream DNS server, outside the mesh.
     let dns_pid = super::dns::start(topology)?;
@@ -463,6 +457,7 @@ pub(super) fn build(
         agents,
         waypoint_env: waypoint_env.to_vec(),
         agent_env: agent_env.to_vec(),
+        controlplane_env: settings.controlplane.clone(),
         observability: None,
         dns_pid: Some(dns_pid),
         external_pid: Some(external_pid),
