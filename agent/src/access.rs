@@ -10,7 +10,7 @@ use crate::{metrics::ConnectionLabels, policy};
 /// The caller a waypoint forwards for: the `baggage` entry `weft.source.principal` of
 /// its CONNECT request, with the address of `forwarded: for=`. Only informative (the
 /// tunnel's peer is the waypoint); logged, never used to decide.
-pub(crate) fn original_caller(headers: &http::HeaderMap) -> Option<String> {
+pub fn original_caller(headers: &http::HeaderMap) -> Option<String> {
     let principal = dataplane::hbone::baggage::get(headers, "weft.source.principal");
     let address = headers
         .get("forwarded")

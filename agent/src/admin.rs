@@ -348,6 +348,8 @@ fn enroll_error(e: &enroll::Error) -> Response<Full<Bytes>> {
         enroll::Error::AlreadyEnrolled { .. } => StatusCode::CONFLICT,
         enroll::Error::NotEnrolled { .. } => StatusCode::NOT_FOUND,
         enroll::Error::InvalidWorkload { .. } => StatusCode::BAD_REQUEST,
+        // A successor takes over in a moment: the CNI plugin says "try again later".
+        enroll::Error::HandingOver => StatusCode::SERVICE_UNAVAILABLE,
         enroll::Error::Netns(N::Open { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
         {

@@ -130,19 +130,13 @@ async fn connect_stream(
     reply: SendResponse<Bytes>,
 ) {
     let traffic = &mesh.metrics.traffic;
-    if req.method() != Method::CONNECT {
-        traffic.failure(Reporter::Destination, "hbone_not_connect");
-        return respond(reply, StatusCode::BAD_REQUEST);
-    }
-    let Some(target) = req
-        .uri()
-        .authority()
-        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
-    else {
-        traffic.failure(Reporter::Destination, "hbone_bad_authority");
-        return respond(reply, StatusCode::BAD_REQUEST);
+    let target = match connect_target(&req) {
+        Ok(target) => target,
+        Err(reason) => {
+            traffic.failure(Reporter::Destination, reason);
+            return respond(reply, StatusCode::BAD_REQUEST);
+        }
     };
-    let target = SocketAddr::new(target.ip().to_canonical(), target.port());
     let original = original_caller(req.headers());
     let admitted = match admit(&mesh, &pod, &client, (peer, target), original.as_deref()).await {
         Ok(admitted) => admitted,
@@ -168,6 +162,20 @@ async fn connect_stream(
     };
     let mut tunnel = H2Stream::new(send, req.into_body());
     admitted.run(&mut tunnel, &Counted::default()).await;
+}
+
+/// The target of an HBONE request head: a `CONNECT` to `ip:port`, the address in
+/// canonical form (an IPv4-mapped IPv6 address as IPv4). The error is the reason.
+pub fn connect_target<B>(req: &Request<B>) -> Result<SocketAddr, &'static str> {
+    if req.method() != Method::CONNECT {
+        return Err("hbone_not_connect");
+    }
+    let target = req
+        .uri()
+        .authority()
+        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+        .ok_or("hbone_bad_authority")?;
+    Ok(SocketAddr::new(target.ip().to_canonical(), target.port()))
 }
 
 /// Why a connection for a mesh pod was not handed to the application.

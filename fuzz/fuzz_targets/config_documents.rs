@@ -2,8 +2,4 @@
 //! text is parsed and validated without a panic.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|text: &str| {
-    let (docs, _) = controlplane::model::parse("fuzz", text);
-    let _ = controlplane::validate::validate(&docs);
-    let _ = controlplane::resources::translate(&docs, "cluster.local");
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| weft_fuzz::config_documents(data));

@@ -4,13 +4,4 @@
 //! second decoding could reach another path.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|input: (&str, &str)| {
-    let (target, host) = input;
-    if let Ok(path) = waypoint::normalize::path(target) {
-        assert_eq!(waypoint::normalize::path(&path).as_deref(), Ok(path.as_str()));
-    }
-    let _ = waypoint::normalize::split_host(host);
-    if let Ok(req) = http::Request::get(target).header("host", host).body(()) {
-        let _ = waypoint::normalize::request(&req, "10.96.0.10:80");
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| weft_fuzz::request_normalization(data));

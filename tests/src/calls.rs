@@ -1,5 +1,6 @@
 //! Steady traffic while a test breaks something: `weft-sample calls` in pods, a call
-//! on a new connection every few milliseconds, each outcome counted by kind.
+//! on a new connection every few milliseconds, each outcome counted by kind; and the
+//! topology the tests that run them share.
 
 use std::{
     io::Write as _,
@@ -10,6 +11,45 @@ use std::{
 use serde_json::Value;
 
 use crate::lab::{Lab, sa, sample_command};
+
+/// Two nodes, `shop` in the mesh: a caller and a server on each node, the servers
+/// behind the Service `server` (so each agent knows the other node's server).
+pub const TOPOLOGY: &str = "\
+underlay: 10.250.0.0/24
+serviceSubnet: 10.96.0.0/16
+nodes:
+  - {name: node-1, podSubnet: 10.244.1.0/24}
+  - {name: node-2, podSubnet: 10.244.2.0/24}
+namespaces:
+  - {name: shop, labels: {weft.dev/mesh: enabled}}
+pods:
+  - {name: caller-1, namespace: shop, node: node-1, serviceAccount: caller, labels: {app: caller}}
+  - {name: caller-2, namespace: shop, node: node-2, serviceAccount: caller, labels: {app: caller}}
+  - {name: server-1, namespace: shop, node: node-1, serviceAccount: server, labels: {app: server}}
+  - {name: server-2, namespace: shop, node: node-2, serviceAccount: server, labels: {app: server}}
+services:
+  - name: server
+    namespace: shop
+    vip: 10.96.0.20
+    selector: {app: server}
+    ports:
+      - {name: echo, port: 7000, targetPort: 7000}
+";
+
+/// `shop` accepts mutual TLS only.
+pub const STRICT: &str = "apiVersion: security.weft.dev/v1alpha1
+kind: PeerAuthentication
+metadata: {name: strict, namespace: shop}
+spec:
+  mtls: {mode: STRICT}
+";
+
+/// From caller-1 (node-1) to server-2 and from caller-2 (node-2) to server-1: each
+/// call crosses both agents.
+pub const PAIRS: [(&str, &str); 2] = [
+    ("shop/caller-1", "shop/server-2"),
+    ("shop/caller-2", "shop/server-1"),
+];
 
 /// Callers running until [`Callers::stop`] (or killed when dropped).
 pub struct Callers {

@@ -8,37 +8,11 @@ use std::process::Command;
 
 use serde_json::Value;
 use tests::{
+    calls::{STRICT, TOPOLOGY},
     lab::{Lab, metric, sa},
     wire,
 };
 use weftctl::lab;
-
-const TOPOLOGY: &str = "\
-underlay: 10.250.0.0/24
-serviceSubnet: 10.96.0.0/16
-nodes:
-  - {name: node-1, podSubnet: 10.244.1.0/24}
-  - {name: node-2, podSubnet: 10.244.2.0/24}
-namespaces:
-  - {name: shop, labels: {weft.dev/mesh: enabled}}
-pods:
-  - {name: caller-1, namespace: shop, node: node-1, serviceAccount: caller, labels: {app: caller}}
-  - {name: server-2, namespace: shop, node: node-2, serviceAccount: server, labels: {app: server}}
-services:
-  - name: server
-    namespace: shop
-    vip: 10.96.0.20
-    selector: {app: server}
-    ports:
-      - {name: echo, port: 7000, targetPort: 7000}
-";
-
-const STRICT: &str = "apiVersion: security.weft.dev/v1alpha1
-kind: PeerAuthentication
-metadata: {name: strict, namespace: shop}
-spec:
-  mtls: {mode: STRICT}
-";
 
 const MARKER: &str = "WEFT-NSENTER-MARKER-93d1";
 

@@ -8,50 +8,14 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tests::{
-    calls::{Callers, count},
+    calls::{Callers, PAIRS, STRICT, TOPOLOGY, count},
     lab::{Lab, sa},
     wire,
 };
 use weftctl::lab;
 
-const TOPOLOGY: &str = "\
-underlay: 10.250.0.0/24
-serviceSubnet: 10.96.0.0/16
-nodes:
-  - {name: node-1, podSubnet: 10.244.1.0/24}
-  - {name: node-2, podSubnet: 10.244.2.0/24}
-namespaces:
-  - {name: shop, labels: {weft.dev/mesh: enabled}}
-pods:
-  - {name: caller-1, namespace: shop, node: node-1, serviceAccount: caller, labels: {app: caller}}
-  - {name: caller-2, namespace: shop, node: node-2, serviceAccount: caller, labels: {app: caller}}
-  - {name: server-1, namespace: shop, node: node-1, serviceAccount: server, labels: {app: server}}
-  - {name: server-2, namespace: shop, node: node-2, serviceAccount: server, labels: {app: server}}
-services:
-  - name: server
-    namespace: shop
-    vip: 10.96.0.20
-    selector: {app: server}
-    ports:
-      - {name: echo, port: 7000, targetPort: 7000}
-";
-
-const STRICT: &str = "apiVersion: security.weft.dev/v1alpha1
-kind: PeerAuthentication
-metadata: {name: strict, namespace: shop}
-spec:
-  mtls: {mode: STRICT}
-";
-
 /// What each call sends; never on the underlay in plaintext.
 const MARKER: &str = "WEFT-UPGRADE-MARKER-0b7e44";
-
-/// Every 5 ms, from caller-1 (node-1) to server-2 and from caller-2 (node-2) to
-/// server-1: each call crosses both agents.
-const PAIRS: [(&str, &str); 2] = [
-    ("shop/caller-1", "shop/server-2"),
-    ("shop/caller-2", "shop/server-1"),
-];
 
 fn replace(command: &str, node: &str) -> Value {
     let out = tests::weftctl(&["lab", command, node]);
