@@ -6,8 +6,11 @@
 
 use arbitrary::{Arbitrary as _, Unstructured};
 
+/// What a target does with one input.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name: what the replay walks.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("config_documents", config_documents),
     ("lab_topology", lab_topology),
     ("admission_review", admission_review),
