@@ -182,12 +182,15 @@ fn default_lab_connects_every_pod_and_captures_the_enrolled_ones() {
             "{}: {s}",
             node.name
         );
-        assert_eq!(
+        // The programs sit at the cgroup root: every connect of the machine passes
+        // them (the other node's pods too), so this node's plain pods are a part of
+        // what was left alone; `redirected` above is exact.
+        assert!(
             s["decisions"]["not_enrolled"].as_u64().unwrap()
                 - before[&node.name]["decisions"]["not_enrolled"]
                     .as_u64()
-                    .unwrap(),
-            2 * others * plain,
+                    .unwrap()
+                >= 2 * others * plain,
             "{}: {s}",
             node.name
         );
