@@ -44,7 +44,7 @@ pub use status::status;
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -230,23 +230,7 @@ fn launch(cmd: Command, log: &Path) -> anyhow::Result<u32> {
     // Emptied, then written in append mode: a process started later into the same log
     // (an upgraded agent) adds to it instead of being overwritten.
     std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(log)
-        .with_context(|| format!("opening {}", log.display()))?;
-    let mut setsid = Command::new("setsid");
-    setsid
-        .arg(cmd.get_program())
-        .args(cmd.get_args())
-        .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
-        .stdin(Stdio::null())
-        .stdout(file.try_clone()?)
-        .stderr(file);
-    let child = setsid
-        .spawn()
-        .with_context(|| format!("starting {:?}", cmd.get_program()))?;
-    // The child is not a process group leader, so setsid execs in place: same pid.
-    Ok(child.id())
+    agents::launch_appending(cmd, log)
 }
 
 fn alive(pid: u32) -> bool {

@@ -110,7 +110,7 @@ fn replace(node: &str, binary: Option<&Path>, crash: bool) -> anyhow::Result<Rep
     if crash {
         // SAFETY: a plain kill(2) of the lab's own agent process.
         unsafe { libc::kill(old.pid as libc::pid_t, libc::SIGKILL) };
-        wait(
+        super::wait_for(
             &format!("the killed agent of {node} to be gone"),
             Duration::from_secs(10),
             || !running(old.pid),
@@ -136,7 +136,7 @@ fn replace(node: &str, binary: Option<&Path>, crash: bool) -> anyhow::Result<Rep
     let client = api::admin::Client::new(&old.admin_socket);
     // Until the new one serves its admin API (the old one stops answering it while it
     // hands over, and a killed one cannot).
-    wait(
+    super::wait_for(
         &format!("the new agent of {node} (log: {})", old.log.display()),
         Duration::from_secs(60),
         || {
@@ -147,7 +147,7 @@ fn replace(node: &str, binary: Option<&Path>, crash: bool) -> anyhow::Result<Rep
         },
     )?;
     let serving_ms = start.elapsed().as_millis() as u64;
-    wait(
+    super::wait_for(
         &format!(
             "the previous agent of {node} (pid {}) to drain and exit",
             old.pid
@@ -179,21 +179,6 @@ pub(super) fn running(pid: u32) -> bool {
             .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X'])),
         Err(_) => false,
     }
-}
-
-pub(super) fn wait(
-    what: &str,
-    limit: Duration,
-    mut check: impl FnMut() -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + limit;
-    while !check() {
-        if Instant::now() > deadline {
-            bail!("timed out after {limit:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    Ok(())
 }
 
 /// Starts `cmd` in a session of its own, its output appended to `log`.

@@ -11,11 +11,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{
-    State,
-    agents::{running, wait},
-    build::Setting,
-    in_pod, netns_path, run_dir,
-    topology::Topology,
+    State, agents::running, build::Setting, in_pod, netns_path, run_dir, topology::Topology,
 };
 
 pub(super) fn log() -> PathBuf {
@@ -64,7 +60,7 @@ pub fn stop() -> anyhow::Result<u32> {
     }
     // SAFETY: a plain kill(2) of the lab's own control plane process.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    wait("the control plane to stop", Duration::from_secs(20), || {
+    super::wait_for("the control plane to stop", Duration::from_secs(20), || {
         !running(pid)
     })?;
     Ok(pid)
@@ -90,7 +86,7 @@ pub fn start() -> anyhow::Result<u32> {
     let ready = |text: &str| text.matches("control plane ready").count();
     let before = ready(&std::fs::read_to_string(&log).unwrap_or_default());
     let pid = super::agents::launch_appending(cmd, &log)?;
-    wait(
+    super::wait_for(
         &format!("the control plane (log: {})", log.display()),
         Duration::from_secs(20),
         || running(pid) && ready(&std::fs::read_to_string(&log).unwrap_or_default()) > before,
