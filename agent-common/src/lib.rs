@@ -36,6 +36,18 @@ pub const AGENT_PORTS: [u16; 6] = [
 /// are not captured again.
 pub const AGENT_SOCKET_MARK: u32 = 0x5746_0001;
 
+/// `SO_MARK` of the agent's leg to the application when it leaves from the original
+/// client's address (a transparent socket). The pod's namespace routes packets with
+/// this mark to the local stack, so the application's answers, which carry it too
+/// (`tcp_fwmark_accept`), come back to the agent instead of leaving for the client.
+/// The capture programs leave such sockets alone like [`AGENT_SOCKET_MARK`].
+pub const CLIENT_ADDRESS_MARK: u32 = 0x5746_0002;
+
+/// Whether `mark` is one the agent puts on its own sockets.
+pub const fn is_agent_mark(mark: u32) -> bool {
+    mark == AGENT_SOCKET_MARK || mark == CLIENT_ADDRESS_MARK
+}
+
 /// Map names, shared so that the agent opens exactly what the programs define.
 pub mod maps {
     /// Netns cookie → [`super::EnrolledNetns`].
@@ -56,6 +68,11 @@ pub mod maps {
     /// Sockhash [`super::InboundKey`] → the agent's inbound plaintext listener (15006)
     /// in the namespace that owns the address.
     pub const INBOUND_LISTENERS: &str = "INBOUND_LISTENERS";
+    /// [`super::LocalKey`] (with `netns_cookie` 0) → `u8`: the agent's legs to
+    /// applications from a client's address ([`super::CLIENT_ADDRESS_MARK`]) while
+    /// they connect, as the application's side sees them. `sk_lookup` leaves these
+    /// to the application: it cannot see the mark, and the peer is not the pod.
+    pub const CLIENT_LEGS: &str = "CLIENT_LEGS";
     /// Sockhash of the local TCP sockets in enrolled namespaces whose peer is in the
     /// same namespace (app ↔ agent legs), keyed by [`super::LocalKey`]; its `sk_msg`
     /// program passes their bytes socket to socket.
@@ -107,6 +124,8 @@ pub const INBOUND_CAPACITY: u32 = 2 * ENROLLED_NETNS_CAPACITY;
 /// Capacity of `LOCAL_SOCKETS`: two sockets per accelerated leg. When it is full, new
 /// legs take the ordinary path.
 pub const LOCAL_SOCKETS_CAPACITY: u32 = 131_072;
+/// Capacity of `CLIENT_LEGS`: legs being connected at once on a node.
+pub const CLIENT_LEGS_CAPACITY: u32 = 16_384;
 /// Capacity of `LOCAL_FALLBACK` (an LRU map).
 pub const LOCAL_FALLBACK_CAPACITY: u32 = 16_384;
 /// Bytes one socket of a local leg may pass straight to its peer without the peer
@@ -147,7 +166,7 @@ pub enum Decision {
     AgentPort = 3,
     /// The destination port is excluded by configuration.
     ExcludedPort = 4,
-    /// The socket belongs to the agent (it carries [`AGENT_SOCKET_MARK`]).
+    /// The socket belongs to the agent (it carries one of the agent's marks).
     AgentSocket = 5,
     /// Not a TCP socket (UDP `connect()` also runs the hook).
     NotTcp = 6,

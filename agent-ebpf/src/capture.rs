@@ -2,9 +2,9 @@
 //! (a UDP `connect()` to port 53 is DNS's, `dns.rs`).
 
 use agent_common::{
-    AF_INET, AF_INET6, AGENT_PORTS, AGENT_SOCKET_MARK, Decision, ENROLLED_NETNS_CAPACITY,
-    EXCLUDED_PORTS_CAPACITY, EnrolledNetns, ORIGINAL_DST_CAPACITY, OUTBOUND_PORT, OriginalDst,
-    SockAddr, SocketKey,
+    AF_INET, AF_INET6, AGENT_PORTS, Decision, ENROLLED_NETNS_CAPACITY, EXCLUDED_PORTS_CAPACITY,
+    EnrolledNetns, ORIGINAL_DST_CAPACITY, OUTBOUND_PORT, OriginalDst, SockAddr, SocketKey,
+    is_agent_mark,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -103,7 +103,7 @@ fn try_connect(ctx: &SockAddrContext, family: u16) -> Decision {
     // SAFETY: `sk` is the socket of this `connect()`; for `cgroup/connect*` the verifier
     // types it as a non-null socket pointer whose `mark` is readable.
     let mark = unsafe { read_volatile(addr_of!((*sk).mark)) };
-    if mark == AGENT_SOCKET_MARK {
+    if is_agent_mark(mark) {
         return Decision::AgentSocket;
     }
 

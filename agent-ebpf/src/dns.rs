@@ -3,8 +3,8 @@
 //! answers as coming from the server the pod asked, which stub resolvers check.
 
 use agent_common::{
-    AF_INET, AGENT_SOCKET_MARK, DNS_ORIGINAL_CAPACITY, DNS_PORT, Decision, ENROLLED_DNS,
-    ENROLLED_NETNS_CAPACITY, OriginalDst, SockAddr,
+    AF_INET, DNS_ORIGINAL_CAPACITY, DNS_PORT, Decision, ENROLLED_DNS, ENROLLED_NETNS_CAPACITY,
+    OriginalDst, SockAddr, is_agent_mark,
 };
 use aya_ebpf::{
     EbpfContext,
@@ -86,7 +86,7 @@ pub(crate) fn try_redirect(ctx: &SockAddrContext, family: u16) -> Option<Decisio
         return None;
     }
     // SAFETY: `sk` is this socket, typed non-null by the verifier; `mark` is readable.
-    if unsafe { read_volatile(addr_of!((*sk).mark)) } == AGENT_SOCKET_MARK {
+    if is_agent_mark(unsafe { read_volatile(addr_of!((*sk).mark)) }) {
         return Some(Decision::AgentSocket);
     }
     let addr = if family == AF_INET {

@@ -9,8 +9,8 @@
 //! not serve.
 
 use agent_common::{
-    AF_INET, AF_INET6, AGENT_PORTS, Decision, HBONE_PORT, INBOUND_CAPACITY, InboundAddr,
-    InboundKey, SockAddr,
+    AF_INET, AF_INET6, AGENT_PORTS, CLIENT_LEGS_CAPACITY, Decision, HBONE_PORT, INBOUND_CAPACITY,
+    InboundAddr, InboundKey, LocalKey, SockAddr,
 };
 use aya_ebpf::{
     macros::{map, sk_lookup},
@@ -31,6 +31,9 @@ const LOOPBACK_IFINDEX: u32 = 1;
 #[map]
 static INBOUND_ADDRS: HashMap<InboundKey, InboundAddr> =
     HashMap::with_max_entries(INBOUND_CAPACITY, 0);
+
+#[map]
+static CLIENT_LEGS: HashMap<LocalKey, u8> = HashMap::with_max_entries(CLIENT_LEGS_CAPACITY, 0);
 
 #[map]
 static INBOUND_LISTENERS: SockHash<InboundKey> = SockHash::with_max_entries(INBOUND_CAPACITY, 0);
@@ -63,7 +66,7 @@ fn try_lookup(ctx: &SkLookupContext) -> (Decision, u32) {
         )
     };
     // SAFETY: as above.
-    let (remote_ip4, remote_ip6) = unsafe {
+    let (remote_ip4, remote_ip6, remote_port) = unsafe {
         (
             read_volatile(addr_of!((*l).remote_ip4)),
             [
@@ -72,6 +75,8 @@ fn try_lookup(ctx: &SkLookupContext) -> (Decision, u32) {
                 read_volatile(addr_of!((*l).remote_ip6[2])),
                 read_volatile(addr_of!((*l).remote_ip6[3])),
             ],
+            // A 2-byte load, in network byte order.
+            read_volatile(addr_of!((*l).remote_port)),
         )
     };
     if protocol != IPPROTO_TCP {
@@ -93,6 +98,27 @@ fn try_lookup(ctx: &SkLookupContext) -> (Decision, u32) {
             && remote_ip6[3] == local_ip6[3]
     };
     if ifindex == LOOPBACK_IFINDEX || own {
+        return (Decision::InboundLocal, SK_PASS);
+    }
+    // The agent's own leg to the application, made from the client's address.
+    let (local, remote) = if family == u32::from(AF_INET) {
+        (
+            SockAddr::v4_mapped(local_ip4),
+            SockAddr::v4_mapped(remote_ip4),
+        )
+    } else {
+        (SockAddr::v6(local_ip6), SockAddr::v6(remote_ip6))
+    };
+    let leg = LocalKey {
+        netns_cookie: 0,
+        local,
+        remote,
+        local_port: port,
+        remote_port: u16::from_be(remote_port),
+        _pad: 0,
+    };
+    // SAFETY: the value is only compared to `None`.
+    if unsafe { CLIENT_LEGS.get(leg) }.is_some() {
         return (Decision::InboundLocal, SK_PASS);
     }
     let key = InboundKey {

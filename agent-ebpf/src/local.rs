@@ -30,12 +30,13 @@
 //! leaves the map when it closes (the kernel removes it).
 
 use agent_common::{
-    AF_INET, AF_INET6, Decision, LOCAL_FALLBACK_CAPACITY, LOCAL_OUTSTANDING_LIMIT,
-    LOCAL_SOCKETS_CAPACITY, LOCAL_TOTAL_LIMIT, LocalKey, Setting, SockAddr,
+    AF_INET, AF_INET6, CLIENT_ADDRESS_MARK, Decision, LOCAL_FALLBACK_CAPACITY,
+    LOCAL_OUTSTANDING_LIMIT, LOCAL_SOCKETS_CAPACITY, LOCAL_TOTAL_LIMIT, LocalKey, Setting,
+    SockAddr,
 };
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_ANY, BPF_F_INGRESS, bpf_sock_ops, sk_action::SK_PASS},
+    bindings::{BPF_ANY, BPF_F_INGRESS, bpf_sock, bpf_sock_ops, sk_action::SK_PASS},
     helpers::generated::bpf_get_netns_cookie,
     macros::{map, sk_msg},
     maps::{Array, LruHashMap, SockHash},
@@ -150,6 +151,22 @@ fn is_local(key: &LocalKey) -> bool {
     key.remote == key.local || is_loopback_v6(&key.remote)
 }
 
+/// Whether the socket is one end of the agent's leg to the application made from the
+/// original client's address: the agent's side carries [`CLIENT_ADDRESS_MARK`], and
+/// the application's accepted side inherits it from the SYN (`tcp_fwmark_accept`).
+/// Both ends are in this namespace although the peer address is not its own.
+#[inline(always)]
+fn from_client_address(ops: *mut bpf_sock_ops) -> bool {
+    // SAFETY: an 8-byte load of the context's `sk` pointer, as the verifier requires;
+    // it may be null and is checked before use.
+    let sk: *mut bpf_sock = unsafe { read_volatile(addr_of!((*ops).__bindgen_anon_2.sk)) };
+    if sk.is_null() {
+        return false;
+    }
+    // SAFETY: `sk` is a non-null socket pointer from the context; `mark` is readable.
+    unsafe { read_volatile(addr_of!((*sk).mark)) == CLIENT_ADDRESS_MARK }
+}
+
 /// `sockops`, on `ACTIVE_ESTABLISHED` and `PASSIVE_ESTABLISHED`: adds a local leg's
 /// socket to `LOCAL_SOCKETS`. Returns `None` for sockets it leaves alone.
 #[inline(always)]
@@ -164,7 +181,7 @@ pub(crate) fn on_established(ctx: &SockOpsContext) -> Option<Decision> {
     unsafe { ENROLLED_NETNS.get(netns_cookie) }?;
     let ops: *mut bpf_sock_ops = ctx.ops;
     let mut key = key_of(&read_ends!(ops), netns_cookie)?;
-    if !is_local(&key) {
+    if !is_local(&key) && !from_client_address(ops) {
         return None;
     }
     // A socket reusing the 4-tuple of an earlier one starts afresh.

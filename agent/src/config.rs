@@ -38,6 +38,7 @@ pub const CNI_WAIT: &str = "WEFT_CNI_WAIT";
 pub const DNS: &str = "WEFT_DNS";
 pub const DNS_UPSTREAM: &str = "WEFT_DNS_UPSTREAM";
 pub const CLUSTER_DOMAIN: &str = "WEFT_CLUSTER_DOMAIN";
+pub const CLIENT_ADDRESS: &str = "WEFT_CLIENT_ADDRESS";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -76,6 +77,10 @@ pub struct Config {
     /// of going through a TLS tunnel; authorization, telemetry and revocation are the
     /// same.
     pub same_node_fast_path: bool,
+    /// The agent's leg to a destination application leaves from the original
+    /// client's address, so the application sees who calls it (see
+    /// `netns::client_address`). Off: it comes from the pod's own address.
+    pub client_address: bool,
     pub trust_domain: String,
     /// `None`: no identities (capture and plain proxying only).
     pub controlplane: Option<ControlPlane>,
@@ -113,6 +118,7 @@ impl Config {
 
         let sockmap = switch(source, SOCKMAP, false)?;
         let same_node_fast_path = switch(source, SAME_NODE_FAST_PATH, true)?;
+        let client_address = switch(source, CLIENT_ADDRESS, true)?;
 
         let dns = if switch(source, DNS, true)? {
             Some(crate::dns::Settings {
@@ -146,6 +152,7 @@ impl Config {
             log_format,
             sockmap,
             same_node_fast_path,
+            client_address,
         })
     }
 
@@ -370,6 +377,8 @@ mod tests {
         assert!(config(&[(SOCKMAP, "on")]).unwrap().sockmap);
         assert!(!config(&[(SOCKMAP, "off")]).unwrap().sockmap);
         assert!(config(&[]).unwrap().same_node_fast_path);
+        assert!(config(&[]).unwrap().client_address);
+        assert!(!config(&[(CLIENT_ADDRESS, "off")]).unwrap().client_address);
         assert!(
             !config(&[(SAME_NODE_FAST_PATH, "off")])
                 .unwrap()

@@ -50,7 +50,10 @@ pub(crate) static OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/agent-ebpf"));
 
 mod keys;
+mod legs;
 mod pins;
+
+pub use legs::{ClientLegs, Leg};
 
 use keys::inbound_key;
 pub use keys::{original_dst_addr, socket_key};
@@ -228,6 +231,7 @@ pub struct Capture {
     inbound_addrs: Mutex<HashMap<MapData, InboundKey, InboundAddr>>,
     inbound_listeners: Mutex<SockHash<MapData, InboundKey>>,
     local_sockets: SockHash<MapData, LocalKey>,
+    client_legs: std::sync::Arc<ClientLegs>,
     dns_upstream: Mutex<HashMap<MapData, u64, OriginalDst>>,
     accelerate: bool,
     /// Tag of the loaded `sk_lookup` program, to adopt pinned per-namespace links.
@@ -335,6 +339,8 @@ impl Capture {
         let local_sockets: SockHash<MapData, LocalKey> =
             SockHash::try_from(take(&mut ebpf, map_names::LOCAL_SOCKETS)?)
                 .map_err(map_err(map_names::LOCAL_SOCKETS))?;
+        let client_legs = HashMap::try_from(take(&mut ebpf, map_names::CLIENT_LEGS)?)
+            .map_err(map_err(map_names::CLIENT_LEGS))?;
         let dns_upstream = HashMap::try_from(take(&mut ebpf, map_names::DNS_UPSTREAM)?)
             .map_err(map_err(map_names::DNS_UPSTREAM))?;
         let mut settings: Array<MapData, u32> =
@@ -374,12 +380,18 @@ impl Capture {
             inbound_addrs: Mutex::new(inbound_addrs),
             inbound_listeners: Mutex::new(inbound_listeners),
             local_sockets,
+            client_legs: std::sync::Arc::new(ClientLegs::new(client_legs)),
             dns_upstream: Mutex::new(dns_upstream),
             accelerate,
             sk_lookup_tag,
             ebpf: Mutex::new(ebpf),
             _links: links,
         })
+    }
+
+    /// The map of legs from client addresses being connected (see [`ClientLegs`]).
+    pub fn client_legs(&self) -> std::sync::Arc<ClientLegs> {
+        std::sync::Arc::clone(&self.client_legs)
     }
 
     fn sk_lookup_link_path(&self, netns_cookie: u64) -> PathBuf {

@@ -295,11 +295,24 @@ impl Enrollments {
             _ => None,
         };
         let addresses = netns.addresses().await?;
+        let inbound = identity.is_some() && self.mesh.certs.is_some();
+        let client_address = inbound
+            && self.mesh.client_address
+            && {
+                match netns.install_client_address().await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(netns = %path.display(), error = %e, "the application will see the pod's own address as its peer");
+                        false
+                    }
+                }
+            };
         let pod = Arc::new(Pod {
             netns: Arc::clone(&netns),
             workload: workload.clone(),
             identity: identity.clone(),
             addresses: addresses.clone(),
+            client_address,
         });
         let mut entry = Enrolled {
             netns: Arc::clone(&netns),
@@ -321,7 +334,7 @@ impl Enrollments {
             .await?;
         // With an identity the pod is in the mesh both ways: HBONE in, and plaintext
         // in steered to the agent.
-        if entry.identity.is_some() && self.mesh.certs.is_some() {
+        if inbound {
             let (mesh, pod_) = (Arc::clone(&self.mesh), Arc::clone(&pod));
             entry
                 .listen_pair(agent_common::HBONE_PORT, false, inherited, move |l| {
@@ -418,6 +431,11 @@ impl Enrollments {
         let entry = enrolled.remove(&id).expect("present: looked up above");
         if let Some((_, addrs)) = &entry.inbound {
             self.mesh.local.remove(addrs);
+            if self.mesh.client_address
+                && let Err(e) = entry.netns.remove_client_address().await
+            {
+                tracing::warn!(netns = %path.display(), error = %e, "removing the client-address routing failed");
+            }
         }
         let report = entry.report();
         drop(entry);

@@ -33,7 +33,7 @@ use crate::{
     hbone::{self, H2Stream},
     mesh::{self, Mesh, Pod},
     metrics::{ConnectionLabels, Reporter},
-    netns::connect_marked,
+    netns::connect_app,
     policy,
 };
 
@@ -245,7 +245,10 @@ pub(crate) async fn admit<'m>(
         return Err(Refusal::Denied);
     }
     let start = Instant::now();
-    let app = match connect_marked(&pod.netns, target, mesh.settings.connect_timeout).await {
+    let from = pod
+        .client_address
+        .then_some((peer.ip(), &*mesh.client_legs));
+    let app = match connect_app(&pod.netns, from, target, mesh.settings.connect_timeout).await {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(%target, error = %e, "connecting to the application failed");
@@ -385,7 +388,10 @@ async fn plaintext_connection(
         return Err("plaintext_denied");
     }
     let start = Instant::now();
-    let app = match connect_marked(&pod.netns, target, mesh.settings.connect_timeout).await {
+    let from = pod
+        .client_address
+        .then_some((peer.ip(), &*mesh.client_legs));
+    let app = match connect_app(&pod.netns, from, target, mesh.settings.connect_timeout).await {
         Ok(s) => s,
         Err(_) => {
             labels.response_flags = "UF";

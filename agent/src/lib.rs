@@ -116,6 +116,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         local: mesh::LocalPods::default(),
         open: mesh::OpenConnections::default(),
         same_node_fast_path: config.same_node_fast_path,
+        client_address: config.client_address,
+        client_legs: capture.client_legs(),
     });
     // Each configuration becomes the data path's view; connections it denies close.
     let view_task = config_rx.clone().map(|mut rx| {

@@ -39,6 +39,11 @@ pub struct Mesh {
     /// Connections between two pods of this node skip the tunnel (see
     /// [`crate::inbound::local_connection`]).
     pub same_node_fast_path: bool,
+    /// Legs to applications leave from the client's address (see
+    /// [`crate::netns::client_address`]).
+    pub client_address: bool,
+    /// Where those legs are announced while they connect.
+    pub client_legs: Arc<crate::ebpf::ClientLegs>,
     /// Connections accepted and not yet ended (a drain waits for none).
     pub open: OpenConnections,
 }
@@ -138,6 +143,8 @@ pub struct Pod {
     pub identity: Option<Identity>,
     /// The addresses of the pod's interfaces.
     pub addresses: Vec<IpAddr>,
+    /// The namespace is set up for legs from the client's address.
+    pub client_address: bool,
 }
 
 impl Pod {

@@ -19,6 +19,8 @@ use std::{
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::oneshot;
 
+pub mod client_address;
+
 /// `NS_GET_NSTYPE` from `<linux/nsfs.h>`: `_IO(0xb7, 0x3)`.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 /// `SO_NETNS_COOKIE` from `<asm-generic/socket.h>` (Linux 5.14).
@@ -116,6 +118,11 @@ enum Request {
     Addresses {
         reply: oneshot::Sender<io::Result<Vec<IpAddr>>>,
     },
+    /// Installs (`true`) or removes the routing of [`client_address`].
+    ClientAddress {
+        install: bool,
+        reply: oneshot::Sender<io::Result<()>>,
+    },
 }
 
 /// A handle on an entered network namespace: creates sockets inside it.
@@ -192,6 +199,25 @@ impl Netns {
     /// link-local ones: the pod's own addresses.
     pub async fn addresses(&self) -> Result<Vec<IpAddr>, Error> {
         self.ask(|reply| Request::Addresses { reply }).await
+    }
+
+    /// Sets the namespace up so that the agent's legs to the application can leave
+    /// from the client's address (see [`client_address`]).
+    pub async fn install_client_address(&self) -> Result<(), Error> {
+        self.ask(|reply| Request::ClientAddress {
+            install: true,
+            reply,
+        })
+        .await
+    }
+
+    /// Undoes [`Netns::install_client_address`].
+    pub async fn remove_client_address(&self) -> Result<(), Error> {
+        self.ask(|reply| Request::ClientAddress {
+            install: false,
+            reply,
+        })
+        .await
     }
 
     /// Sends a request to the namespace's worker thread and waits for its answer.
@@ -291,6 +317,13 @@ fn worker(
             Request::Addresses { reply } => {
                 let _ = reply.send(interface_addresses());
             }
+            Request::ClientAddress { install, reply } => {
+                let _ = reply.send(if install {
+                    client_address::install()
+                } else {
+                    client_address::remove()
+                });
+            }
         }
     }
     tracing::debug!(netns = %path.display(), "netns worker stopped");
@@ -363,6 +396,45 @@ pub async fn connect_marked(
     let socket = netns.socket(domain).await?;
     socket.set_mark(agent_common::AGENT_SOCKET_MARK)?;
     socket.set_tcp_nodelay(true)?;
+    let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
+    match tokio::time::timeout(timeout, socket.connect(dst)).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(ConnectError::Timeout),
+    }
+}
+
+/// The agent's leg to the application at `dst`, from inside `netns`: from the
+/// client's address when `client` gives one of `dst`'s family (the namespace set up
+/// with [`Netns::install_client_address`]), announced in `CLIENT_LEGS` while it
+/// connects so that the inbound capture lets it through; else like
+/// [`connect_marked`].
+pub async fn connect_app(
+    netns: &Netns,
+    client: Option<(IpAddr, &crate::ebpf::ClientLegs)>,
+    dst: std::net::SocketAddr,
+    timeout: std::time::Duration,
+) -> Result<tokio::net::TcpStream, ConnectError> {
+    let client = client
+        .map(|(ip, legs)| (ip.to_canonical(), legs))
+        .filter(|(ip, _)| {
+            ip.is_ipv4() == dst.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified()
+        });
+    let Some((client, legs)) = client else {
+        return connect_marked(netns, dst, timeout).await;
+    };
+    let domain = if dst.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let socket = netns.socket(domain).await?;
+    client_address::bind_as(&socket, client)?;
+    socket.set_tcp_nodelay(true)?;
+    let bound = socket
+        .local_addr()?
+        .as_socket()
+        .ok_or_else(|| io::Error::other("a bound socket without an address"))?;
+    let _leg = legs.begin(bound, dst)?;
     let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
     match tokio::time::timeout(timeout, socket.connect(dst)).await {
         Ok(r) => Ok(r?),

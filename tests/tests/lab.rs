@@ -197,9 +197,9 @@ fn default_lab_connects_every_pod_and_captures_the_enrolled_ones() {
         assert_eq!(s["enrolled_namespaces"], enrolled, "{}: {s}", node.name);
     }
 
-    // The HTTP endpoint answers with the pod's name. Outside the mesh, the agent's
-    // upstream leaves from the client pod's own address; inside, the tunnel ends in
-    // the server pod and the agent's last leg comes from the server pod's address.
+    // The HTTP endpoint answers with the pod's name, and sees the client pod's
+    // address as the peer: outside the mesh the agent's upstream leaves from it, and
+    // inside the tunnel's last leg leaves from it too (a transparent socket).
     let client = state.pods.iter().find(|p| p.pod.enrolled).unwrap();
     for server in apps.iter().filter(|p| p.pod.node != client.pod.node) {
         let out = ok(&[
@@ -214,16 +214,10 @@ fn default_lab_connects_every_pod_and_captures_the_enrolled_ones() {
         ]);
         let v: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(v["pod"], server.pod.name.as_str(), "{v}");
-        let seen_from = if server.pod.enrolled {
-            server.ip
-        } else {
-            client.ip
-        };
-        assert!(
-            v["client"]
-                .as_str()
-                .unwrap()
-                .contains(&seen_from.to_string()),
+        let seen: std::net::SocketAddr = v["client"].as_str().unwrap().parse().unwrap();
+        assert_eq!(
+            seen.ip().to_canonical(),
+            std::net::IpAddr::V4(client.ip),
             "{} → {}: {v}",
             client.pod.key(),
             server.pod.key()

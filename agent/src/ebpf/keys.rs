@@ -7,10 +7,15 @@ use agent_common::{InboundKey, OriginalDst, SockAddr, SocketKey};
 
 pub(super) fn inbound_key(addr: std::net::IpAddr) -> InboundKey {
     InboundKey {
-        addr: match addr {
-            std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-            std::net::IpAddr::V6(a) => a.octets(),
-        },
+        addr: addr_bytes(addr),
+    }
+}
+
+/// An address in the maps' 16-byte form (IPv4 mapped).
+pub(super) fn addr_bytes(addr: std::net::IpAddr) -> [u8; 16] {
+    match addr {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
     }
 }
 

@@ -90,6 +90,10 @@ pub fn daemon_set(v: &Values) -> DaemonSet {
             env_var("WEFT_STATE_DIR", "/var/lib/weft/agent"),
             env_var("WEFT_ADMIN_SOCKET", AGENT_SOCKET),
             env_var("WEFT_SOCKMAP", if v.agent.sockmap { "on" } else { "off" }),
+            env_var(
+                "WEFT_CLIENT_ADDRESS",
+                if v.agent.client_address { "on" } else { "off" },
+            ),
             env_var("WEFT_LOG_FORMAT", &v.log_format),
         ]),
         // No declared ports: on the host network each would be a host port, and the

@@ -73,6 +73,9 @@ pub struct Agent {
     pub max_unavailable: String,
     /// Same-node acceleration with sockmap (`WEFT_SOCKMAP`).
     pub sockmap: bool,
+    /// Applications see the original client's address as the peer of a mesh
+    /// connection (`WEFT_CLIENT_ADDRESS`).
+    pub client_address: bool,
     /// The node's CNI plugin folder, where `weft-cni` is installed (k3s and some
     /// distributions use other paths).
     pub cni_bin_dir: String,
@@ -129,6 +132,7 @@ impl Default for Agent {
             max_surge: "10%".into(),
             max_unavailable: "0".into(),
             sockmap: false,
+            client_address: true,
             cni_bin_dir: "/opt/cni/bin".into(),
             cni_conf_dir: "/etc/cni/net.d".into(),
         }
