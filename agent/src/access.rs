@@ -50,6 +50,7 @@ pub fn access_log(
         security = labels.connection_security_policy,
         decision = if decision.allowed { "allow" } else { "deny" },
         policy = %decision.reason,
+        version = decision.version,
         flags = labels.response_flags,
         sent,
         received,

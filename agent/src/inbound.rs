@@ -354,6 +354,7 @@ async fn plaintext_connection(
             allowed: false,
             reason: "PeerAuthentication STRICT".to_owned(),
             audited: Vec::new(),
+            version: view.config.version,
         };
         traffic.authorization(&labels, false);
         labels.response_flags = "DENIED";

@@ -126,6 +126,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             loop {
                 let config = Arc::clone(&rx.borrow_and_update());
                 let _ = view_tx.send(Arc::new(view::View::new(Arc::clone(&config))));
+                if tracing::enabled!(target: "weft::config", tracing::Level::DEBUG) {
+                    tracing::debug!(
+                        target: "weft::config",
+                        version = config.version,
+                        authorization = %view::authorization_summary(&config),
+                        "configuration in use"
+                    );
+                }
                 let revoked = mesh.tracker.revoke(&config);
                 if revoked > 0 {
                     tracing::info!(

@@ -216,6 +216,7 @@ pub fn authorize(
                     allowed: true,
                     reason: format!("waypoint {namespace}/{waypoint}"),
                     audited: decision.audited,
+                    version: config.version,
                 },
                 None => decision,
             }
@@ -224,6 +225,7 @@ pub fn authorize(
             allowed: false,
             reason: reason.to_owned(),
             audited: Vec::new(),
+            version: config.version,
         },
     }
 }

@@ -374,6 +374,7 @@ impl Outbound {
             allowed: labels.response_flags != "DENIED",
             reason: "-".to_owned(),
             audited: Vec::new(),
+            version: self.mesh.view().config.version,
         };
         crate::access::access_log(
             labels,

@@ -269,6 +269,20 @@ fn choose<'a>(
 }
 
 /// The random endpoint choice used on the data path.
+/// The authorization policies of `config` as `namespace/name=ACTION`, comma-separated
+/// (the `weft::config` debug line: which configuration denied what).
+pub fn authorization_summary(config: &Config) -> String {
+    config
+        .policies
+        .iter()
+        .filter_map(|((_, ns, name), p)| match p {
+            crate::discovery::Policy::Authorization(a) => Some(format!("{ns}/{name}={}", a.action)),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn random_pick(n: usize) -> usize {
     rand::random_range(0..n.max(1))
 }

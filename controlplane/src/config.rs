@@ -22,6 +22,10 @@ pub const STATE_DIR: &str = "WEFT_CP_STATE_DIR";
 pub const CONFIG_DIR: &str = "WEFT_CP_CONFIG_DIR";
 pub const LISTEN: &str = "WEFT_CP_LISTEN";
 pub const NODE_TOKENS: &str = "WEFT_CP_NODE_TOKENS";
+/// Local mode: how often the folder is looked at.
+pub const POLL: &str = "WEFT_CP_POLL";
+/// Local mode: how long a burst of changes settles before it is read and pushed.
+pub const SETTLE: &str = "WEFT_CP_SETTLE";
 pub const TRUST_DOMAIN: &str = "WEFT_TRUST_DOMAIN";
 pub const CERT_LIFETIME: &str = "WEFT_CERT_LIFETIME";
 pub const CERT_MAX_LIFETIME: &str = "WEFT_CERT_MAX_LIFETIME";
@@ -64,6 +68,11 @@ pub struct Local {
     pub config_dir: PathBuf,
     /// The node bootstrap tokens (a YAML map `node: token`).
     pub node_tokens: PathBuf,
+    /// How often the folder is looked at (`WEFT_CP_POLL`, 100 ms).
+    pub poll: Duration,
+    /// How long changes settle before they are read (`WEFT_CP_SETTLE`, 150 ms): the
+    /// changes of a burst become one push.
+    pub settle: Duration,
 }
 
 /// Kubernetes mode: the API server is found in-cluster or through a kubeconfig.
@@ -259,6 +268,8 @@ fn mode(source: &impl Source, state_dir: &Path) -> Result<Mode, Error> {
                 .get(NODE_TOKENS)
                 .map(PathBuf::from)
                 .unwrap_or_else(|| state_dir.join("node-tokens.yaml")),
+            poll: api::config::duration(source, POLL, Duration::from_millis(100))?,
+            settle: api::config::duration(source, SETTLE, Duration::from_millis(150))?,
         })),
         "kubernetes" => {
             if let Some(dir) = config_dir {
@@ -402,6 +413,8 @@ mod tests {
             Mode::Local(Local {
                 config_dir: "/etc/weft".into(),
                 node_tokens: "/var/lib/weft/node-tokens.yaml".into(),
+                poll: Duration::from_millis(100),
+                settle: Duration::from_millis(150),
             })
         );
         // Asked for by name, local mode needs its folder.

@@ -278,7 +278,7 @@ async fn launch(
             );
             let docs = source.reload();
             sinks.put_in_force(docs, source.problems());
-            tokio::spawn(follow_folder(source, sinks))
+            tokio::spawn(follow_folder(source, (local.poll, local.settle), sinks))
         }
         Runtime::Kubernetes(k, client) => {
             let mut watches = kubernetes::watch::Watches::start(client, &watch_settings);
@@ -442,10 +442,8 @@ async fn bind_metrics(
     }
 }
 
-/// How often the configuration folder is looked at, and how long a burst of changes (to
-/// files, or to Kubernetes objects) may settle before it is read: changes that come
-/// together become one push.
-const POLL: Duration = Duration::from_millis(100);
+/// How long a burst of changes to Kubernetes objects may settle before it is read:
+/// changes that come together become one push (local mode: `config::Local::settle`).
 const SETTLE: Duration = Duration::from_millis(150);
 
 /// What the control plane reports about its configuration: the version in force, the
@@ -509,12 +507,16 @@ impl Sinks {
 
 /// Follows the local configuration folder: after each change (once a burst of changes
 /// has settled) the good part of it is put in force.
-async fn follow_folder(mut source: source::LocalSource, sinks: Sinks) {
+async fn follow_folder(
+    mut source: source::LocalSource,
+    (poll, settle): (Duration, Duration),
+    sinks: Sinks,
+) {
     loop {
         while !source.changed() {
-            tokio::time::sleep(POLL).await;
+            tokio::time::sleep(poll).await;
         }
-        tokio::time::sleep(SETTLE).await;
+        tokio::time::sleep(settle).await;
         let docs = source.reload();
         sinks.put_in_force(docs, source.problems());
     }

@@ -55,6 +55,8 @@ pub struct Decision {
     pub reason: String,
     /// AUDIT policies that matched.
     pub audited: Vec<String>,
+    /// The version of the configuration the decision was made with (0: none).
+    pub version: u64,
 }
 
 impl Decision {
@@ -63,6 +65,7 @@ impl Decision {
             allowed: true,
             reason: reason.into(),
             audited,
+            version: 0,
         }
     }
 
@@ -71,6 +74,7 @@ impl Decision {
             allowed: false,
             reason: reason.into(),
             audited,
+            version: 0,
         }
     }
 }
@@ -208,13 +212,18 @@ pub fn authorize_in(
             }
         }
     }
-    if let Some(id) = deny {
-        return Decision::deny(id, audited);
-    }
-    match (allow_policies, allowed_by) {
-        (0, _) => Decision::allow("no policy", audited),
-        (_, Some(id)) => Decision::allow(id, audited),
-        (_, None) => Decision::deny("no ALLOW policy matched", audited),
+    let decision = if let Some(id) = deny {
+        Decision::deny(id, audited)
+    } else {
+        match (allow_policies, allowed_by) {
+            (0, _) => Decision::allow("no policy", audited),
+            (_, Some(id)) => Decision::allow(id, audited),
+            (_, None) => Decision::deny("no ALLOW policy matched", audited),
+        }
+    };
+    Decision {
+        version: config.version,
+        ..decision
     }
 }
 
