@@ -13,6 +13,7 @@ use std::{
 };
 
 pub mod calls;
+pub mod flood;
 pub mod lab;
 pub mod waypoint;
 pub mod wire;

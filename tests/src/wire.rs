@@ -429,17 +429,16 @@ pub fn one_stream(
 /// A blocking TLS client stream from rustls, for the raw HTTP/2 client.
 pub type TlsStream = rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream>;
 
-/// Connects with TLS 1.3 and ALPN h2 to `addr`, presenting `client` (certificate and
+/// A TLS 1.3 client configuration with ALPN h2, presenting `client` (certificate and
 /// key PEM) if given, and checking that the server is `server_identity` under
 /// `roots_pem`.
-pub fn tls_connect(
-    addr: std::net::SocketAddr,
+pub fn client_config(
     roots_pem: &str,
     trust_domain: &str,
     server_identity: &str,
     client: Option<(&str, &str)>,
-) -> io::Result<TlsStream> {
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject as _};
+) -> io::Result<Arc<rustls::ClientConfig>> {
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _};
     let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(roots_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(io::Error::other)?;
@@ -470,10 +469,24 @@ pub fn tls_connect(
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Connects with [`client_config`] to `addr`, completes the handshake and sends the
+/// HTTP/2 preface.
+pub fn tls_connect(
+    addr: std::net::SocketAddr,
+    roots_pem: &str,
+    trust_domain: &str,
+    server_identity: &str,
+    client: Option<(&str, &str)>,
+) -> io::Result<TlsStream> {
+    use rustls_pki_types::ServerName;
+    let config = client_config(roots_pem, trust_domain, server_identity, client)?;
     let tcp = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
     let name = ServerName::IpAddress(addr.ip().into());
-    let conn = rustls::ClientConnection::new(Arc::new(config), name).map_err(io::Error::other)?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(io::Error::other)?;
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     // Drive the handshake to completion, so that a refused client certificate shows up
     // here (TLS 1.3 reports it after the client's Finished, on the first read).
