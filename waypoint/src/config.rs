@@ -32,6 +32,9 @@ pub const GATEWAY_TLS_CERT: &str = "WEFT_GATEWAY_TLS_CERT";
 pub const GATEWAY_TLS_KEY: &str = "WEFT_GATEWAY_TLS_KEY";
 /// The whole waypoint's request rate limit, `<requests>/<interval>` (e.g. `1000/1s`).
 pub const RATE_LIMIT: &str = "WEFT_WAYPOINT_RATE_LIMIT";
+/// Client connections (tunnelled streams) the waypoint holds at once; more are
+/// answered 503 at once.
+pub const MAX_CONNECTIONS: &str = "WEFT_WAYPOINT_MAX_CONNECTIONS";
 
 /// The HTTP side's limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +94,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Requests per interval for the whole waypoint (a burst of as many).
     pub rate_limit: Option<(u32, Duration)>,
+    /// Client connections held at once (`WEFT_WAYPOINT_MAX_CONNECTIONS`, 10,000).
+    pub max_connections: usize,
     /// Gateway mode (a Gateway of class `weft-gateway`); `None`: a waypoint.
     pub gateway: Option<Gateway>,
 }
@@ -265,6 +270,7 @@ impl Config {
             drain_timeout: api::config::duration(source, DRAIN_TIMEOUT, Duration::from_secs(30))?,
             log_format: LogFormat::from_source(source)?,
             rate_limit: rate_limit(source)?,
+            max_connections: bounded(source, MAX_CONNECTIONS, 10_000, 1..=1_000_000)? as usize,
         })
     }
 }
@@ -358,6 +364,19 @@ mod tests {
         let c = config(&[(HTTP_HEADER_TIMEOUT, "2s"), (SERVICE_ACCOUNT, "wp")]).unwrap();
         assert_eq!(c.http.header_timeout, Duration::from_secs(2));
         assert_eq!(c.identity.service_account(), "wp");
+    }
+
+    #[test]
+    fn the_connection_limit() {
+        assert_eq!(config(&[]).unwrap().max_connections, 10_000);
+        assert_eq!(
+            config(&[(MAX_CONNECTIONS, "20")]).unwrap().max_connections,
+            20
+        );
+        for bad in ["0", "x", "-1"] {
+            let e = config(&[(MAX_CONNECTIONS, bad)]).unwrap_err();
+            assert!(e.to_string().contains(MAX_CONNECTIONS), "{e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! A tunnel's client and what it opened the tunnel for: who asks (for policies), the
 //! source half of every metric label set the tunnel's requests and streams get, and
-//! its requests in flight (for the idle timeout).
+//! its requests in flight (for the idle timeout and the header deadline).
 
 use std::{
     net::SocketAddr,
@@ -124,24 +124,73 @@ impl Downstream {
 pub struct Activity {
     active: AtomicUsize,
     since: Mutex<Instant>,
+    /// When the header section being awaited began: the connection's start, then the
+    /// first byte that came while no request was in flight; `None` while a request is
+    /// in flight or the connection waits idle for its next one.
+    head_since: Mutex<Option<Instant>>,
+    head_started: tokio::sync::Notify,
 }
 
 impl Activity {
     fn new() -> Self {
+        let now = Instant::now();
         Activity {
             active: AtomicUsize::new(0),
-            since: Mutex::new(Instant::now()),
+            since: Mutex::new(now),
+            head_since: Mutex::new(Some(now)),
+            head_started: tokio::sync::Notify::new(),
         }
     }
 
+    /// A request's header section is in: it runs.
+    /// (The request count changes under the `head_since` lock, so that a byte that
+    /// arrives as a request starts never opens a deadline over it.)
     pub fn started(&self) {
+        let mut head = self.head_since.lock().unwrap_or_else(|p| p.into_inner());
+        *head = None;
         self.active.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn ended(&self) {
-        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
-        *since = Instant::now();
-        self.active.fetch_sub(1, Ordering::AcqRel);
+        let mut head = self.head_since.lock().unwrap_or_else(|p| p.into_inner());
+        *self.since.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        if self.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Answered: the connection waits for its next request, idle.
+            *head = None;
+        }
+    }
+
+    /// Bytes came from the client. With no request in flight they begin the next
+    /// request's header section, and its deadline.
+    pub fn bytes_arrived(&self) {
+        let mut head = self.head_since.lock().unwrap_or_else(|p| p.into_inner());
+        if self.active.load(Ordering::Acquire) > 0 {
+            return;
+        }
+        if head.is_none() {
+            *head = Some(Instant::now());
+            self.head_started.notify_waiters();
+        }
+    }
+
+    /// Returns once a header section has been coming for longer than `timeout`. An idle
+    /// connection (its last answer sent, nothing new) has no such deadline: the idle
+    /// timeout is for it.
+    pub async fn head_overdue(&self, timeout: Duration) {
+        loop {
+            let started = self.head_started.notified();
+            let since = *self.head_since.lock().unwrap_or_else(|p| p.into_inner());
+            match since {
+                None => started.await,
+                Some(t) => {
+                    let wait = timeout.saturating_sub(t.elapsed());
+                    if wait.is_zero() {
+                        return;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
     }
 
     /// Returns once the connection has had no request in flight for `timeout`.
@@ -189,5 +238,45 @@ mod tests {
             took >= Duration::from_secs(35) && took < Duration::from_secs(41),
             "{took:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_header_deadline_runs_from_the_start_or_a_first_byte_never_while_idle() {
+        let a = Arc::new(Activity::new());
+        let t = Duration::from_secs(2);
+        let overdue = |a: &Arc<Activity>| {
+            let a = Arc::clone(a);
+            tokio::spawn(async move {
+                let start = Instant::now();
+                a.head_overdue(t).await;
+                start.elapsed()
+            })
+        };
+        // The first request must come within the timeout of the connection's start.
+        assert_eq!(overdue(&a).await.unwrap(), t);
+
+        // A request in flight, then answered: idle, with no deadline however long.
+        a.started();
+        let idle = overdue(&a);
+        a.bytes_arrived(); // its body
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        a.ended();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(!idle.is_finished());
+
+        // The next request's first byte starts the deadline.
+        a.bytes_arrived();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        a.bytes_arrived(); // more of the same header section: no new start
+        let took = idle.await.unwrap();
+        assert_eq!(took, Duration::from_secs(65) + t);
+
+        // A header section that completes in time clears it.
+        let a = Arc::new(Activity::new());
+        let waiting = overdue(&a);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        a.started();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(!waiting.is_finished());
     }
 }

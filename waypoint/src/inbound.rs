@@ -126,6 +126,9 @@ async fn stream(
         Target::Service { port, .. } => port.protocol,
         Target::Workload { .. } | Target::Gateway { .. } => Declared::Undeclared,
     };
+    // Over the connection limit the stream is still taken, so that an HTTP client gets
+    // its 503 at once (a refused CONNECT would reach it as a reset).
+    let permit = Arc::clone(&waypoint.connections).try_acquire_owned().ok();
     let mut reply = reply;
     let mut ok = Response::new(());
     *ok.status_mut() = StatusCode::OK;
@@ -140,22 +143,33 @@ async fn stream(
     let detected = match declared {
         Declared::Tcp => Ok((Protocol::Opaque, Bytes::new())),
         Declared::Undeclared => detect::detect(&mut io, Some(timeout)).await,
-        // Declared HTTP: whatever comes is parsed as HTTP (and refused when it is not).
-        Declared::Http | Declared::Http2 | Declared::Grpc => detect::detect(&mut io, None)
-            .await
-            .map(|(p, read)| match p {
-                Protocol::Opaque => (Protocol::Http1, read),
-                p => (p, read),
-            }),
+        // Declared HTTP: whatever comes is parsed as HTTP (and refused when it is not);
+        // nothing at all within the header timeout closes the stream there.
+        Declared::Http | Declared::Http2 | Declared::Grpc => {
+            detect::detect(&mut io, Some(waypoint.settings.http.header_timeout))
+                .await
+                .map(|(p, read)| match p {
+                    Protocol::Opaque => (Protocol::Http1, read),
+                    p => (p, read),
+                })
+        }
     };
-    match detected {
-        Ok((Protocol::Opaque, read)) => {
+    match (detected, permit) {
+        (Ok((protocol, read)), None) => {
+            metrics.refused("overloaded");
+            if protocol != Protocol::Opaque {
+                crate::http::refuse(&waypoint, &down, protocol, Rewind::new(read, io)).await;
+            }
+        }
+        (Ok((Protocol::Opaque, read)), Some(_permit)) => {
             crate::tcp::pass(&waypoint, &down, Rewind::new(read, io)).await
         }
-        Ok((protocol, read)) => {
+        (Ok((protocol, read)), Some(_permit)) => {
             crate::http::serve(&waypoint, down, protocol, Rewind::new(read, io)).await
         }
-        Err(e) => tracing::debug!(error = %e, "the stream ended before its protocol was known"),
+        (Err(e), _) => {
+            tracing::debug!(error = %e, "the stream ended before its protocol was known")
+        }
     }
     metrics.tunnels_active.dec();
 }

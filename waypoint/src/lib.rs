@@ -13,6 +13,7 @@
 //! for clients outside the mesh, routed by the Gateway's HTTPRoutes.
 
 pub mod access;
+pub mod arrivals;
 pub mod attempt;
 pub mod authorize;
 pub mod backend;
@@ -74,6 +75,8 @@ pub struct Waypoint {
     pub rate_limit: Option<ratelimit::TokenBucket>,
     /// The rules' rate limits.
     pub buckets: ratelimit::Buckets,
+    /// One permit per client connection held (`Config::max_connections`).
+    pub connections: Arc<tokio::sync::Semaphore>,
     pub metrics: Arc<Metrics>,
     pub exporter: Option<otlp::Exporter>,
     /// Turns `true` when the waypoint starts draining.
@@ -177,6 +180,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .rate_limit
             .map(|(n, every)| ratelimit::TokenBucket::new(n, every, n)),
         buckets: ratelimit::Buckets::default(),
+        connections: Arc::new(tokio::sync::Semaphore::new(config.max_connections)),
         metrics: Arc::clone(&metrics),
         exporter,
         drain: drain_rx,

@@ -30,7 +30,7 @@ use crate::{
     view::{Destination, Target, View},
 };
 
-fn is_grpc(req: &Request<Incoming>) -> bool {
+pub(crate) fn is_grpc(req: &Request<Incoming>) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -38,6 +38,9 @@ pub enum Reply {
         status: StatusCode,
         location: String,
     },
+    /// The waypoint holds as many client connections as it may
+    /// (`WEFT_WAYPOINT_MAX_CONNECTIONS`); this one is refused at once.
+    Overloaded,
 }
 
 impl Reply {
@@ -67,6 +70,7 @@ impl Reply {
             Reply::FaultAbort(Abort::Grpc(_)) => StatusCode::OK,
             Reply::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Reply::Redirect { status, .. } => *status,
+            Reply::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -85,6 +89,7 @@ impl Reply {
             Reply::FaultAbort(_) => "FI",
             Reply::RateLimited { .. } => "RL",
             Reply::Redirect { .. } => "-",
+            Reply::Overloaded => "LO",
         }
     }
 
@@ -104,6 +109,7 @@ impl Reply {
             Reply::FaultAbort(_) => "fault_abort",
             Reply::RateLimited { .. } => "rate_limited",
             Reply::Redirect { .. } => "redirect",
+            Reply::Overloaded => "overloaded",
         }
     }
 
@@ -131,6 +137,7 @@ impl Reply {
             Reply::FaultAbort(_) => "fault filter abort".to_owned(),
             Reply::RateLimited { .. } => "local rate limited".to_owned(),
             Reply::Redirect { .. } => String::new(),
+            Reply::Overloaded => "overloaded: the waypoint's connection limit".to_owned(),
         }
     }
 
@@ -187,6 +194,11 @@ impl Reply {
         if let Reply::RateLimited { retry_after } = self {
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+        }
+        if let Reply::Overloaded = self {
+            let h = r.headers_mut();
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         r.headers_mut()
             .insert("x-weft-reply", HeaderValue::from_static(self.reason()));
