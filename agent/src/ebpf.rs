@@ -57,33 +57,7 @@ pub use legs::{ClientLegs, Leg};
 
 use keys::inbound_key;
 pub use keys::{original_dst_addr, socket_key};
-use pins::{adopt_or_attach, ensure_bpffs, pin_program};
-
-const MAPS: [&str; 13] = [
-    map_names::ENROLLED_NETNS,
-    map_names::EXCLUDED_PORTS,
-    map_names::ORIGINAL_DST_BY_COOKIE,
-    map_names::ORIGINAL_DST_BY_SOCKET,
-    map_names::DECISIONS,
-    map_names::INBOUND_ADDRS,
-    map_names::INBOUND_LISTENERS,
-    map_names::LOCAL_SOCKETS,
-    map_names::LOCAL_FALLBACK,
-    map_names::LOCAL_BUDGET,
-    map_names::SETTINGS,
-    map_names::DNS_ORIGINAL,
-    map_names::DNS_UPSTREAM,
-];
-
-const PROGRAMS: [&str; 7] = [
-    prog_names::CONNECT4,
-    prog_names::CONNECT6,
-    prog_names::SOCKOPS,
-    prog_names::SENDMSG4,
-    prog_names::SENDMSG6,
-    prog_names::RECVMSG4,
-    prog_names::RECVMSG6,
-];
+use pins::{MAPS, PROGRAMS, adopt_or_attach, ensure_bpffs, pin_program};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

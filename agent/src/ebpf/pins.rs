@@ -1,14 +1,47 @@
-//! Pins and links: adopting a pinned link, replacing one that runs other code, pinning
-//! programs, and the bpffs they live on.
+//! Pins and links: what is pinned, adopting a pinned link, replacing one that runs
+//! other code, pinning programs, and the bpffs they live on.
 
 use std::{io, path::Path};
 
+use agent_common::{maps as map_names, programs as prog_names};
 use aya::programs::{
     links::{FdLink, PinnedLink},
     loaded_programs,
 };
 
 use super::{Attachment, Error};
+
+/// Every map of the object. Each is pinned, so that a restarted or upgraded agent
+/// shares it with the programs it adopts: an adopted program keeps the maps it was
+/// loaded with, and a map the new agent created afresh would be one those programs
+/// never read.
+pub(super) const MAPS: [&str; 14] = [
+    map_names::ENROLLED_NETNS,
+    map_names::EXCLUDED_PORTS,
+    map_names::ORIGINAL_DST_BY_COOKIE,
+    map_names::ORIGINAL_DST_BY_SOCKET,
+    map_names::DECISIONS,
+    map_names::INBOUND_ADDRS,
+    map_names::INBOUND_LISTENERS,
+    map_names::CLIENT_LEGS,
+    map_names::LOCAL_SOCKETS,
+    map_names::LOCAL_FALLBACK,
+    map_names::LOCAL_BUDGET,
+    map_names::SETTINGS,
+    map_names::DNS_ORIGINAL,
+    map_names::DNS_UPSTREAM,
+];
+
+/// The programs attached to the cgroup as pinned links.
+pub(super) const PROGRAMS: [&str; 7] = [
+    prog_names::CONNECT4,
+    prog_names::CONNECT6,
+    prog_names::SOCKOPS,
+    prog_names::SENDMSG4,
+    prog_names::SENDMSG6,
+    prog_names::RECVMSG4,
+    prog_names::RECVMSG6,
+];
 
 fn program_tag(id: u32) -> Option<u64> {
     loaded_programs()
@@ -116,4 +149,26 @@ pub(super) fn ensure_bpffs(path: &Path) -> Result<(), Error> {
     }
     tracing::info!(path = %path.display(), "mounted bpffs");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::MAPS;
+
+    /// A map left out of [`MAPS`] breaks upgrades without a sign at load time: the
+    /// adopted programs read their own copy while the new agent writes another.
+    #[test]
+    fn every_map_of_the_object_is_pinned() {
+        let object = aya_obj::Object::parse(super::super::OBJECT).expect("the embedded object");
+        let in_object: BTreeSet<&str> = object
+            .maps
+            .keys()
+            .map(String::as_str)
+            .filter(|name| !name.starts_with('.'))
+            .collect();
+        let pinned: BTreeSet<&str> = MAPS.into_iter().collect();
+        assert_eq!(in_object, pinned);
+    }
 }
