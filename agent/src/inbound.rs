@@ -248,23 +248,24 @@ pub(crate) async fn admit<'m>(
     let from = pod
         .client_address
         .then_some((peer.ip(), &*mesh.client_legs));
-    let app = match connect_app(&pod.netns, from, target, mesh.settings.connect_timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(%target, error = %e, "connecting to the application failed");
-            traffic.failure(Reporter::Destination, "upstream_connect");
-            labels.response_flags = "UF";
-            access_log(
-                &labels,
-                (peer, target, original),
-                &decision,
-                0,
-                0,
-                start.elapsed(),
-            );
-            return Err(Refusal::Upstream);
-        }
-    };
+    let (app, leg) =
+        match connect_app(&pod.netns, from, target, mesh.settings.connect_timeout).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%target, error = %e, "connecting to the application failed");
+                traffic.failure(Reporter::Destination, "upstream_connect");
+                labels.response_flags = "UF";
+                access_log(
+                    &labels,
+                    (peer, target, original),
+                    &decision,
+                    0,
+                    0,
+                    start.elapsed(),
+                );
+                return Err(Refusal::Upstream);
+            }
+        };
     Ok(Admitted {
         original: original.map(str::to_owned),
         mesh,
@@ -272,6 +273,7 @@ pub(crate) async fn admit<'m>(
         client: client.clone(),
         labels,
         app,
+        _leg: leg,
         addrs: (peer, target),
         decision,
         start,
@@ -285,6 +287,8 @@ pub(crate) struct Admitted<'m> {
     client: Identity,
     labels: ConnectionLabels,
     app: TcpStream,
+    /// Open while the connection is: the application side left from the client's address.
+    _leg: Option<crate::ebpf::Leg<'m>>,
     addrs: (SocketAddr, SocketAddr),
     decision: policy::Decision,
     start: Instant,
@@ -349,6 +353,13 @@ async fn plaintext_connection(
         reset_on_close(&tcp);
         drop(tcp);
     };
+    if mesh.client_legs.is_open(peer, target) {
+        // The agent's own leg to the application, captured back to it: carrying it
+        // again would loop until the agent ran out of sockets.
+        tracing::error!(%peer, %target, "a leg of this agent to an application came back to its own listener; refused (CLIENT_LEGS is not the map the inbound capture reads)");
+        refuse(tcp);
+        return Err("own_leg");
+    }
     if mesh::peer_mode(&view.config, pod) == policy::PeerMode::Strict {
         let decision = policy::Decision {
             allowed: false,
@@ -392,22 +403,23 @@ async fn plaintext_connection(
     let from = pod
         .client_address
         .then_some((peer.ip(), &*mesh.client_legs));
-    let app = match connect_app(&pod.netns, from, target, mesh.settings.connect_timeout).await {
-        Ok(s) => s,
-        Err(_) => {
-            labels.response_flags = "UF";
-            access_log(
-                &labels,
-                (peer, target, None),
-                &decision,
-                0,
-                0,
-                start.elapsed(),
-            );
-            refuse(tcp);
-            return Err("upstream_connect");
-        }
-    };
+    let (app, _leg) =
+        match connect_app(&pod.netns, from, target, mesh.settings.connect_timeout).await {
+            Ok(s) => s,
+            Err(_) => {
+                labels.response_flags = "UF";
+                access_log(
+                    &labels,
+                    (peer, target, None),
+                    &decision,
+                    0,
+                    0,
+                    start.elapsed(),
+                );
+                refuse(tcp);
+                return Err("upstream_connect");
+            }
+        };
     let _ = tcp.set_nodelay(true);
     traffic.opened.get_or_create(&labels).inc();
     let (_guard, revoked) = mesh

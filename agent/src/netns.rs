@@ -406,21 +406,22 @@ pub async fn connect_marked(
 /// The agent's leg to the application at `dst`, from inside `netns`: from the
 /// client's address when `client` gives one of `dst`'s family (the namespace set up
 /// with [`Netns::install_client_address`]), announced in `CLIENT_LEGS` while it
-/// connects so that the inbound capture lets it through; else like
+/// connects so that the inbound capture lets it through, and returned with the
+/// [`Leg`](crate::ebpf::Leg) to keep while the connection is open; else like
 /// [`connect_marked`].
-pub async fn connect_app(
+pub async fn connect_app<'l>(
     netns: &Netns,
-    client: Option<(IpAddr, &crate::ebpf::ClientLegs)>,
+    client: Option<(IpAddr, &'l crate::ebpf::ClientLegs)>,
     dst: std::net::SocketAddr,
     timeout: std::time::Duration,
-) -> Result<tokio::net::TcpStream, ConnectError> {
+) -> Result<(tokio::net::TcpStream, Option<crate::ebpf::Leg<'l>>), ConnectError> {
     let client = client
         .map(|(ip, legs)| (ip.to_canonical(), legs))
         .filter(|(ip, _)| {
             ip.is_ipv4() == dst.is_ipv4() && !ip.is_loopback() && !ip.is_unspecified()
         });
     let Some((client, legs)) = client else {
-        return connect_marked(netns, dst, timeout).await;
+        return Ok((connect_marked(netns, dst, timeout).await?, None));
     };
     let domain = if dst.is_ipv4() {
         Domain::IPV4
@@ -434,12 +435,14 @@ pub async fn connect_app(
         .local_addr()?
         .as_socket()
         .ok_or_else(|| io::Error::other("a bound socket without an address"))?;
-    let _leg = legs.begin(bound, dst)?;
+    let mut leg = legs.begin(bound, dst)?;
     let socket = tokio::net::TcpSocket::from_std_stream(socket.into());
-    match tokio::time::timeout(timeout, socket.connect(dst)).await {
-        Ok(r) => Ok(r?),
-        Err(_) => Err(ConnectError::Timeout),
-    }
+    let stream = match tokio::time::timeout(timeout, socket.connect(dst)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(ConnectError::Timeout),
+    };
+    leg.connected();
+    Ok((stream, Some(leg)))
 }
 
 /// [`connect_marked`] to a peer agent's HBONE port, trying again while it is refused,

@@ -1,7 +1,9 @@
 //! The destination application sees the original client's address as the peer of a
 //! connection that came through the mesh — across nodes both ways, on the same node,
 //! and for a plaintext client outside the mesh steered in by the agent — while the
-//! bytes arrive intact and the pods' own connections are unaffected. Root, on the lab.
+//! bytes arrive intact and the pods' own connections are unaffected; and a leg the
+//! kernel's programs fail to let through is refused by the agent, not looped. Root, on
+//! the lab.
 
 use std::process::Command;
 
@@ -148,4 +150,53 @@ fn applications_see_the_original_client_address() {
         &["-4", "route", "show", "table", &TABLE.to_string()],
     );
     assert!(table.trim().is_empty(), "{table}");
+}
+
+/// The pinned `CLIENT_LEGS` of a lab node's agent.
+fn client_legs_pin(node: &str) -> std::path::PathBuf {
+    let dir = std::fs::read_dir("/sys/fs/bpf/weft")
+        .unwrap()
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().ends_with(node))
+        .unwrap_or_else(|| panic!("no pins of {node}"))
+        .path();
+    dir.join("maps").join(agent_common::maps::CLIENT_LEGS)
+}
+
+#[test]
+fn a_leg_captured_back_to_its_agent_is_refused_not_carried_again() {
+    let mut lab = Lab::up(TOPOLOGY, &[], &[]);
+    let to = sa(lab.ip("shop/server-2"), 7000);
+    lab.echo_ok("shop/caller-1", to, 1000, &[]);
+
+    // An upgrade whose agent cannot find the pinned map makes one afresh, which the
+    // adopted inbound capture never reads: the agent's legs from the client's address
+    // are captured back into its own plaintext listener.
+    let pin = client_legs_pin("node-2");
+    std::fs::remove_file(&pin).unwrap();
+    let out = tests::weftctl(&["lab", "upgrade-agent", "node-2"]);
+    assert!(out.status.success(), "{out:?}");
+    lab.reload();
+    assert!(pin.exists(), "the new agent pinned no CLIENT_LEGS");
+
+    for _ in 0..5 {
+        // The client's tunnel ends at once: an error, or an end before the echo.
+        let r = lab.echo("shop/caller-1", to, 1000, &["--timeout-secs", "3"]);
+        let echoed = r
+            .as_ref()
+            .is_ok_and(|v| v["received"].as_u64() == Some(1000));
+        assert!(
+            !echoed,
+            "the call went through a map sk_lookup never reads: {r:?}"
+        );
+    }
+    // Each came back once and was refused; nothing was carried again.
+    let log = lab.agent_log("node-2");
+    let refused = log.matches("came back to its own listener").count();
+    assert!((5..=10).contains(&refused), "{refused} refusals:\n{log}");
+    let pid = lab.agent("node-2").pid;
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    assert!(fds < 200, "the agent holds {fds} descriptors");
 }
