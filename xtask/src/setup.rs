@@ -8,16 +8,18 @@ use crate::{is_root, step, workspace_root};
 
 /// Debian packages the project uses: `protoc` for the gRPC protocol, `ip` and `nsenter`
 /// for namespaces, `bpftool` to inspect attachments in tests, the CNI reference plugins
-/// for the lab; for benchmarks iperf3, wrk and h2load (load), nginx and HAProxy (the
-/// reverse proxies the waypoint is measured against); Prometheus for the lab's
+/// for the lab; for benchmarks iperf3, wrk and h2load (load), sockperf (a second opinion
+/// on round-trip latency), nginx and HAProxy (the reverse proxies the waypoint is
+/// measured against); Prometheus for the lab's
 /// observability (`weftctl lab up --observability`).
-const PACKAGES: [(&str, &str); 14] = [
+const PACKAGES: [(&str, &str); 15] = [
     ("protobuf-compiler", "/usr/bin/protoc"),
     ("iproute2", "/usr/sbin/ip"),
     ("util-linux", "/usr/bin/nsenter"),
     ("bpftool", "/usr/sbin/bpftool"),
     ("containernetworking-plugins", "/usr/lib/cni/bridge"),
     ("iperf3", "/usr/bin/iperf3"),
+    ("sockperf", "/usr/bin/sockperf"),
     ("wrk", "/usr/bin/wrk"),
     ("nghttp2-client", "/usr/bin/h2load"),
     ("nginx-light", "/usr/sbin/nginx"),

@@ -26,7 +26,11 @@ use anyhow::{Context as _, bail};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{LabGuard, format_number, run_within, tune_namespaces};
+use super::{
+    procs::run_within,
+    run::{LabGuard, tune_namespaces},
+    store::{Target, format_number, median, ratio},
+};
 use crate::lab::{PodState, Progress, RUN_DIR, State, in_pod, netns_path};
 
 pub const WAYPOINT_CLIENT: &str = "shop/frontend-1";
@@ -104,7 +108,7 @@ pub struct Series {
 pub struct Results {
     pub series: Vec<Series>,
     /// The goal: per core at least nginx's requests/s, p99 at most nginx's.
-    pub goals: Vec<super::Target>,
+    pub goals: Vec<Target>,
 }
 
 impl Results {
@@ -130,23 +134,23 @@ impl Results {
             .series
             .iter()
             .find(|s| s.scenario == scenario && s.proxy == proxy && s.metric == metric)?;
-        super::median(&s.samples)
+        median(&s.samples)
     }
 
     fn set_goals(&mut self) {
         let ratio = |metric: &str| {
-            super::ratio(
+            ratio(
                 self.median(CLOSED, Proxy::Waypoint, metric),
                 self.median(CLOSED, Proxy::Nginx, metric),
             )
         };
         self.goals = vec![
-            super::Target::at_least(
+            Target::at_least(
                 "waypoint / nginx requests/s per core (HTTP/1.1, closed loop)".to_owned(),
                 ratio(PER_CORE),
                 1.0,
             ),
-            super::Target::at_most(
+            Target::at_most(
                 "waypoint / nginx p99 (HTTP/1.1, closed loop)".to_owned(),
                 ratio("p99"),
                 1.0,

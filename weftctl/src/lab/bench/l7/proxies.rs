@@ -8,7 +8,7 @@ use anyhow::{Context as _, bail};
 use super::{BACKENDS, BODY_BYTES, HAPROXY_H1, HAPROXY_H2, NGINX_H1, NGINX_H2, PROXY_POD};
 use crate::lab::{
     Progress, RUN_DIR, State,
-    bench::{Running, clock_ticks_per_second, cpu_ticks, listening, vm_rss_kib},
+    bench::procs::{Running, clock_ticks_per_second, cpu_ticks, listening, vm_rss_kib},
     in_pod, netns_path,
 };
 
