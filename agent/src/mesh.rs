@@ -37,7 +37,7 @@ pub struct Mesh {
     /// The pods on this node that take HBONE (enrolled, with an identity), by address.
     pub local: LocalPods,
     /// Connections between two pods of this node skip the tunnel (see
-    /// [`crate::inbound::local_connection`]).
+    /// `inbound::local_connection`).
     pub same_node_fast_path: bool,
     /// Legs to applications leave from the client's address (see
     /// [`crate::netns::client_address`]).

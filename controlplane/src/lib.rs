@@ -10,6 +10,7 @@ pub mod auth;
 pub mod ca;
 pub mod config;
 pub mod distribution;
+pub mod endpoints;
 pub mod graph;
 #[cfg(test)]
 mod kube_mock;
@@ -345,13 +346,13 @@ async fn launch(
                 hub: Arc::clone(&hub),
                 prometheus: config.prometheus.clone(),
             });
-            let status: metrics::StatusFn = Arc::new(move || {
+            let status: endpoints::StatusFn = Arc::new(move || {
                 let problems = problems.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 status_json(&hub, &problems)
             });
             (
                 Some(addr),
-                Some(tokio::spawn(metrics::serve(
+                Some(tokio::spawn(endpoints::serve(
                     listener, registry, status, graph,
                 ))),
             )
