@@ -308,6 +308,18 @@ enum Lab {
         /// against nginx and HAProxy).
         #[arg(long, value_enum, value_delimiter = ',', default_value = "l4,l7")]
         suites: Vec<weftctl::lab::bench::Suite>,
+        /// The L4 scenarios, comma-separated.
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "throughput,rr,connrate,concurrency"
+        )]
+        scenarios: Vec<weftctl::lab::bench::Scenario>,
+        /// Record the agents with perf during each scenario of the mesh modes: reports
+        /// and flame graphs in OUT/profile/.
+        #[arg(long)]
+        profile: bool,
     },
 }
 
@@ -497,11 +509,15 @@ fn main() -> anyhow::Result<()> {
             out,
             modes,
             suites,
+            scenarios,
+            profile,
         }) => weftctl::lab::bench::run(&weftctl::lab::bench::Options {
             quick,
             out,
             modes,
             suites,
+            scenarios,
+            profile,
         }),
     }
 }

@@ -40,7 +40,7 @@ pub fn run(quick: bool) -> anyhow::Result<()> {
 
 /// Where cargo puts the binaries: `CARGO_TARGET_DIR` (relative to the workspace, where
 /// [`cargo`] runs) or `target/`.
-fn target_dir() -> PathBuf {
+pub fn target_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => workspace_root().join(dir),
         None => workspace_root().join("target"),

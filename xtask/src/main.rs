@@ -1,6 +1,7 @@
 //! `cargo xtask …`: set-up, test and run tasks for Weft.
 
 mod bench;
+mod profile;
 mod setup;
 mod test;
 
@@ -38,6 +39,13 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
+    /// Set up, build the release binaries, and run one L4 scenario of the benchmark
+    /// in the mesh with the agents under `perf` (as root): the top symbols and a flame
+    /// graph per topology in target/profile/<scenario>/profile/.
+    Profile {
+        /// throughput, rr, connrate or concurrency.
+        scenario: String,
+    },
     /// Set up, build, and run `weftctl lab …` (as root): `cargo xtask lab up` runs the
     /// mesh on this machine.
     Lab {
@@ -51,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::run(),
         Task::Test { args } => test::run(&args),
         Task::Bench { quick } => bench::run(quick),
+        Task::Profile { scenario } => profile::run(&scenario),
         Task::Lab { args } => {
             setup::run()?;
             cargo(&["build", "--workspace", "--bins"])?;

@@ -10,9 +10,9 @@ use crate::{is_root, step, workspace_root};
 /// for namespaces, `bpftool` to inspect attachments in tests, the CNI reference plugins
 /// for the lab; for benchmarks iperf3, wrk and h2load (load), sockperf (a second opinion
 /// on round-trip latency), nginx and HAProxy (the reverse proxies the waypoint is
-/// measured against); Prometheus for the lab's
+/// measured against), perf (`cargo xtask profile`); Prometheus for the lab's
 /// observability (`weftctl lab up --observability`).
-const PACKAGES: [(&str, &str); 15] = [
+const PACKAGES: [(&str, &str); 16] = [
     ("protobuf-compiler", "/usr/bin/protoc"),
     ("iproute2", "/usr/sbin/ip"),
     ("util-linux", "/usr/bin/nsenter"),
@@ -20,6 +20,7 @@ const PACKAGES: [(&str, &str); 15] = [
     ("containernetworking-plugins", "/usr/lib/cni/bridge"),
     ("iperf3", "/usr/bin/iperf3"),
     ("sockperf", "/usr/bin/sockperf"),
+    ("linux-perf", "/usr/bin/perf"),
     ("wrk", "/usr/bin/wrk"),
     ("nghttp2-client", "/usr/bin/h2load"),
     ("nginx-light", "/usr/sbin/nginx"),

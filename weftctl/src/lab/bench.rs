@@ -33,17 +33,19 @@ mod chart;
 pub mod l7;
 mod plan;
 mod procs;
+mod profile;
 mod report;
 mod run;
 mod scenarios;
+mod sockperf;
 mod store;
 #[cfg(test)]
 mod tests;
 
 pub use chart::{Bar, axis, chart_svg, headline_bars};
 pub use plan::{
-    CLIENT_POD, CROSS_NODE_POD, MESH_ENV, Mode, NOACCEL_ENV, Options, Plan, SAME_NODE_POD, Suite,
-    TUNNEL_ENV, Topology,
+    CLIENT_POD, CROSS_NODE_POD, MESH_ENV, Mode, NOACCEL_ENV, Options, Plan, SAME_NODE_POD,
+    Scenario, Suite, TUNNEL_ENV, Topology,
 };
 pub use procs::{cpu_ticks, table_listens_on, vm_rss_kib};
 pub use report::{

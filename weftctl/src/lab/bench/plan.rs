@@ -17,6 +17,8 @@ pub const NOACCEL_ENV: &str = "WEFT_SOCKMAP=off";
 pub const TUNNEL_ENV: &str = "WEFT_SAME_NODE_FAST_PATH=off";
 /// iperf3's port in the server pod.
 pub(super) const IPERF_PORT: u16 = 5201;
+/// sockperf's port in the server pod.
+pub(super) const SOCKPERF_PORT: u16 = 11111;
 /// Message size of the latency and connection-rate scenarios.
 pub(super) const MESSAGE_SIZE: u32 = 64;
 /// Concurrent connecting threads of the connection-rate scenario.
@@ -106,6 +108,43 @@ pub struct Options {
     pub modes: Vec<Mode>,
     /// The suites to run.
     pub suites: Vec<Suite>,
+    /// The L4 scenarios to run.
+    pub scenarios: Vec<Scenario>,
+    /// Record the agents with `perf` during each scenario of each mesh mode (see
+    /// `profile.rs`).
+    pub profile: bool,
+}
+
+/// The L4 scenarios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// One iperf3 stream.
+    Throughput,
+    /// Round trips of 64 B on one connection: `weft-sample rr`, then sockperf.
+    Rr,
+    /// New connections per second, 64 B each way.
+    Connrate,
+    /// Idle connections held open, a probe's round trips meanwhile.
+    Concurrency,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 4] = [
+        Scenario::Throughput,
+        Scenario::Rr,
+        Scenario::Connrate,
+        Scenario::Concurrency,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::Throughput => "throughput",
+            Scenario::Rr => "rr",
+            Scenario::Connrate => "connrate",
+            Scenario::Concurrency => "concurrency",
+        }
+    }
 }
 
 /// What is measured: the L4 mesh against direct connections, or the waypoint against
@@ -123,6 +162,8 @@ pub struct Plan {
     pub repeats: u32,
     pub iperf_secs: u32,
     pub rr_count: u32,
+    /// How long each sockperf ping-pong runs.
+    pub sockperf_secs: u32,
     pub connrate_secs: u32,
     pub connrate_max: u32,
     /// Idle connections held open, smallest first.
@@ -137,6 +178,7 @@ impl Plan {
                 repeats: 1,
                 iperf_secs: 3,
                 rr_count: 5_000,
+                sockperf_secs: 2,
                 connrate_secs: 2,
                 connrate_max: 50_000,
                 hold_counts: vec![1_000, 10_000],
@@ -147,6 +189,7 @@ impl Plan {
                 repeats: 3,
                 iperf_secs: 10,
                 rr_count: 20_000,
+                sockperf_secs: 5,
                 connrate_secs: 5,
                 connrate_max: 50_000,
                 hold_counts: vec![1_000, 10_000],
@@ -159,6 +202,8 @@ impl Plan {
 // Scenario and metric names, shared by the runs, the ratios and the targets.
 pub(super) const THROUGHPUT: &str = "throughput";
 pub(super) const RR: &str = "rr";
+/// The same round trip measured by sockperf (TCP ping-pong), as a second opinion.
+pub(super) const RR_SOCKPERF: &str = "rr (sockperf)";
 pub(super) const CONNRATE: &str = "connrate";
 pub(super) const RATE: &str = "new connections";
 pub(super) const BANDWIDTH: &str = "bandwidth";

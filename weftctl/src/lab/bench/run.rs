@@ -12,7 +12,10 @@ use anyhow::{Context as _, bail};
 use super::{
     chart::{chart_svg, headline_bars},
     l7,
-    plan::{MESH_ENV, Mode, NOACCEL_ENV, OPEN_FILES, Options, Plan, Suite, TUNNEL_ENV, Topology},
+    plan::{
+        MESH_ENV, Mode, NOACCEL_ENV, OPEN_FILES, Options, Plan, Scenario, Suite, TUNNEL_ENV,
+        Topology,
+    },
     procs::raise_open_files_limit,
     report::{Host, Results, markdown, ratios, scenario_results, targets},
     scenarios::{Bench, Pods, Tools},
@@ -36,6 +39,9 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
             .map(PathBuf::from)
             .find(|p| p.is_file())
             .context("iperf3 is missing (install it: `cargo xtask setup` does)")?,
+        sockperf: Some(PathBuf::from("/usr/bin/sockperf"))
+            .filter(|p| p.is_file())
+            .context("sockperf is missing (install it: `cargo xtask setup` does)")?,
     };
     std::fs::create_dir_all(&options.out)
         .with_context(|| format!("creating {}", options.out.display()))?;
@@ -74,11 +80,19 @@ pub fn run(options: &Options) -> anyhow::Result<()> {
         }
     }
     let mut store = Store::default();
+    let profile_dir = options.out.join("profile");
+    if options.profile {
+        super::profile::check()?;
+        std::fs::create_dir_all(&profile_dir)
+            .with_context(|| format!("creating {}", profile_dir.display()))?;
+    }
     let run = Run {
         plan: &plan,
         tools: &tools,
         progress: &progress,
         open_files,
+        scenarios: &options.scenarios,
+        profile: options.profile.then_some(profile_dir.as_path()),
     };
     let mut outcome = if options.suites.contains(&Suite::L4) {
         run.labs(&options.modes, &mut store)
@@ -193,6 +207,8 @@ pub(super) struct Run<'a> {
     pub(super) progress: &'a Progress,
     /// The open-files limit the lab's processes inherit.
     pub(super) open_files: u64,
+    pub(super) scenarios: &'a [Scenario],
+    pub(super) profile: Option<&'a Path>,
 }
 
 impl Run<'_> {
@@ -275,6 +291,8 @@ impl Run<'_> {
             pods: Pods::find(state)?,
             hold_counts: self.plan.hold_counts_for(topology, self.open_files),
             store,
+            scenarios: self.scenarios,
+            profile: self.profile,
         };
         for &mode in modes {
             if mode == Mode::Direct {

@@ -17,12 +17,13 @@ use super::{
     plan::{
         BANDWIDTH, CLIENT_POD, CONNRATE, CONNRATE_CONCURRENCY, CPU_PER_1K, CPU_PER_GB,
         CROSS_NODE_POD, HOLD_TIMEOUT, IPERF_PORT, MEM_CLIENT, MEM_NODE, MEM_SERVER, MESSAGE_SIZE,
-        Mode, PERCENTILES, PROBE_P99, Plan, RATE, RR, SAME_NODE_POD, THROUGHPUT, Topology,
-        concurrency_scenario,
+        Mode, PERCENTILES, PROBE_P99, Plan, RATE, RR, SAME_NODE_POD, Scenario, THROUGHPUT,
+        Topology, concurrency_scenario,
     },
     procs::{
         Running, agent_rss_kib, clock_ticks_per_second, cpu_ticks, in_netns, listening, run_within,
     },
+    profile::Recording,
     store::Store,
 };
 use crate::lab::{AgentState, ECHO_PORT, PodState, Progress, State, in_pod, netns_path};
@@ -31,6 +32,7 @@ use crate::lab::{AgentState, ECHO_PORT, PodState, Progress, State, in_pod, netns
 pub(super) struct Tools {
     pub(super) sample: PathBuf,
     pub(super) iperf3: PathBuf,
+    pub(super) sockperf: PathBuf,
 }
 
 /// The benchmark's pods and their nodes' agents.
@@ -96,6 +98,10 @@ pub(super) struct Bench<'a> {
     /// Idle connections to hold, smallest first.
     pub(super) hold_counts: Vec<u32>,
     pub(super) store: &'a mut Store,
+    /// The L4 scenarios to run.
+    pub(super) scenarios: &'a [Scenario],
+    /// Where the agents' profiles go, when they are recorded.
+    pub(super) profile: Option<&'a Path>,
 }
 
 impl Bench<'_> {
@@ -151,22 +157,40 @@ impl Bench<'_> {
     }
 
     pub(super) fn scenarios(&mut self, topology: Topology, mode: Mode) -> anyhow::Result<()> {
-        for repeat in 1..=self.plan.repeats {
-            self.throughput(topology, mode, repeat)?;
-        }
-        for repeat in 1..=self.plan.repeats {
-            self.rr(topology, mode, repeat)?;
-        }
-        for repeat in 1..=self.plan.repeats {
-            self.connrate(topology, mode, repeat)?;
-        }
-        // The tunnel mode is there for the same-node fast path's own figures.
-        if mode == Mode::MeshTunnel {
-            return Ok(());
-        }
-        for repeat in 1..=self.plan.repeats {
-            for count in self.hold_counts.clone() {
-                self.concurrency(topology, mode, count, repeat)?;
+        for scenario in Scenario::ALL {
+            // The tunnel mode is there for the same-node fast path's own figures.
+            let wanted = self.scenarios.contains(&scenario)
+                && !(mode == Mode::MeshTunnel && scenario == Scenario::Concurrency);
+            if !wanted {
+                continue;
+            }
+            let recording = match self.profile {
+                Some(dir) if mode.in_mesh() => Some(Recording::start(
+                    dir,
+                    &format!("{}-{topology}-{mode}", scenario.name()),
+                    &self.state.agents,
+                )?),
+                _ => None,
+            };
+            for repeat in 1..=self.plan.repeats {
+                match scenario {
+                    Scenario::Throughput => self.throughput(topology, mode, repeat)?,
+                    Scenario::Rr => {
+                        self.rr(topology, mode, repeat)?;
+                        self.sockperf(topology, mode, repeat)?;
+                    }
+                    Scenario::Connrate => self.connrate(topology, mode, repeat)?,
+                    Scenario::Concurrency => {
+                        for count in self.hold_counts.clone() {
+                            self.concurrency(topology, mode, count, repeat)?;
+                        }
+                    }
+                }
+            }
+            if let Some(recording) = recording {
+                let report = recording.finish()?;
+                self.progress
+                    .say(format_args!("profile: {}", report.display()));
             }
         }
         Ok(())
