@@ -20,6 +20,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::oneshot;
 
 pub mod client_address;
+mod stash;
 
 /// `NS_GET_NSTYPE` from `<linux/nsfs.h>`: `_IO(0xb7, 0x3)`.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
@@ -111,6 +112,11 @@ enum Request {
         domain: Domain,
         reply: oneshot::Sender<io::Result<Socket>>,
     },
+    /// [`stash::BATCH`] TCP sockets.
+    Sockets {
+        domain: Domain,
+        reply: oneshot::Sender<io::Result<Vec<Socket>>>,
+    },
     Udp {
         domain: Domain,
         reply: oneshot::Sender<io::Result<Socket>>,
@@ -132,6 +138,7 @@ pub struct Netns {
     id: NetnsId,
     cookie: u64,
     requests: mpsc::Sender<Request>,
+    stash: std::sync::Arc<stash::Stash>,
 }
 
 impl Netns {
@@ -163,6 +170,7 @@ impl Netns {
             id,
             cookie: 0,
             requests,
+            stash: std::sync::Arc::default(),
         };
         let probe = netns.socket(Domain::IPV4).await?;
         netns.cookie = netns_cookie(&probe).map_err(|source| Error::Cookie {
@@ -187,7 +195,40 @@ impl Netns {
 
     /// A new non-blocking TCP socket inside the namespace.
     pub async fn socket(&self, domain: Domain) -> Result<Socket, Error> {
-        self.ask(|reply| Request::Socket { domain, reply }).await
+        let socket = match self.stash.take(domain) {
+            Some(socket) => socket,
+            None => self.ask(|reply| Request::Socket { domain, reply }).await?,
+        };
+        self.refill(domain);
+        Ok(socket)
+    }
+
+    /// Asks the worker for a batch of sockets when the stash runs low, without waiting.
+    fn refill(&self, domain: Domain) {
+        if !self.stash.begin_refill(domain) {
+            return;
+        }
+        let (reply, rx) = oneshot::channel();
+        let stash = std::sync::Arc::clone(&self.stash);
+        if self
+            .requests
+            .send(Request::Sockets { domain, reply })
+            .is_err()
+        {
+            stash.refilled(domain, Vec::new());
+            return;
+        }
+        tokio::spawn(async move {
+            let sockets = match rx.await {
+                Ok(Ok(sockets)) => sockets,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "making sockets ahead failed");
+                    Vec::new()
+                }
+                Err(_) => Vec::new(),
+            };
+            stash.refilled(domain, sockets);
+        });
     }
 
     /// A new non-blocking UDP socket inside the namespace.
@@ -309,6 +350,12 @@ fn worker(
             Request::Socket { domain, reply } => {
                 let socket = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP));
                 let _ = reply.send(socket);
+            }
+            Request::Sockets { domain, reply } => {
+                let sockets = (0..stash::BATCH)
+                    .map(|_| Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP)))
+                    .collect();
+                let _ = reply.send(sockets);
             }
             Request::Udp { domain, reply } => {
                 let socket = Socket::new(domain, Type::DGRAM.nonblocking(), Some(Protocol::UDP));
