@@ -284,24 +284,40 @@ impl Bench<'_> {
         Ok(())
     }
 
-    /// One iperf3 run: Gbit/s received, bytes received, and the agents' CPU seconds.
-    pub(super) fn iperf(&self, topology: Topology) -> anyhow::Result<(f64, f64, f64)> {
-        let server = self.pods.server(topology);
-        let mut cmd = self.in_pod(
-            server,
-            &self.tools.iperf3,
-            &strings(&["-s", "-1", "-p", &IPERF_PORT.to_string()]),
-        );
+    /// `program` started in the `server` pod, once it listens on `port`; killed when
+    /// the returned process is dropped.
+    pub(super) fn listening_server(
+        &self,
+        server: &PodState,
+        program: &Path,
+        args: &[&str],
+        port: u16,
+        what: &str,
+    ) -> anyhow::Result<Running> {
+        let mut cmd = self.in_pod(server, program, &strings(args));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let mut iperf_server = Running::spawn(&mut cmd, "the iperf3 server")?;
-        let pid = iperf_server.child.id();
+        let running = Running::spawn(&mut cmd, &format!("the {what} server"))?;
+        let pid = running.child.id();
         let netns = netns_path(&server.netns);
         crate::lab::wait_for(
-            &format!("iperf3 to listen in {}", server.pod.key()),
+            &format!("{what} to listen in {}", server.pod.key()),
             Duration::from_secs(10),
-            || in_netns(pid, &netns) && listening(pid, IPERF_PORT),
+            || in_netns(pid, &netns) && listening(pid, port),
+        )?;
+        Ok(running)
+    }
+
+    /// One iperf3 run: Gbit/s received, bytes received, and the agents' CPU seconds.
+    pub(super) fn iperf(&self, topology: Topology) -> anyhow::Result<(f64, f64, f64)> {
+        let server = self.pods.server(topology);
+        let mut iperf_server = self.listening_server(
+            server,
+            &self.tools.iperf3,
+            &["-s", "-1", "-p", &IPERF_PORT.to_string()],
+            IPERF_PORT,
+            "iperf3",
         )?;
         let secs = self.plan.iperf_secs;
         let cpu_before = self.agents_cpu()?;

@@ -1,16 +1,15 @@
 //! The round trip measured by sockperf (`sockperf ping-pong --tcp`), a second opinion
 //! on `weft-sample rr`: the same pods, the same message size, a tool that is not ours.
 
-use std::{process::Stdio, time::Duration};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
 use super::{
     plan::{MESSAGE_SIZE, Mode, RR_SOCKPERF, SOCKPERF_PORT, Topology},
-    procs::{Running, in_netns, listening, run_within},
+    procs::run_within,
     scenarios::{Bench, strings},
 };
-use crate::lab::netns_path;
 
 /// The percentiles sockperf prints, as the benchmark names them.
 const PERCENTILES: [(&str, &str); 4] = [
@@ -53,22 +52,13 @@ impl Bench<'_> {
         let server = self.pods.server(topology);
         let ip = server.ip.to_string();
         let port = SOCKPERF_PORT.to_string();
-        let mut cmd = self.in_pod(
+        // Killed when dropped: the server would run forever.
+        let sockperf_server = self.listening_server(
             server,
             &self.tools.sockperf,
-            &strings(&["server", "--tcp", "-i", &ip, "-p", &port]),
-        );
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // Killed when dropped: the server would run forever.
-        let sockperf_server = Running::spawn(&mut cmd, "the sockperf server")?;
-        let pid = sockperf_server.child.id();
-        let netns = netns_path(&server.netns);
-        crate::lab::wait_for(
-            &format!("sockperf to listen in {}", server.pod.key()),
-            Duration::from_secs(10),
-            || in_netns(pid, &netns) && listening(pid, SOCKPERF_PORT),
+            &["server", "--tcp", "-i", &ip, "-p", &port],
+            SOCKPERF_PORT,
+            "sockperf",
         )?;
         let before = self.accepted();
         let secs = self.plan.sockperf_secs;
