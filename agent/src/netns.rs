@@ -172,7 +172,14 @@ impl Netns {
             requests,
             stash: std::sync::Arc::default(),
         };
-        let probe = netns.socket(Domain::IPV4).await?;
+        // Asked of the worker, not the stash: a namespace entered for one question
+        // (`addresses_of`) makes no sockets ahead.
+        let probe = netns
+            .ask(|reply| Request::Socket {
+                domain: Domain::IPV4,
+                reply,
+            })
+            .await?;
         netns.cookie = netns_cookie(&probe).map_err(|source| Error::Cookie {
             path: path.to_owned(),
             source,
@@ -348,13 +355,10 @@ fn worker(
     while let Ok(request) = requests.recv() {
         match request {
             Request::Socket { domain, reply } => {
-                let socket = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP));
-                let _ = reply.send(socket);
+                let _ = reply.send(tcp_socket(domain));
             }
             Request::Sockets { domain, reply } => {
-                let sockets = (0..stash::BATCH)
-                    .map(|_| Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP)))
-                    .collect();
+                let sockets = (0..stash::BATCH).map(|_| tcp_socket(domain)).collect();
                 let _ = reply.send(sockets);
             }
             Request::Udp { domain, reply } => {
@@ -374,6 +378,11 @@ fn worker(
         }
     }
     tracing::debug!(netns = %path.display(), "netns worker stopped");
+}
+
+/// A non-blocking TCP socket in the calling thread's namespace.
+fn tcp_socket(domain: Domain) -> io::Result<Socket> {
+    Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP))
 }
 
 /// The cookie of the namespace a socket lives in.

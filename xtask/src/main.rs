@@ -63,17 +63,35 @@ fn main() -> anyhow::Result<()> {
         Task::Lab { args } => {
             setup::run()?;
             cargo(&["build", "--workspace", "--bins"])?;
-            let weftctl = workspace_root().join("target/debug/weftctl");
-            let status = Command::new(&weftctl)
-                .arg("lab")
-                .args(&args)
-                .status()
-                .with_context(|| format!("running {}", weftctl.display()))?;
-            if !status.success() {
-                std::process::exit(status.code().unwrap_or(1));
-            }
-            Ok(())
+            weftctl("debug", std::iter::once("lab".to_owned()).chain(args))
         }
+    }
+}
+
+/// Runs the `weftctl` cargo built for `profile` (`debug` or `release`; it starts the
+/// agent, control plane and sample app that sit beside it) with `args`. When it fails,
+/// this process ends with its exit code.
+pub fn weftctl<S: AsRef<std::ffi::OsStr>>(
+    profile: &str,
+    args: impl IntoIterator<Item = S>,
+) -> anyhow::Result<()> {
+    let weftctl = target_dir().join(profile).join("weftctl");
+    let status = Command::new(&weftctl)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {}", weftctl.display()))?;
+    if !status.success() {
+        std::process::exit(status.code().unwrap_or(1));
+    }
+    Ok(())
+}
+
+/// Where cargo puts the binaries: `CARGO_TARGET_DIR` (relative to the workspace, where
+/// [`cargo`] runs) or `target/`.
+fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
     }
 }
 

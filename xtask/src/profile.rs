@@ -2,11 +2,11 @@
 //! `mesh` mode, with the agents recorded by `perf` (`weftctl lab bench --profile`);
 //! inferno (installed here with cargo) turns each recording into a flame graph.
 
-use std::process::Command;
+use std::{ffi::OsStr, process::Command};
 
 use anyhow::{Context as _, bail};
 
-use crate::{bench::target_dir, cargo, is_root, setup, workspace_root};
+use crate::{cargo, is_root, setup, weftctl, workspace_root};
 
 const INFERNO_VERSION: &str = "0.12.8";
 const SCENARIOS: [&str; 4] = ["throughput", "rr", "connrate", "concurrency"];
@@ -21,19 +21,23 @@ pub fn run(scenario: &str) -> anyhow::Result<()> {
     setup::run()?;
     inferno()?;
     cargo(&["build", "--release", "--workspace", "--bins"])?;
-    let weftctl = target_dir().join("release/weftctl");
     let out = workspace_root().join("target/profile").join(scenario);
-    let status = Command::new(&weftctl)
-        .args([
-            "lab", "bench", "--quick", "--modes", "mesh", "--suites", "l4",
-        ])
-        .args(["--scenarios", scenario, "--profile", "--out"])
-        .arg(&out)
-        .status()
-        .with_context(|| format!("running {}", weftctl.display()))?;
-    if !status.success() {
-        std::process::exit(status.code().unwrap_or(1));
-    }
+    let mut args: Vec<&OsStr> = [
+        "lab",
+        "bench",
+        "--quick",
+        "--modes",
+        "mesh",
+        "--suites",
+        "l4",
+        "--scenarios",
+    ]
+    .iter()
+    .map(OsStr::new)
+    .collect();
+    args.extend([OsStr::new(scenario), "--profile".as_ref(), "--out".as_ref()]);
+    args.push(out.as_os_str());
+    weftctl("release", args)?;
     eprintln!(
         "==> profiles: {}/profile/ (*-top.txt, *.svg, *.perf.data)",
         out.display()

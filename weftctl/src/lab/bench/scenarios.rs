@@ -354,20 +354,35 @@ impl Bench<'_> {
         let before = self.accepted();
         let v = self.run_rr(topology, self.plan.rr_count)?;
         self.check_path(mode, before)?;
+        let percentiles = PERCENTILES
+            .into_iter()
+            .map(|(metric, field)| Ok((metric, field_f64(&v, field)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        self.record_percentiles(RR, (topology, mode, repeat), &percentiles, "");
+        Ok(())
+    }
+
+    /// Records round-trip percentiles (µs) of `scenario` and says them, followed by
+    /// `more`.
+    pub(super) fn record_percentiles(
+        &mut self,
+        scenario: &str,
+        (topology, mode, repeat): (Topology, Mode, u32),
+        percentiles: &[(&str, f64)],
+        more: &str,
+    ) {
         let mut what = Vec::new();
-        for (metric, field) in PERCENTILES {
-            let value = field_f64(&v, field)?;
-            self.record(RR, topology, mode, metric, "µs", value);
+        for &(metric, value) in percentiles {
+            self.record(scenario, topology, mode, metric, "µs", value);
             what.push(format!("{metric} {value:.0}"));
         }
         self.say(
-            RR,
+            scenario,
             topology,
             mode,
             repeat,
-            format_args!("{} µs", what.join(", ")),
+            format_args!("{} µs{more}", what.join(", ")),
         );
-        Ok(())
     }
 
     pub(super) fn run_rr(&self, topology: Topology, count: u32) -> anyhow::Result<Value> {

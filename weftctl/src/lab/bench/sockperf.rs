@@ -90,17 +90,11 @@ impl Bench<'_> {
             let tail: Vec<&str> = report.lines().rev().take(8).collect();
             format!("sockperf's report, last lines: {:?}", tail)
         })?;
-        let mut what = Vec::new();
-        for (metric, value) in percentiles {
-            self.record(RR_SOCKPERF, topology, mode, metric, "µs", value);
-            what.push(format!("{metric} {value:.0}"));
-        }
-        self.say(
+        self.record_percentiles(
             RR_SOCKPERF,
-            topology,
-            mode,
-            repeat,
-            format_args!("{} µs ({observations} round trips)", what.join(", ")),
+            (topology, mode, repeat),
+            &percentiles,
+            &format!(" ({observations} round trips)"),
         );
         Ok(())
     }
